@@ -1,0 +1,234 @@
+//! Command-line flags: every clap type of the xtask, in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Container test infrastructure for this workspace's services.
+///
+/// `infra.toml` at the repository root describes the services, images and ports; every command
+/// reads it. Run `cargo xtask doctor` first on a new machine.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, max_term_width = 100)]
+pub struct Xtask {
+    /// The infrastructure file to use instead of the repository's `infra.toml`.
+    #[arg(long, global = true, value_name = "PATH", env = "XTASK_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Progress output: bars on a terminal, plain timestamped lines otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto, env = "XTASK_PROGRESS")]
+    pub progress: ProgressMode,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// Bars when stderr is a terminal and `CI` is unset; plain lines otherwise.
+    Auto,
+    /// Always progress bars.
+    Bars,
+    /// Always plain timestamped lines.
+    Plain,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Tag(Tag),
+    Check(Check),
+    Ports(Ports),
+    Doctor(Doctor),
+    Standins(Standins),
+    Integration(Integration),
+    E2e(E2e),
+    Render(Render),
+    CleanImages(CleanImages),
+    Clean(Clean),
+    Bench(Bench),
+    Test(Test),
+}
+
+/// Print a unique image tag, generated the way every run generates its tags.
+///
+/// For a service: `{service}-{user}-{git7}-{unix}` (the `IMAGE_TAG` environment variable, if set,
+/// is printed instead). With `--consumer`: the reference of a shared infrastructure image built
+/// for that consumer, `localhost/{infra}:{consumer}-{8hex}`, random on every call.
+/// Outside a git checkout `git7` is the word `unknown`.
+#[derive(Debug, Args)]
+pub struct Tag {
+    /// A service or infrastructure name from `infra.toml` (e.g. `notification`, `datastorage`).
+    pub name: String,
+    /// Print the infrastructure image reference built for this consumer instead.
+    #[arg(long, value_name = "SERVICE")]
+    pub consumer: Option<String>,
+}
+
+/// Validate `infra.toml` and report every error found, with file, line and column.
+///
+/// Checks: unknown keys, unknown services in `needs`, dependency cycles, host ports used twice
+/// (naming both owners), ports outside 1-65535, NodePorts outside 30000-32767, missing
+/// Dockerfiles and manifest templates, environment templates naming unknown components.
+/// Exits non-zero when anything is wrong.
+#[derive(Debug, Args)]
+pub struct Check {}
+
+/// Print the port allocation table: every service, tier, port and what it is for.
+#[derive(Debug, Args)]
+pub struct Ports {}
+
+/// Show which tools this workspace needs, which are installed, and how to install the others.
+///
+/// Lists podman (or docker), kind, kubectl, git, debootstrap with found/missing and version, the
+/// install command for this OS family (apt, dnf or brew), and which commands need each tool.
+#[derive(Debug, Args)]
+pub struct Doctor {}
+
+/// Build local stand-ins for the third-party images, for hosts without a registry.
+///
+/// PostgreSQL, Redis and the runtime base are built from Debian packages (debootstrap, then
+/// apt-get in a chroot, then `podman import`), honouring the official images' environment
+/// contract (POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB). Images that exist are skipped.
+/// Prints the environment variables that point the workspace at them; `infra.toml` is not edited.
+/// Needs root and debootstrap.
+#[derive(Debug, Args)]
+pub struct Standins {
+    /// Rebuild images that already exist.
+    #[arg(long)]
+    pub force: bool,
+    /// Only print the `export` lines for images that already exist; build nothing.
+    #[arg(long)]
+    pub print_env: bool,
+}
+
+/// Run a consumer's integration tests against a real podman stack, then remove the stack.
+///
+/// Starts the consumer's infrastructure from `infra.toml` (PostgreSQL, migrations, Redis,
+/// DataStorage, ...) on its own network in dependency order, independent parts in parallel, each
+/// checked for readiness; runs `cargo test -p <consumer> --test integration` with the URLs in the
+/// environment; removes containers, network and this run's images. The exit code is the tests'.
+#[derive(Debug, Args)]
+pub struct Integration {
+    /// The service whose integration tests run (a consumer in `infra.toml`).
+    pub consumer: String,
+    /// Leave the stack running after the tests and print its URLs and how to remove it.
+    #[arg(long, conflicts_with = "down")]
+    pub keep: bool,
+    /// Remove a stack left running by `--keep` (or by a run that was killed), then exit.
+    #[arg(long)]
+    pub down: bool,
+    /// Start the stack and print its URLs without running the tests (implies --keep).
+    #[arg(long, conflicts_with = "down")]
+    pub no_tests: bool,
+    /// Arguments after `--` go to the test binary (e.g. a test name filter).
+    #[arg(last = true)]
+    pub test_args: Vec<String>,
+}
+
+/// Run a consumer's E2E tests in a fresh kind cluster, then delete it.
+///
+/// Phase 0 generates every tag and renders the kind config and manifests; phase 1 builds the
+/// images (Rust compiled once) while phase 2 creates the cluster; phase 3 loads the images
+/// (`podman save` + `kind load image-archive`) and verifies them on the node; phase 4 deploys
+/// with `kubectl` (imagePullPolicy Never) and waits for readiness; phase 5 runs
+/// `cargo test -p <consumer> --test e2e` against the NodePorts; phase 6 cleans up.
+#[derive(Debug, Args)]
+pub struct E2e {
+    /// The service whose E2E tests run (a consumer in `infra.toml`).
+    pub consumer: String,
+    /// Print the phase plan and every command without running any.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep the cluster, images and archives after the run (printing how to remove them).
+    #[arg(long)]
+    pub keep: bool,
+    /// How many image builds may run at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub jobs: usize,
+    /// How many kind clusters may be created at once on this host, across all users.
+    #[arg(long, default_value_t = 2, value_name = "N", env = "XTASK_CLUSTER_SLOTS")]
+    pub cluster_slots: usize,
+    /// Arguments after `--` go to the test binary.
+    #[arg(last = true)]
+    pub test_args: Vec<String>,
+}
+
+/// Write the kind config and the Kubernetes manifests an E2E run would apply.
+///
+/// Tags are generated as a real run would; nothing is built or applied. Without `--out` the
+/// files go to `target/xtask/render/<consumer>/`.
+#[derive(Debug, Args)]
+pub struct Render {
+    /// The consumer to render for.
+    pub consumer: String,
+    /// Directory to write `kind-config.yaml` and `manifests.yaml` into.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// Remove old test images created by this tool, and only those (selected by label).
+///
+/// An image is ours when it carries the `io.kubernaut.xtask.run` label; by default only images
+/// whose owner label is the current user. Images used by a container are skipped (and named).
+/// Stand-in images (no run label) are never removed here.
+#[derive(Debug, Args)]
+pub struct CleanImages {
+    /// Only images created longer ago than this (e.g. `30m`, `12h`, `7d`).
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub older_than: String,
+    /// Only images of this service.
+    #[arg(long, value_name = "SERVICE")]
+    pub service: Option<String>,
+    /// Include images owned by other users (still only images this tool labelled).
+    #[arg(long)]
+    pub all_users: bool,
+    /// List what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Remove what earlier runs left behind: containers, networks, clusters, images, archives.
+///
+/// Works from the run records under `target/xtask/runs/` and, when a record is lost, from the
+/// labels on the resources themselves. Never touches anything without our labels.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["orphans", "run"]))]
+pub struct Clean {
+    /// Everything of runs whose process is gone (killed, crashed, power loss).
+    #[arg(long)]
+    pub orphans: bool,
+    /// Everything of one run (a run id, as printed by the run and shown in the labels).
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
+    /// With --orphans: also runs left up on purpose with `--keep`.
+    #[arg(long)]
+    pub include_kept: bool,
+    /// List what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Measure: stack start-up against its critical path, and planning speed.
+///
+/// Runs `integration <consumer> --no-tests` start-up/teardown cycles (warm caches) and prints
+/// median total time, critical path and their ratio, plus the time to plan a run.
+#[derive(Debug, Args)]
+pub struct Bench {
+    /// Consumers to bench.
+    #[arg(default_values_t = ["notification".to_string()])]
+    pub consumers: Vec<String>,
+    /// Start-up cycles per consumer.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
+/// Run every test of the workspace: what CI runs (`.ci/run`).
+///
+/// Unit and tidy tests, the services' tests, the podman-backed xtask tests, stand-in images,
+/// the integration runs of every consumer, and the E2E runs against the fake kind/kubectl.
+#[derive(Debug, Args)]
+pub struct Test {
+    /// Only what needs no container engine (unit, tidy and fake-tool tests).
+    #[arg(long)]
+    pub quick: bool,
+}

@@ -1,0 +1,146 @@
+//! The labels every container, network, image and cluster of ours carries, and the filters
+//! that select them. Removal code only ever sees resources selected through a [`Filter`].
+
+use std::collections::BTreeMap;
+
+pub const PREFIX: &str = "io.kubernaut.xtask";
+/// The user who started the run.
+pub const OWNER: &str = "io.kubernaut.xtask.owner";
+/// The component (postgres, datastorage, ...) a resource belongs to.
+pub const SERVICE: &str = "io.kubernaut.xtask.service";
+/// The run id: eight hex digits.
+pub const RUN: &str = "io.kubernaut.xtask.run";
+/// Unix seconds when the run started.
+pub const CREATED: &str = "io.kubernaut.xtask.created";
+/// The consumer whose tests the run is for.
+pub const CONSUMER: &str = "io.kubernaut.xtask.consumer";
+/// `integration` or `e2e`.
+pub const TIER: &str = "io.kubernaut.xtask.tier";
+/// The process id of the run, to tell live runs from orphans.
+pub const PID: &str = "io.kubernaut.xtask.pid";
+/// On stand-in images (long-lived, not part of any run).
+pub const STANDIN: &str = "io.kubernaut.xtask.standin";
+
+/// The labels of one run; `for_service` adds the component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLabels {
+    pub owner: String,
+    pub run: String,
+    pub created: u64,
+    pub consumer: String,
+    pub tier: &'static str,
+    pub pid: u32,
+}
+
+impl RunLabels {
+    pub fn for_service(&self, service: &str) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert(OWNER.to_string(), self.owner.clone());
+        m.insert(SERVICE.to_string(), service.to_string());
+        m.insert(RUN.to_string(), self.run.clone());
+        m.insert(CREATED.to_string(), self.created.to_string());
+        m.insert(CONSUMER.to_string(), self.consumer.clone());
+        m.insert(TIER.to_string(), self.tier.to_string());
+        m.insert(PID.to_string(), self.pid.to_string());
+        m
+    }
+}
+
+/// A label selection that always includes at least one of our labels, so no listing (and so
+/// no removal) can ever select a resource this tool did not create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    terms: Vec<(String, Option<String>)>,
+}
+
+impl Filter {
+    /// Everything of one run.
+    pub fn run(run: &str) -> Filter {
+        Filter { terms: vec![(RUN.to_string(), Some(run.to_string()))] }
+    }
+
+    /// Every run resource of one owner.
+    pub fn owner(owner: &str) -> Filter {
+        Filter {
+            terms: vec![(RUN.to_string(), None), (OWNER.to_string(), Some(owner.to_string()))],
+        }
+    }
+
+    /// Every run resource of anybody (still only ours: the run label must be there).
+    pub fn any_run() -> Filter {
+        Filter { terms: vec![(RUN.to_string(), None)] }
+    }
+
+    /// Stand-in images.
+    pub fn standins() -> Filter {
+        Filter { terms: vec![(STANDIN.to_string(), None)] }
+    }
+
+    /// Narrows the filter by one more of our labels.
+    pub fn and(mut self, key: &str, value: &str) -> Filter {
+        debug_assert!(key.starts_with(PREFIX), "filters use our labels only: {key}");
+        self.terms.push((key.to_string(), Some(value.to_string())));
+        self
+    }
+
+    /// `--filter label=k=v` arguments for podman/docker `ps`, `images`, `network ls`.
+    pub fn args(&self) -> Vec<String> {
+        self.terms
+            .iter()
+            .flat_map(|(k, v)| {
+                let term = match v {
+                    Some(v) => format!("label={k}={v}"),
+                    None => format!("label={k}"),
+                };
+                ["--filter".to_string(), term]
+            })
+            .collect()
+    }
+
+    /// Whether a resource's labels satisfy the filter (checked again after listing, so an
+    /// engine that ignored a filter still cannot make us remove something foreign).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.terms.iter().all(|(k, v)| match (labels.get(k), v) {
+            (Some(have), Some(want)) => have == want,
+            (Some(_), None) => true,
+            (None, _) => false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn every_filter_requires_one_of_our_labels() {
+        for f in [Filter::run("ab12cd34"), Filter::owner("alice"), Filter::any_run(), Filter::standins()] {
+            assert!(f.args().iter().any(|a| a.starts_with(&format!("label={PREFIX}"))));
+            assert!(!f.matches(&BTreeMap::new()), "nothing unlabelled matches {f:?}");
+            assert!(!f.matches(&labels(&[("maintainer", "someone")])));
+        }
+    }
+
+    #[test]
+    fn owner_filter_excludes_other_owners() {
+        let f = Filter::owner("alice");
+        assert!(f.matches(&labels(&[(RUN, "1"), (OWNER, "alice")])));
+        assert!(!f.matches(&labels(&[(RUN, "1"), (OWNER, "bob")])));
+        assert!(!f.matches(&labels(&[(OWNER, "alice")])), "stand-ins have no run label");
+        assert_eq!(f.args(), vec!["--filter", "label=io.kubernaut.xtask.run", "--filter", "label=io.kubernaut.xtask.owner=alice"]);
+    }
+
+    #[test]
+    fn run_labels_carry_everything() {
+        let l = RunLabels { owner: "alice".into(), run: "ab12cd34".into(), created: 5, consumer: "gateway".into(), tier: "e2e", pid: 42 };
+        let m = l.for_service("redis");
+        assert_eq!(m[SERVICE], "redis");
+        assert_eq!(m[RUN], "ab12cd34");
+        assert_eq!(m.len(), 7);
+        assert!(Filter::run("ab12cd34").and(SERVICE, "redis").matches(&m));
+    }
+}

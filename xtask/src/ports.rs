@@ -1,0 +1,101 @@
+//! `cargo xtask ports`: the port allocation table.
+
+use anyhow::Result;
+
+use crate::config::{Config, PortRef};
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub consumer: String,
+    pub tier: &'static str,
+    pub port: PortRef,
+    pub host_port: u16,
+    pub node_port: Option<u16>,
+    pub purpose: String,
+}
+
+/// Every host port of the file, sorted by consumer, tier, port.
+pub fn rows(config: &Config) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for c in config.consumers.values() {
+        for (pr, &host) in &c.integration {
+            let internal = internal(config, pr);
+            rows.push(Row {
+                consumer: c.name.clone(),
+                tier: "integration",
+                port: pr.clone(),
+                host_port: host,
+                node_port: None,
+                purpose: format!("localhost:{host} -> container {}_{}_test:{internal}", c.name, pr.component),
+            });
+        }
+        for (pr, np) in &c.e2e {
+            let internal = internal(config, pr);
+            rows.push(Row {
+                consumer: c.name.clone(),
+                tier: "e2e",
+                port: pr.clone(),
+                host_port: np.host_port,
+                node_port: Some(np.node_port),
+                purpose: format!(
+                    "localhost:{} -> kind node :{} -> service {}:{internal}",
+                    np.host_port, np.node_port, pr.component
+                ),
+            });
+        }
+    }
+    rows
+}
+
+fn internal(config: &Config, pr: &PortRef) -> String {
+    config
+        .components
+        .get(&pr.component)
+        .and_then(|c| c.internal_port(pr.port.as_deref()))
+        .map_or_else(|| "?".to_string(), |p| p.to_string())
+}
+
+pub fn render(rows: &[Row]) -> String {
+    let header = ["CONSUMER", "TIER", "COMPONENT", "HOST PORT", "NODEPORT", "PURPOSE"];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.consumer.clone(),
+                r.tier.to_string(),
+                r.port.to_string(),
+                r.host_port.to_string(),
+                r.node_port.map_or("-".to_string(), |p| p.to_string()),
+                r.purpose.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cols: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cols.iter().enumerate() {
+            if i + 1 == cols.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(&header.map(String::from));
+    for row in &cells {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+pub fn run(config: &Config) -> Result<()> {
+    print!("{}", render(&rows(config)));
+    Ok(())
+}
