@@ -72,6 +72,8 @@ pub struct ContainerSpec {
     /// (host port, container port), published on all addresses.
     pub publish: Vec<(u16, u16)>,
     pub args: Vec<String>,
+    /// `run -d` (a service) or attached until it exits (a job).
+    pub detach: bool,
 }
 
 /// What `podman build` needs for one image.
@@ -86,7 +88,11 @@ pub struct BuildSpec {
 
 impl Engine {
     pub fn run_args(&self, s: &ContainerSpec) -> Vec<String> {
-        let mut a = vec!["run".to_string(), "-d".into(), "--name".into(), s.name.clone()];
+        let mut a = vec!["run".to_string()];
+        if s.detach {
+            a.push("-d".into());
+        }
+        a.extend(["--name".into(), s.name.clone()]);
         a.extend(["--network".into(), s.network.clone()]);
         for (k, v) in &s.labels {
             a.extend(["--label".into(), format!("{k}={v}")]);
@@ -241,6 +247,18 @@ impl Engine {
             .collect())
     }
 
+    /// Every running container (ours or not) with its published ports. Read-only: the result
+    /// is not `Ours`, so it cannot be passed to a removal; it only names port holders.
+    pub fn published_ports(&self) -> Result<Vec<ContainerInfo>> {
+        let ids = self.cmd().args(["ps", "--format", "{{.ID}}"]).read()?;
+        let ids: Vec<&str> = ids.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.cmd().args(["inspect", "--type", "container"]).args(&ids).output()?;
+        Ok(parse_json_array(&out)?.iter().map(parse_container).collect())
+    }
+
     /// Image ids used by any container (ours or not): such images are never removed.
     pub fn images_in_use(&self) -> Result<Vec<String>> {
         let out = self.cmd().args(["ps", "-a", "--format", "{{.ImageID}}"]).read()?;
@@ -393,6 +411,7 @@ mod tests {
             env: [("POSTGRES_PASSWORD".to_string(), "a b;$(x)".to_string())].into(),
             publish: vec![(15440, 5432)],
             args: vec!["-c".into(), "fsync=off".into()],
+            detach: true,
         };
         assert_eq!(
             podman().run_args(&spec),

@@ -1,18 +1,29 @@
 //! `cargo xtask`: parses the command line and hands over to the module of each command.
 
 mod check;
+mod cleanup;
 mod config;
 mod dag;
 mod doctor;
+mod e2e;
 mod engine;
 mod flags;
+mod images;
+mod integration;
+mod kube;
 mod labels;
 mod ports;
+mod preflight;
 mod process;
 mod progress;
+mod ready;
 mod record;
+mod render;
 mod report;
 mod signals;
+mod slots;
+mod stack;
+mod standins;
 mod tag;
 mod tags;
 mod tools;
@@ -45,6 +56,10 @@ fn run(args: flags::Xtask) -> Result<ExitCode> {
         Command::Check(_) => check::run(&load()?)?,
         Command::Ports(_) => ports::run(&load()?)?,
         Command::Doctor(_) => doctor::run()?,
+        Command::Standins(a) => standins::run(&load()?, a, &progress::Progress::new(args.progress, 10))?,
+        Command::Integration(a) => return integration::run(&load()?, a, args.progress),
+        Command::E2e(a) => return e2e::run(&load()?, a, args.progress),
+        Command::Render(a) => e2e::render_cmd(&load()?, a)?,
         _ => anyhow::bail!("not implemented yet"),
     }
     Ok(ExitCode::SUCCESS)

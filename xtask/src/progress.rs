@@ -126,6 +126,16 @@ impl Line {
         }
     }
 
+    /// A `'static` closure that updates the detail, for process output callbacks.
+    pub fn detail_sink(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let bar = self.bar.clone();
+        move |d: &str| {
+            if let Some(b) = &bar {
+                b.set_message(d.chars().take(100).collect::<String>());
+            }
+        }
+    }
+
     /// Finishes the line with a final message (`ready`, `failed: ...`).
     pub fn finish(&self, ok: bool, msg: &str) {
         match &self.bar {

@@ -24,6 +24,9 @@ pub struct Report {
     /// total / critical path: 1.0 means nothing waited on anything it did not need.
     pub total_over_critical_path: f64,
     pub tasks: Vec<TaskReport>,
+    /// Timings after the graph: `tests_ms`, `teardown_ms`, `wall_ms`, ...
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,6 +131,7 @@ impl Report {
                     message: t.message.lines().next().unwrap_or("").to_string(),
                 })
                 .collect(),
+            extra: BTreeMap::new(),
         }
     }
 
@@ -157,8 +161,11 @@ impl Report {
                 t.outcome
             ));
         }
+        for (k, v) in &self.extra {
+            s.push_str(&format!("{}: {:.1}s\n", k.trim_end_matches("_ms"), *v as f64 / 1000.0));
+        }
         s.push_str(&format!(
-            "total {:.1}s, critical path (*) {:.1}s: {}; ratio {:.2}\n",
+            "stack {:.1}s, critical path (*) {:.1}s: {}; ratio {:.2}\n",
             self.total_ms as f64 / 1000.0,
             self.critical_path_ms as f64 / 1000.0,
             self.critical_path.join(" -> "),

@@ -19,6 +19,8 @@ pub struct Facts {
     pub user: String,
     /// `git rev-parse --short=7 HEAD`, or `unknown` outside a git checkout.
     pub git7: String,
+    /// The full revision (for the images' OCI revision label), or `unknown`.
+    pub revision: String,
     /// Seconds since the epoch.
     pub unix: u64,
     /// The `IMAGE_TAG` environment variable, when set.
@@ -34,9 +36,11 @@ impl Facts {
         if let Some(t) = &image_tag {
             check_tag(t).map_err(|e| anyhow::anyhow!("IMAGE_TAG: {e}"))?;
         }
+        let revision = git_revision(root);
         Ok(Facts {
             user: sanitize_user(&login_name()),
-            git7: git7(root),
+            git7: if revision == "unknown" { revision.clone() } else { revision[..7].to_string() },
+            revision,
             unix: unix_now(),
             image_tag,
             run_hex: random_hex8(),
@@ -123,20 +127,37 @@ pub fn login_name() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// Seven hex digits of HEAD, or `unknown` (no git, not a checkout, or no commit yet).
-pub fn git7(root: &Path) -> String {
-    let out = Cmd::new("git").arg("-C").arg(root).args(["rev-parse", "--short=7", "HEAD"]).output();
+/// The full hex revision of HEAD, or `unknown` (no git, not a checkout, or no commit yet).
+pub fn git_revision(root: &Path) -> String {
+    let out = Cmd::new("git").arg("-C").arg(root).args(["rev-parse", "HEAD"]).output();
     match out {
         Ok(o) if o.success() => {
             let h = o.stdout.trim();
             if h.len() >= 7 && h.chars().all(|c| c.is_ascii_hexdigit()) {
-                h[..7].to_ascii_lowercase()
+                h.to_ascii_lowercase()
             } else {
                 "unknown".to_string()
             }
         }
         _ => "unknown".to_string(),
     }
+}
+
+/// `2024-12-15T16:00:00Z` for unix seconds (UTC), for the OCI `created` label.
+pub fn rfc3339(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 pub fn unix_now() -> u64 {
@@ -164,6 +185,7 @@ mod tests {
         Facts {
             user: "alice".into(),
             git7: "abc1234".into(),
+            revision: "abc1234ffffffffffffffffffffffffffffffff0".into(),
             unix: 1_734_278_400,
             image_tag: None,
             run_hex: "1884d074".into(),
@@ -212,9 +234,15 @@ mod tests {
     fn outside_git_the_revision_is_unknown() {
         let dir = std::env::temp_dir().join(format!("xtask-nogit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        // A folder with its own (empty) git dir boundary is still inside /tmp, not a checkout.
-        let out = git7(&dir);
+        let out = git_revision(&dir);
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(out, "unknown");
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_734_278_400), "2024-12-15T16:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

@@ -1,0 +1,577 @@
+//! `cargo xtask integration <consumer>`: a real podman stack in dependency order, the
+//! consumer's integration tests against it, then teardown.
+//!
+//! [`plan`] is pure: `infra.toml` + the run's facts in, the task graph with every container's
+//! argv out. [`run`] checks tools and ports, records the run, executes the graph (independent
+//! parts in parallel, each container checked for readiness), runs the tests with the URLs in the
+//! environment, and removes everything the run labelled.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::{ComponentKind, Config, PortRef, ServiceSpec};
+use crate::dag::{self, Node};
+use crate::engine::{BuildSpec, ContainerSpec};
+use crate::flags::{self, ProgressMode};
+use crate::images;
+use crate::labels::RunLabels;
+use crate::preflight::{self, Claim, EarlierState};
+use crate::process::Cmd;
+use crate::progress::Progress;
+use crate::ready::{self, Probe};
+use crate::record::{self, Event, Record};
+use crate::report::Report;
+use crate::stack::{self, Site};
+use crate::tags::Facts;
+use crate::tools::{self, Engine, Need};
+
+pub const TIER: &str = "integration";
+
+/// One task of an integration run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// One `cargo build` for every service image of the stack.
+    Compile { packages: Vec<String> },
+    /// `cargo test --no-run` of the consumer's integration tests, while the stack starts.
+    CompileTests { package: String, target: String },
+    Image { service: String, spec: ServiceSpec, build: BuildSpec },
+    Network { name: String, labels: BTreeMap<String, String> },
+    Container { component: String, spec: ContainerSpec, probe: Option<Probe>, timeout: Duration },
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub run_id: String,
+    pub consumer: String,
+    pub labels: RunLabels,
+    pub run_dir: PathBuf,
+    pub network: String,
+    pub nodes: Vec<Node<Step>>,
+    /// Host ports of the stack, and the environment the tests get.
+    pub ports: BTreeMap<PortRef, u16>,
+    pub test_env: BTreeMap<String, String>,
+    pub test_package: String,
+    pub test_target: String,
+}
+
+/// Everything the run will do, derived from the config and the facts gathered once.
+#[allow(clippy::too_many_arguments)]
+pub fn plan(
+    config: &Config,
+    consumer: &str,
+    facts: &Facts,
+    engine: &Engine,
+    runs_dir: &Path,
+    pid: u32,
+    env: &dyn Fn(&str) -> Option<String>,
+    compile_tests: bool,
+) -> Result<Plan> {
+    let c = config.consumer(consumer)?;
+    let test_package = config.service(consumer)?.package.clone();
+    let run_id = facts.run_hex.clone();
+    let run_dir = runs_dir.join(&run_id);
+    let labels = RunLabels {
+        owner: facts.user.clone(),
+        run: run_id.clone(),
+        created: facts.unix,
+        consumer: consumer.to_string(),
+        tier: TIER,
+        pid,
+    };
+    let members = stack::members(config, consumer, false);
+    let network = stack::network_name(consumer);
+    let mut nodes = Vec::new();
+
+    let services = stack::image_services(config, &members);
+    let runtime = config.images.get("runtime").context("infra.toml has no [images.runtime] (the base of service images)")?;
+    let runtime_base = runtime.resolve(env);
+    let mut image_refs: BTreeMap<String, String> = BTreeMap::new();
+    if !services.is_empty() {
+        let packages = services.iter().map(|s| Ok(config.service(s)?.package.clone())).collect::<Result<Vec<_>>>()?;
+        nodes.push(Node { id: "compile".into(), deps: vec![], pool: None, action: Step::Compile { packages } });
+        for s in &services {
+            let spec = config.service(s)?.clone();
+            let reference = facts.infra_ref(s, consumer);
+            let ctx = images::context_dir(&run_dir, s);
+            let build = images::build_spec(config, &spec, &reference, &ctx, labels.for_service(s), facts, &runtime_base);
+            image_refs.insert(s.clone(), reference);
+            nodes.push(Node {
+                id: format!("image:{s}"),
+                deps: vec!["compile".into()],
+                pool: Some("build"),
+                action: Step::Image { service: s.clone(), spec, build },
+            });
+        }
+    }
+    nodes.push(Node {
+        id: "network".into(),
+        deps: vec![],
+        pool: None,
+        action: Step::Network { name: network.clone(), labels: labels.for_service("network") },
+    });
+
+    for m in &members {
+        let comp = &config.components[m];
+        let image = match &comp.kind {
+            ComponentKind::Infra { image } => config.images[image].resolve(env),
+            _ => image_refs[comp.image_service().unwrap_or_default()].clone(),
+        };
+        let mut publish = Vec::new();
+        for (pr, host) in &c.integration {
+            if &pr.component == m {
+                if let Some(internal) = comp.internal_port(pr.port.as_deref()) {
+                    publish.push((*host, internal));
+                }
+            }
+        }
+        let name = stack::container_name(consumer, m);
+        let args = match &comp.kind {
+            ComponentKind::Job { args, .. } => args.clone(),
+            _ => Vec::new(),
+        };
+        let spec = ContainerSpec {
+            name: name.clone(),
+            image,
+            network: network.clone(),
+            labels: labels.for_service(m),
+            env: stack::env(config, comp, Site::Network { consumer })?,
+            publish,
+            args,
+            detach: !comp.is_job(),
+        };
+        let host_port = |p: Option<&str>| {
+            c.integration.get(&PortRef { component: m.clone(), port: p.map(str::to_string) }).copied()
+        };
+        let probe = Probe::for_component(&comp.ready, &name, &config.postgres, &host_port)?;
+        let mut deps = vec!["network".to_string()];
+        deps.extend(comp.needs.iter().cloned());
+        if let Some(s) = comp.image_service() {
+            deps.push(format!("image:{s}"));
+        }
+        nodes.push(Node {
+            id: m.clone(),
+            deps,
+            pool: None,
+            action: Step::Container { component: m.clone(), spec, probe, timeout: comp.timeout },
+        });
+    }
+    if compile_tests {
+        nodes.push(Node {
+            id: "compile-tests".into(),
+            // After the image binaries: both are cargo, which serialises on its lock anyway.
+            deps: if services.is_empty() { vec![] } else { vec!["compile".into()] },
+            pool: None,
+            action: Step::CompileTests { package: test_package.clone(), target: c.integration_test.clone() },
+        });
+    }
+    dag::validate(&nodes)?;
+    let mut test_env = stack::test_env(config, &c.integration)?;
+    test_env.insert("XTASK_RUN_ID".into(), run_id.clone());
+    test_env.insert("XTASK_TIER".into(), TIER.into());
+    Ok(Plan {
+        run_id,
+        consumer: consumer.to_string(),
+        labels,
+        run_dir,
+        network,
+        nodes,
+        ports: c.integration.clone(),
+        test_env,
+        test_package,
+        test_target: c.integration_test.clone(),
+    })
+}
+
+/// The entry point of the command.
+pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Result<ExitCode> {
+    let engine = tools::require(&[Need::Engine])?.context("no container engine")?;
+    config.consumer(&args.consumer)?;
+    let runs_dir = record::runs_dir(&config.root);
+    if args.down {
+        return down(&engine, &runs_dir, &args.consumer).map(|_| ExitCode::SUCCESS);
+    }
+    let facts = Facts::gather(&config.root)?;
+    let pid = std::process::id();
+    let env = |k: &str| std::env::var(k).ok();
+    let with_tests = !args.no_tests;
+    let plan = plan(config, &args.consumer, &facts, &engine, &runs_dir, pid, &env, with_tests)?;
+    let keep = args.keep || args.no_tests;
+
+    prepare(&engine, &runs_dir, &plan)?;
+    let record = Record::create(
+        &plan.run_dir,
+        Event::Run {
+            run_id: plan.run_id.clone(),
+            pid,
+            pid_start: record::pid_start(pid),
+            owner: facts.user.clone(),
+            consumer: plan.consumer.clone(),
+            tier: TIER.into(),
+            created: facts.unix,
+            engine: engine.name().into(),
+            argv: std::env::args().collect(),
+        },
+    )?;
+    crate::signals::install(format!("integration run {} of {}", plan.run_id, plan.consumer))?;
+
+    let width = plan.nodes.iter().map(|n| n.id.len()).max().unwrap_or(8);
+    let progress = Progress::new(mode, width);
+    progress.println(&format!(
+        "integration {}: run {} ({} containers on {}, {} engine)",
+        plan.consumer,
+        plan.run_id,
+        plan.nodes.iter().filter(|n| matches!(n.action, Step::Container { .. })).count(),
+        plan.network,
+        engine.name()
+    ));
+    let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let t0 = Instant::now();
+    let ex = execute(config, &engine, &plan, &record, &progress);
+    let stack_ready = t0.elapsed();
+
+    let mut report = Report::new(&plan.run_id, &plan.consumer, TIER, started_ms, &ex.timings, ex.total, "");
+    let mut outcome: Result<ExitCode> = match ex.error {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    };
+    if outcome.is_ok() && !crate::signals::interrupted() {
+        progress.println(&format!("stack ready in {:.1}s", stack_ready.as_secs_f64()));
+        if with_tests {
+            let t = Instant::now();
+            outcome = run_tests(config, &plan, &args.test_args, &progress);
+            report.extra.insert("tests_ms".into(), t.elapsed().as_millis() as u64);
+        }
+    }
+    let interrupted = crate::signals::interrupted();
+    let keep_now = keep && !interrupted;
+    if keep_now {
+        record.add(&Event::Kept)?;
+        print_kept(&plan);
+    } else {
+        let t = Instant::now();
+        let removed = crate::cleanup::remove_run(&engine, &plan.run_id, false);
+        report.extra.insert("teardown_ms".into(), t.elapsed().as_millis() as u64);
+        match removed {
+            Ok(r) => {
+                let _ = std::fs::remove_dir_all(plan.run_dir.join("context"));
+                record.add(&Event::Finished)?;
+                progress.println(&format!("removed {r}"));
+            }
+            Err(e) => {
+                eprintln!(
+                    "warning: cleanup of run {} failed: {e:#}\nrun `cargo xtask clean --run {}` to retry",
+                    plan.run_id, plan.run_id
+                );
+            }
+        }
+    }
+    report.outcome = match (&outcome, interrupted) {
+        (_, true) => "interrupted".into(),
+        (Ok(c), _) if *c == ExitCode::SUCCESS => "passed".into(),
+        (Ok(_), _) => "tests failed".into(),
+        (Err(_), _) => "failed".into(),
+    };
+    report.extra.insert("wall_ms".into(), t0.elapsed().as_millis() as u64);
+    let report_path = plan.run_dir.join("report.json");
+    report.write(&report_path)?;
+    eprint!("{}", report.table());
+    eprintln!("run report: {}", report_path.display());
+    if interrupted {
+        bail!("interrupted; run {} was cleaned up", plan.run_id);
+    }
+    outcome
+}
+
+/// Stale runs of this consumer are removed; a kept or live one, or a taken port, stops here.
+fn prepare(engine: &Engine, runs_dir: &Path, plan: &Plan) -> Result<()> {
+    let earlier = preflight::earlier_runs(engine, runs_dir, &plan.labels.owner, &plan.consumer, TIER)?;
+    for e in earlier.iter().filter(|e| e.state == EarlierState::Kept) {
+        bail!(
+            "a stack of {c} kept with --keep is still up (run {}); take it down first: \
+             cargo xtask integration {c} --down",
+            e.run_id,
+            c = plan.consumer
+        );
+    }
+    for e in earlier.iter().filter(|e| e.state == EarlierState::Stale) {
+        let removed = crate::cleanup::remove_run(engine, &e.run_id, false)?;
+        mark_finished(runs_dir, &e.run_id);
+        eprintln!("removed what an earlier run {} left (its process {} is gone): {removed}", e.run_id, e.pid);
+    }
+    let claims: Vec<Claim> = plan
+        .ports
+        .iter()
+        .map(|(pr, p)| Claim { port: *p, what: format!("{} integration {pr}", plan.consumer) })
+        .collect();
+    preflight::check_ports(engine, &claims)?;
+    if let Some(e) = earlier.iter().find(|e| e.state == EarlierState::Live) {
+        bail!(
+            "another integration run of {} is in progress (run {}, process {}); wait for it to \
+             finish, or stop it (Ctrl-C in its terminal)",
+            plan.consumer,
+            e.run_id,
+            e.pid
+        );
+    }
+    Ok(())
+}
+
+fn mark_finished(runs_dir: &Path, run_id: &str) {
+    let path = runs_dir.join(run_id).join("record.jsonl");
+    if let Ok(r) = Record::open(&path) {
+        let _ = r.add(&Event::Finished);
+    }
+}
+
+/// Runs the graph; the work of each task is here.
+fn execute(config: &Config, engine: &Engine, plan: &Plan, record: &Record, progress: &Progress) -> dag::Execution {
+    let artifacts: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let limits = [("build", 4usize)].into_iter().collect();
+    dag::execute(&plan.nodes, &limits, progress, |node, ctx| match &node.action {
+        Step::Compile { packages } => {
+            let a = images::compile(&config.root, packages, ctx.line)?;
+            let n = a.len();
+            *artifacts.lock().map_err(|_| anyhow::anyhow!("lock"))? = a;
+            Ok(format!("{n} binaries"))
+        }
+        Step::CompileTests { package, target } => {
+            ctx.line.state("compiling", &format!("{package} --test {target}"));
+            let show = ctx.line.detail_sink();
+            images::compile_tests_cmd(&config.root, package, target)
+                .run_streaming(move |l| show(l.trim()))
+                .with_context(|| format!("compiling the {target} tests of {package}"))?;
+            Ok(String::new())
+        }
+        Step::Image { service, spec, build } => {
+            let binary = artifacts
+                .lock()
+                .map_err(|_| anyhow::anyhow!("lock"))?
+                .get(&spec.binary)
+                .cloned()
+                .with_context(|| format!("cargo built no binary `{}` for {service} (check [services.{service}].binary)", spec.binary))?;
+            record.add(&Event::Image { reference: build.reference.clone() })?;
+            images::assemble(&build.context, &config.root, spec, &binary)?;
+            ctx.line.state("building", &build.reference);
+            let show = ctx.line.detail_sink();
+            engine
+                .build_cmd(build)
+                .run_streaming(move |l| show(l.trim()))
+                .with_context(|| format!("building the {service} image (is the base image there? `cargo xtask standins` builds local ones)"))?;
+            Ok(build.reference.clone())
+        }
+        Step::Network { name, labels } => {
+            record.add(&Event::Network { name: name.clone() })?;
+            engine.create_network(name, labels)?;
+            Ok(name.clone())
+        }
+        Step::Container { component, spec, probe, timeout } => {
+            record.add(&Event::Container { name: spec.name.clone() })?;
+            if !spec.detach {
+                ctx.line.state("running", &spec.args.join(" "));
+                let show = ctx.line.detail_sink();
+                engine
+                    .cmd()
+                    .args(engine.run_args(spec))
+                    .timeout(*timeout)
+                    .run_streaming(move |l| show(l.trim()))
+                    .with_context(|| format!("{component} (a one-shot job in {}) failed", spec.name))?;
+                return Ok("completed".into());
+            }
+            ctx.line.state("starting", &spec.image);
+            engine.run_container(spec)?;
+            match probe {
+                Some(p) => {
+                    let took = ready::wait(engine, &spec.name, p, *timeout, ctx)?;
+                    Ok(format!("ready ({}, after {:.1}s)", p.describe(), took.as_secs_f64()))
+                }
+                None => Ok("started".into()),
+            }
+        }
+    })
+}
+
+fn test_cmd(plan: &Plan, extra: &[String]) -> Cmd {
+    images::cargo()
+        .args(["test", "--package", &plan.test_package, "--test", &plan.test_target, "--", "--include-ignored"])
+        .args(extra)
+        .envs(&plan.test_env)
+}
+
+fn run_tests(config: &Config, plan: &Plan, extra: &[String], progress: &Progress) -> Result<ExitCode> {
+    let cmd = test_cmd(plan, extra).current_dir(&config.root);
+    progress.println(&format!(
+        "running {} {} tests with {}",
+        plan.consumer,
+        plan.test_target,
+        plan.test_env.iter().filter(|(k, _)| k.ends_with("_URL")).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    ));
+    let status = progress.suspend(|| cmd.run_inherit())?;
+    if status.success() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{} integration tests failed ({})", plan.consumer, crate::process::describe_status(status));
+        Ok(ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8))
+    }
+}
+
+fn print_kept(plan: &Plan) {
+    println!("the {} integration stack (run {}) is up:", plan.consumer, plan.run_id);
+    for (k, v) in &plan.test_env {
+        if k.ends_with("_URL") {
+            println!("  export {k}={v}");
+        }
+    }
+    println!("take it down with: cargo xtask integration {} --down", plan.consumer);
+}
+
+/// Takes down what `--keep` (or a killed run) left of this owner's stacks of `consumer`.
+fn down(engine: &Engine, runs_dir: &Path, consumer: &str) -> Result<()> {
+    let owner = crate::tags::sanitize_user(&crate::tags::login_name());
+    let earlier = preflight::earlier_runs(engine, runs_dir, &owner, consumer, TIER)?;
+    if earlier.is_empty() {
+        println!("no integration stack of {consumer} owned by {owner} is up");
+        return Ok(());
+    }
+    for e in &earlier {
+        if e.state == EarlierState::Live {
+            bail!(
+                "run {} of {consumer} is still in progress (process {}); stop it first (Ctrl-C \
+                 in its terminal), it cleans up itself",
+                e.run_id,
+                e.pid
+            );
+        }
+        let removed = crate::cleanup::remove_run(engine, &e.run_id, false)?;
+        mark_finished(runs_dir, &e.run_id);
+        println!("run {}: removed {removed}", e.run_id);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::tests::repo_config;
+    use crate::tools::Tool;
+
+    fn facts() -> Facts {
+        Facts {
+            user: "alice".into(),
+            git7: "abc1234".into(),
+            revision: "abc1234".into(),
+            unix: 1_734_278_400,
+            image_tag: None,
+            run_hex: "1884d074".into(),
+        }
+    }
+
+    fn podman() -> Engine {
+        Engine { tool: Tool::Podman, program: "podman".into() }
+    }
+
+    fn plan_for(consumer: &str) -> Plan {
+        let env = |k: &str| (k == "XTASK_IMAGE_POSTGRES").then(|| "localhost/xtask-standin/postgres:15-bookworm".to_string());
+        plan(&repo_config(), consumer, &facts(), &podman(), Path::new("/repo/target/xtask/runs"), 42, &env, true).unwrap()
+    }
+
+    fn node<'a>(p: &'a Plan, id: &str) -> &'a Node<Step> {
+        p.nodes.iter().find(|n| n.id == id).unwrap_or_else(|| panic!("no task {id}"))
+    }
+
+    fn container(p: &Plan, id: &str) -> ContainerSpec {
+        match &node(p, id).action {
+            Step::Container { spec, .. } => spec.clone(),
+            other => panic!("{id} is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn redis_does_not_wait_for_postgres() {
+        let p = plan_for("notification");
+        assert_eq!(node(&p, "redis").deps, ["network"]);
+        assert_eq!(node(&p, "postgres").deps, ["network"]);
+        assert_eq!(node(&p, "migrations").deps, ["network", "postgres", "image:datastorage"]);
+        assert_eq!(node(&p, "datastorage").deps, ["network", "migrations", "redis", "image:datastorage"]);
+        assert_eq!(node(&p, "image:datastorage").deps, ["compile"]);
+        assert_eq!(node(&p, "compile-tests").deps, ["compile"]);
+    }
+
+    #[test]
+    fn one_tag_per_run_everywhere() {
+        let p = plan_for("gateway");
+        let reference = "localhost/datastorage:gateway-1884d074";
+        match &node(&p, "image:datastorage").action {
+            Step::Image { build, .. } => assert_eq!(build.reference, reference),
+            _ => unreachable!(),
+        }
+        assert_eq!(container(&p, "datastorage").image, reference);
+        assert_eq!(container(&p, "migrations").image, reference, "the job runs the same image");
+        assert_eq!(container(&p, "notification").image, "localhost/notification:gateway-1884d074");
+        assert_eq!(container(&p, "postgres").image, "localhost/xtask-standin/postgres:15-bookworm", "env override");
+        assert_eq!(container(&p, "redis").image, "docker.io/library/redis:7-bookworm");
+    }
+
+    #[test]
+    fn containers_reach_each_other_by_name_and_internal_port() {
+        let p = plan_for("notification");
+        let ds = container(&p, "datastorage");
+        assert_eq!(ds.name, "notification_datastorage_test");
+        assert_eq!(ds.network, "notification_test_network");
+        assert_eq!(ds.env["REDIS_URL"], "redis://notification_redis_test:6379");
+        assert_eq!(ds.publish, vec![(18096, 8080), (19096, 9090)]);
+        let pg = container(&p, "postgres");
+        assert_eq!(pg.env["POSTGRES_DB"], "action_history");
+        assert_eq!(pg.publish, vec![(15440, 5432)]);
+        let job = container(&p, "migrations");
+        assert!(!job.detach);
+        assert_eq!(job.args, ["migrate"]);
+        assert!(job.publish.is_empty());
+        assert_eq!(p.test_env["DATASTORAGE_URL"], "http://localhost:18096");
+        assert_eq!(p.test_env["XTASK_RUN_ID"], "1884d074");
+    }
+
+    #[test]
+    fn everything_carries_the_run_labels() {
+        let p = plan_for("notification");
+        for n in &p.nodes {
+            let labels = match &n.action {
+                Step::Container { spec, .. } => &spec.labels,
+                Step::Image { build, .. } => &build.labels,
+                Step::Network { labels, .. } => labels,
+                _ => continue,
+            };
+            assert_eq!(labels[crate::labels::RUN], "1884d074", "{}", n.id);
+            assert_eq!(labels[crate::labels::OWNER], "alice", "{}", n.id);
+            assert_eq!(labels[crate::labels::TIER], "integration", "{}", n.id);
+            assert_eq!(labels[crate::labels::PID], "42", "{}", n.id);
+        }
+    }
+
+    #[test]
+    fn readiness_checks_by_kind() {
+        let p = plan_for("notification");
+        let probe = |id: &str| match &node(&p, id).action {
+            Step::Container { probe, .. } => probe.clone(),
+            _ => unreachable!(),
+        };
+        assert!(matches!(probe("postgres"), Some(Probe::Sql { host_port: Some(15440), .. })));
+        assert_eq!(probe("redis"), Some(Probe::Redis { port: 16385 }));
+        assert_eq!(probe("datastorage"), Some(Probe::Http { port: 18096, path: "/readyz".into() }));
+        assert_eq!(probe("migrations"), None);
+    }
+
+    #[test]
+    fn datastorage_runs_its_own_tests_in_process() {
+        let p = plan_for("datastorage");
+        assert!(p.nodes.iter().all(|n| n.id != "datastorage"), "the consumer is not in its own stack");
+        assert!(p.nodes.iter().any(|n| n.id == "migrations"));
+        assert_eq!(p.test_env["POSTGRES_URL"], "postgres://slm_user:test_password@localhost:15433/action_history");
+        let t = test_cmd(&p, &["dedup".into()]).argv();
+        assert_eq!(t[1..], ["test", "--package", "datastorage", "--test", "integration", "--", "--include-ignored", "dedup"]);
+    }
+}

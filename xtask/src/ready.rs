@@ -1,0 +1,248 @@
+//! Readiness checks of integration containers, polled fast from the host: a real SQL query
+//! (psql inside the container), Redis `PING`, HTTP status, TCP connect, or a command in the
+//! container. A container that exits while being waited for fails at once; a timeout fails with
+//! the last lines of the container's log.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::{Postgres, Ready};
+use crate::dag::Ctx;
+use crate::tools::Engine;
+
+/// One check, resolved to concrete ports and names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Sql { container: String, pg: Postgres, query: String, host_port: Option<u16> },
+    Redis { port: u16 },
+    Http { port: u16, path: String },
+    Tcp { port: u16 },
+    Exec { container: String, argv: Vec<String> },
+}
+
+impl Probe {
+    /// The probe for a component's `ready` setting. `host_port` finds published ports.
+    pub fn for_component(
+        ready: &Ready,
+        container: &str,
+        pg: &Postgres,
+        host_port: &dyn Fn(Option<&str>) -> Option<u16>,
+    ) -> Result<Option<Probe>> {
+        let need = |p: Option<&str>| {
+            host_port(p).with_context(|| {
+                format!("{container}: its readiness check needs a published host port ({})", p.unwrap_or("main"))
+            })
+        };
+        Ok(Some(match ready {
+            Ready::Sql { query } => Probe::Sql {
+                container: container.to_string(),
+                pg: pg.clone(),
+                query: query.clone(),
+                host_port: host_port(None),
+            },
+            Ready::Redis => Probe::Redis { port: need(None)? },
+            Ready::Http { path, port } => Probe::Http { port: need(port.as_deref())?, path: path.clone() },
+            Ready::Tcp { port } => Probe::Tcp { port: need(port.as_deref())? },
+            Ready::Exec { command } => Probe::Exec { container: container.to_string(), argv: command.clone() },
+            Ready::Exit => return Ok(None),
+        }))
+    }
+
+    /// Runs the check once; the error says why it is not ready yet.
+    pub fn once(&self, engine: &Engine) -> Result<()> {
+        let short = Duration::from_millis(800);
+        match self {
+            Probe::Sql { container, pg, query, host_port } => {
+                // Cheap first: the final server listens on TCP; initdb's temporary one does not.
+                if let Some(p) = host_port {
+                    connect(*p, short)?;
+                }
+                let argv: Vec<String> = [
+                    "psql", "-h", "127.0.0.1", "-U", &pg.user, "-d", &pg.database, "-tAc", query,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                let out = engine
+                    .exec(container, &argv, &[("PGPASSWORD".into(), pg.password.clone())])
+                    .timeout(Duration::from_secs(5))
+                    .output()?;
+                if !out.success() {
+                    bail!("{}", out.tail(1));
+                }
+                Ok(())
+            }
+            Probe::Redis { port } => {
+                let mut s = connect(*port, short)?;
+                s.write_all(b"PING\r\n")?;
+                let reply = read_some(&mut s)?;
+                if reply.starts_with("+PONG") {
+                    Ok(())
+                } else {
+                    bail!("PING answered {:?}", reply.trim())
+                }
+            }
+            Probe::Http { port, path } => {
+                let status = http_get_status(*port, path, short)?;
+                if (200..300).contains(&status) {
+                    Ok(())
+                } else {
+                    bail!("GET {path} answered {status}")
+                }
+            }
+            Probe::Tcp { port } => connect(*port, short).map(|_| ()),
+            Probe::Exec { container, argv } => {
+                let out = engine.exec(container, argv, &[]).timeout(Duration::from_secs(10)).output()?;
+                if out.success() {
+                    Ok(())
+                } else {
+                    bail!("`{}` failed: {}", argv.join(" "), out.tail(1))
+                }
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Probe::Sql { query, .. } => format!("SQL `{query}`"),
+            Probe::Redis { port } => format!("Redis PING on localhost:{port}"),
+            Probe::Http { port, path } => format!("GET http://localhost:{port}{path}"),
+            Probe::Tcp { port } => format!("TCP localhost:{port}"),
+            Probe::Exec { argv, .. } => format!("exec `{}`", argv.join(" ")),
+        }
+    }
+}
+
+/// Polls `probe` until it passes, the container exits, or `timeout` passes.
+pub fn wait(engine: &Engine, container: &str, probe: &Probe, timeout: Duration, ctx: &Ctx) -> Result<Duration> {
+    let start = Instant::now();
+    let mut last_state_check = Instant::now();
+    let mut last_err = String::from("not checked yet");
+    ctx.line.state("waiting", &probe.describe());
+    loop {
+        match probe.once(engine) {
+            Ok(()) => return Ok(start.elapsed()),
+            Err(e) => last_err = format!("{e:#}"),
+        }
+        if last_state_check.elapsed() > Duration::from_millis(700) {
+            last_state_check = Instant::now();
+            if let Ok((status, code)) = engine.state(container) {
+                if status != "running" {
+                    bail!(
+                        "{container} stopped ({status}, exit code {code}) before it was ready; \
+                         its last log lines:\n{}",
+                        indent(&engine.logs_tail(container, 30))
+                    );
+                }
+            }
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "{container} was not ready after {}s ({}); last answer: {last_err}\n\
+                 last log lines of {container}:\n{}",
+                timeout.as_secs(),
+                probe.describe(),
+                indent(&engine.logs_tail(container, 30))
+            );
+        }
+        ctx.pause(Duration::from_millis(100))?;
+    }
+}
+
+pub fn indent(s: &str) -> String {
+    if s.trim().is_empty() {
+        return "    (no output)".to_string();
+    }
+    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+}
+
+fn connect(port: u16, t: Duration) -> Result<TcpStream> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = TcpStream::connect_timeout(&addr, t).with_context(|| format!("connect to localhost:{port}"))?;
+    s.set_read_timeout(Some(t))?;
+    s.set_write_timeout(Some(t))?;
+    Ok(s)
+}
+
+fn read_some(s: &mut TcpStream) -> Result<String> {
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).context("no answer")?;
+    if n == 0 {
+        bail!("connection closed without an answer");
+    }
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Status code of `GET path` on localhost:port (HTTP/1.1, connection closed after).
+pub fn http_get_status(port: u16, path: &str, t: Duration) -> Result<u16> {
+    let mut s = connect(port, t)?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n")?;
+    let head = read_some(&mut s)?;
+    parse_status(&head).with_context(|| format!("not an HTTP answer: {:?}", head.lines().next().unwrap_or("")))
+}
+
+pub fn parse_status(head: &str) -> Option<u16> {
+    let line = head.lines().next()?;
+    let mut parts = line.split_whitespace();
+    let proto = parts.next()?;
+    if !proto.starts_with("HTTP/") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn parses_status_lines() {
+        assert_eq!(parse_status("HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(parse_status("HTTP/1.0 503 Service Unavailable\r\n\r\n"), Some(503));
+        assert_eq!(parse_status("+PONG\r\n"), None);
+        assert_eq!(parse_status(""), None);
+    }
+
+    #[test]
+    fn http_probe_against_a_real_socket() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            for (i, s) in l.incoming().take(2).enumerate() {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf);
+                let status = if i == 0 { "503 Service Unavailable" } else { "200 OK" };
+                let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        assert_eq!(http_get_status(port, "/readyz", Duration::from_secs(1)).unwrap(), 503);
+        assert_eq!(http_get_status(port, "/readyz", Duration::from_secs(1)).unwrap(), 200);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn probes_need_published_ports() {
+        let pg = Postgres { user: "u".into(), password: "p".into(), database: "d".into() };
+        let none = |_: Option<&str>| None;
+        let err = Probe::for_component(&Ready::Redis, "c_redis_test", &pg, &none).unwrap_err();
+        assert!(err.to_string().contains("needs a published host port"), "{err}");
+        let sql = Probe::for_component(&Ready::Sql { query: "SELECT 1".into() }, "c", &pg, &none).unwrap();
+        assert!(matches!(sql, Some(Probe::Sql { host_port: None, .. })));
+        assert_eq!(Probe::for_component(&Ready::Exit, "c", &pg, &none).unwrap(), None);
+    }
+
+    #[test]
+    fn closed_port_is_not_ready() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let engine = Engine { tool: crate::tools::Tool::Podman, program: "podman".into() };
+        assert!(Probe::Tcp { port }.once(&engine).is_err());
+        assert!(Probe::Redis { port }.once(&engine).is_err());
+    }
+}
