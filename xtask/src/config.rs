@@ -233,6 +233,36 @@ impl Config {
         })
     }
 
+    /// Applies `--set` overrides without editing the file: `<component>.env.<VAR>=<value>`
+    /// (the value may use the same `{...}` templates as the file) or `<component>.timeout=<dur>`.
+    pub fn apply_overrides(&mut self, sets: &[String]) -> Result<()> {
+        for set in sets {
+            let (key, value) = set
+                .split_once('=')
+                .with_context(|| format!("--set `{set}`: expected <component>.env.<VAR>=<value> or <component>.timeout=<duration>"))?;
+            let parts: Vec<&str> = key.splitn(3, '.').collect();
+            let known = self.components.keys().cloned().collect::<Vec<_>>();
+            let comp = self.components.get_mut(parts[0]).with_context(|| {
+                format!("--set `{set}`: unknown component `{}`{}; known: {}", parts[0], suggest(parts[0], &known), known.join(", "))
+            })?;
+            match parts.as_slice() {
+                [_, "env", var] if !var.is_empty() => {
+                    for p in placeholders(value) {
+                        let ok = matches!(p.as_str(), "postgres.user" | "postgres.password" | "postgres.database")
+                            || p.ends_with(".url");
+                        if !ok {
+                            anyhow::bail!("--set `{set}`: unknown placeholder `{{{p}}}`");
+                        }
+                    }
+                    comp.env.insert(var.to_string(), value.to_string());
+                }
+                [_, "timeout"] => comp.timeout = parse_duration(value).with_context(|| format!("--set `{set}`"))?,
+                _ => anyhow::bail!("--set `{set}`: expected <component>.env.<VAR>=<value> or <component>.timeout=<duration>"),
+            }
+        }
+        Ok(())
+    }
+
     pub fn service(&self, name: &str) -> Result<&ServiceSpec> {
         match &self.component(name)?.kind {
             ComponentKind::Service(s) => Ok(s),

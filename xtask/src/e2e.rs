@@ -377,7 +377,7 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         kubeconfig: plan.kubeconfig.clone(),
     };
 
-    preflight::check_ports(&engine, &plan.host_ports)?;
+    preflight::check_ports(&engine, &plan.host_ports, &BTreeMap::new())?;
     let record = Record::create(
         &plan.run_dir,
         Event::Run {
@@ -392,7 +392,7 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
             argv: std::env::args().collect(),
         },
     )?;
-    crate::signals::install(format!("e2e run {} of {}", plan.run_id, plan.consumer))?;
+    crate::signals::install(format!("e2e run {} of {}", plan.run_id, plan.consumer), "`cargo xtask clean --orphans` then removes what is left")?;
     write_rendered(&plan, &plan.run_dir)?;
 
     let width = plan.nodes.iter().map(|n| n.id.len()).max().unwrap_or(8);

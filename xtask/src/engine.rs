@@ -309,6 +309,7 @@ impl Engine {
                 status: std::os::unix::process::ExitStatusExt::from_raw(0),
                 stdout: String::new(),
                 stderr: String::new(),
+                combined: String::new(),
                 elapsed: Duration::ZERO,
             });
         }

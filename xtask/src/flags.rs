@@ -120,6 +120,10 @@ pub struct Integration {
     /// Start the stack and print its URLs without running the tests (implies --keep).
     #[arg(long, conflicts_with = "down")]
     pub no_tests: bool,
+    /// Override a component for this run without editing infra.toml (repeatable):
+    /// `<component>.env.<VAR>=<value>` or `<component>.timeout=<duration>`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Arguments after `--` go to the test binary (e.g. a test name filter).
     #[arg(last = true)]
     pub test_args: Vec<String>,
@@ -148,6 +152,10 @@ pub struct E2e {
     /// How many kind clusters may be created at once on this host, across all users.
     #[arg(long, default_value_t = 2, value_name = "N", env = "XTASK_CLUSTER_SLOTS")]
     pub cluster_slots: usize,
+    /// Override a component for this run without editing infra.toml (repeatable):
+    /// `<component>.env.<VAR>=<value>` or `<component>.timeout=<duration>`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Arguments after `--` go to the test binary.
     #[arg(last = true)]
     pub test_args: Vec<String>,
@@ -164,6 +172,10 @@ pub struct Render {
     /// Directory to write `kind-config.yaml` and `manifests.yaml` into.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Override a component for this run without editing infra.toml (repeatable):
+    /// `<component>.env.<VAR>=<value>` or `<component>.timeout=<duration>`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// Remove old test images created by this tool, and only those (selected by label).

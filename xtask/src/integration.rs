@@ -217,7 +217,7 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
             argv: std::env::args().collect(),
         },
     )?;
-    crate::signals::install(format!("integration run {} of {}", plan.run_id, plan.consumer))?;
+    crate::signals::install(format!("integration run {} of {}", plan.run_id, plan.consumer), "`cargo xtask clean --orphans` then removes what is left")?;
 
     let width = plan.nodes.iter().map(|n| n.id.len()).max().unwrap_or(8);
     let progress = Progress::new(mode, width);
@@ -287,35 +287,46 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
     outcome
 }
 
-/// Stale runs of this consumer are removed; a kept or live one, or a taken port, stops here.
+/// Stale runs of this consumer are removed; a taken port (naming its holder), a kept stack or
+/// a live run stops here, before anything is created.
 fn prepare(engine: &Engine, runs_dir: &Path, plan: &Plan) -> Result<()> {
     let earlier = preflight::earlier_runs(engine, runs_dir, &plan.labels.owner, &plan.consumer, TIER)?;
-    for e in earlier.iter().filter(|e| e.state == EarlierState::Kept) {
-        bail!(
-            "a stack of {c} kept with --keep is still up (run {}); take it down first: \
-             cargo xtask integration {c} --down",
-            e.run_id,
-            c = plan.consumer
-        );
-    }
-    for e in earlier.iter().filter(|e| e.state == EarlierState::Stale) {
-        let removed = crate::cleanup::remove_run(engine, &e.run_id, false)?;
-        mark_finished(runs_dir, &e.run_id);
-        eprintln!("removed what an earlier run {} left (its process {} is gone): {removed}", e.run_id, e.pid);
+    let mut notes = BTreeMap::new();
+    for e in &earlier {
+        match e.state {
+            EarlierState::Stale => {
+                let removed = crate::cleanup::remove_run(engine, &e.run_id, false)?;
+                mark_finished(runs_dir, &e.run_id);
+                eprintln!("removed what an earlier run {} left (its process {} is gone): {removed}", e.run_id, e.pid);
+            }
+            EarlierState::Kept => {
+                notes.insert(
+                    e.run_id.clone(),
+                    format!("it was kept with --keep: take it down with `cargo xtask integration {} --down`", plan.consumer),
+                );
+            }
+            EarlierState::Live => {
+                notes.insert(e.run_id.clone(), "that run is still in progress: wait for it to finish".to_string());
+            }
+        }
     }
     let claims: Vec<Claim> = plan
         .ports
         .iter()
         .map(|(pr, p)| Claim { port: *p, what: format!("{} integration {pr}", plan.consumer) })
         .collect();
-    preflight::check_ports(engine, &claims)?;
-    if let Some(e) = earlier.iter().find(|e| e.state == EarlierState::Live) {
+    preflight::check_ports(engine, &claims, &notes)?;
+    if let Some(e) = earlier.iter().find(|e| e.state != EarlierState::Stale) {
         bail!(
-            "another integration run of {} is in progress (run {}, process {}); wait for it to \
-             finish, or stop it (Ctrl-C in its terminal)",
-            plan.consumer,
+            "another integration stack of {c} is up (run {}, {}); {}",
             e.run_id,
-            e.pid
+            if e.state == EarlierState::Live { format!("process {} running", e.pid) } else { "kept with --keep".to_string() },
+            if e.state == EarlierState::Live {
+                "wait for it to finish".to_string()
+            } else {
+                format!("take it down with `cargo xtask integration {c} --down`", c = plan.consumer)
+            },
+            c = plan.consumer
         );
     }
     Ok(())

@@ -51,15 +51,20 @@ fn main() -> ExitCode {
 fn run(args: flags::Xtask) -> Result<ExitCode> {
     let config_path = args.config.clone().unwrap_or_else(default_config);
     let load = || Config::load(&config_path);
+    let load_with = |sets: &[String]| -> Result<Config> {
+        let mut c = load()?;
+        c.apply_overrides(sets)?;
+        Ok(c)
+    };
     match &args.command {
         Command::Tag(a) => tag::run(&load()?, a)?,
         Command::Check(_) => check::run(&load()?)?,
         Command::Ports(_) => ports::run(&load()?)?,
         Command::Doctor(_) => doctor::run()?,
         Command::Standins(a) => standins::run(&load()?, a, &progress::Progress::new(args.progress, 10))?,
-        Command::Integration(a) => return integration::run(&load()?, a, args.progress),
-        Command::E2e(a) => return e2e::run(&load()?, a, args.progress),
-        Command::Render(a) => e2e::render_cmd(&load()?, a)?,
+        Command::Integration(a) => return integration::run(&load_with(&a.set)?, a, args.progress),
+        Command::E2e(a) => return e2e::run(&load_with(&a.set)?, a, args.progress),
+        Command::Render(a) => e2e::render_cmd(&load_with(&a.set)?, a)?,
         _ => anyhow::bail!("not implemented yet"),
     }
     Ok(ExitCode::SUCCESS)

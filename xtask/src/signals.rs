@@ -15,8 +15,9 @@ pub fn interrupted() -> bool {
     FLAG.get().is_some_and(|f| f.load(Ordering::SeqCst))
 }
 
-/// Installs the handlers. `what` names the run for the message printed on the first signal.
-pub fn install(what: String) -> Result<()> {
+/// Installs the handlers. `what` names the work for the message printed on the first signal;
+/// `after` says how to finish the cleanup when a second signal cut it short.
+pub fn install(what: String, after: &'static str) -> Result<()> {
     if FLAG.get().is_some() {
         return Ok(());
     }
@@ -33,10 +34,7 @@ pub fn install(what: String) -> Result<()> {
         while !flag.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(25));
         }
-        eprintln!(
-            "\ninterrupted: stopping {what} and cleaning up (interrupt again to exit at once; \
-             `cargo xtask clean --orphans` then removes what is left)"
-        );
+        eprintln!("\ninterrupted: stopping {what} and cleaning up (interrupt again to exit at once; {after})");
         crate::process::terminate_all(Duration::from_secs(3));
     });
     Ok(())

@@ -40,7 +40,8 @@ const POSTGRES_ENTRYPOINT: &str = include_str!("../standins/postgres-entrypoint.
 const REDIS_ENTRYPOINT: &str = include_str!("../standins/redis-entrypoint.sh");
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Keeps package scripts from starting services (redis-server, postgresql) inside the chroot.
-const POLICY_RC_D: &str = "#!/bin/sh\n# cargo xtask standins: start no services while packages are installed\nexit 101\n";
+const POLICY_RC_D: &str =
+    "#!/bin/sh\n# cargo xtask standins: start no services while packages are installed\nexit 101\n";
 const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
 const SOURCES_LIST: &str = "/etc/apt/sources.list";
 const NEED_ROOT: &str =
@@ -313,8 +314,7 @@ pub fn human_size(bytes: u64) -> String {
 }
 
 pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Result<()> {
-    let needs: &[Need] =
-        if args.print_env { &[Need::Engine] } else { &[Need::Engine, Need::Tool(Tool::Debootstrap)] };
+    let needs: &[Need] = if args.print_env { &[Need::Engine] } else { &[Need::Engine, Need::Tool(Tool::Debootstrap)] };
     let engine = crate::tools::require(needs)?.context("no container engine; run `cargo xtask doctor`")?;
 
     // The images of infra.toml we have a recipe for.
@@ -322,9 +322,8 @@ pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Resu
     for (name, image) in &config.images {
         match recipe(name) {
             Some(r) => wanted.push((r, image)),
-            None => progress.println(&format!(
-                "[images.{name}] has no stand-in recipe (known: postgres, redis, runtime); skipped"
-            )),
+            None => progress
+                .println(&format!("[images.{name}] has no stand-in recipe (known: postgres, redis, runtime); skipped")),
         }
     }
 
@@ -338,7 +337,11 @@ pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Resu
             engine.name()
         );
     }
-    crate::signals::install("the stand-in builds".to_string())?;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{NEED_ROOT}");
+    }
+    crate::signals::install("the stand-in builds".to_string(), "run `cargo xtask standins` again to finish")?;
 
     let mut todo: Vec<(Recipe, Arc<Line>, Option<String>)> = Vec::new();
     for (r, _) in &wanted {
@@ -351,13 +354,6 @@ pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Resu
     }
 
     if !todo.is_empty() {
-        // SAFETY: geteuid cannot fail and touches no memory.
-        if unsafe { libc::geteuid() } != 0 {
-            for (_, line, _) in &todo {
-                line.finish(false, "not built: needs root");
-            }
-            bail!("{NEED_ROOT}");
-        }
         build_all(config, &engine, todo, args.force, progress)?;
     }
 
@@ -369,10 +365,7 @@ pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Resu
 fn print_env(engine: &Engine, wanted: &[(Recipe, &Image)], progress: &Progress) -> Result<()> {
     let missing = print_exports(engine, wanted, progress)?;
     if !missing.is_empty() {
-        bail!(
-            "stand-in images not built yet: {}; build them with `sudo -E cargo xtask standins`",
-            missing.join(", ")
-        );
+        bail!("stand-in images not built yet: {}; build them with `sudo -E cargo xtask standins`", missing.join(", "));
     }
     Ok(())
 }
@@ -413,10 +406,7 @@ fn image_id(engine: &Engine, reference: &str) -> Result<Option<String>> {
         match out.status.code() {
             Some(0) => {}
             Some(1) => return Ok(None),
-            _ => bail!(
-                "`podman image exists {reference}` failed: {}; check podman with `podman info`",
-                out.tail(5)
-            ),
+            _ => bail!("`podman image exists {reference}` failed: {}; check podman with `podman info`", out.tail(5)),
         }
     }
     let out = engine.cmd().args(["image", "inspect", "--format", "{{.Id}}", reference]).output()?;
@@ -484,10 +474,8 @@ fn build_all(
     if crate::signals::interrupted() {
         bail!("interrupted: nothing half-built was kept; run `sudo -E cargo xtask standins` again to finish");
     }
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|(r, res)| res.as_ref().err().map(|e| format!("{}: {e:#}", r.service)))
-        .collect();
+    let failed: Vec<String> =
+        results.iter().filter_map(|(r, res)| res.as_ref().err().map(|e| format!("{}: {e:#}", r.service))).collect();
     if !failed.is_empty() {
         bail!(
             "{} of {} stand-ins failed:\n{}\nfix the cause above and run `sudo -E cargo xtask standins` again \
@@ -511,9 +499,8 @@ fn ensure_base(dir: &Path, mirror: &str, force: bool, lines: &[Arc<Line>], progr
     let base = dir.join(format!("base-{SUITE}"));
     let stamp_file = dir.join(format!("base-{SUITE}.stamp"));
     let stamp = base_stamp(mirror);
-    let cached = !force
-        && base.join("usr/bin/apt-get").is_file()
-        && fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp);
+    let cached =
+        !force && base.join("usr/bin/apt-get").is_file() && fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp);
     if cached {
         return Ok(base);
     }
@@ -763,7 +750,7 @@ fn remove_replaced(engine: &Engine, reference: &str, old: &str, progress: &Progr
     if let Err(e) = engine.cmd().args(["rmi", old]).run() {
         progress.println(&format!(
             "the replaced image {old} of {reference} was kept ({}); remove it with `podman rmi {old}` when unused",
-            format!("{e:#}").lines().last().unwrap_or("in use")
+            format!("{e:#}").lines().last().map(str::trim).unwrap_or("in use")
         ));
     }
 }

@@ -324,3 +324,21 @@ fn durations_and_line_columns() {
     assert_eq!(line_col("ab\ncd", 4), (2, 2));
     assert_eq!(line_col("ab", 99), (1, 3));
 }
+
+#[test]
+fn overrides_change_env_and_timeouts_only_as_asked() {
+    let mut c = parse_str(GOOD).unwrap();
+    c.apply_overrides(&["store.env.DATABASE_URL=postgres://u:wrong@{postgres.url}".into(), "store.timeout=15s".into()]).unwrap();
+    assert_eq!(c.components["store"].env["DATABASE_URL"], "postgres://u:wrong@{postgres.url}");
+    assert_eq!(c.components["store"].timeout, Duration::from_secs(15));
+    for (bad, want) in [
+        ("stroe.timeout=1s", "unknown component `stroe` (did you mean `store`?)"),
+        ("store.env.X", "expected <component>.env.<VAR>=<value>"),
+        ("store.port=1", "expected <component>.env.<VAR>=<value>"),
+        ("store.timeout=soon", "not a duration"),
+        ("store.env.X={nope}", "unknown placeholder `{nope}`"),
+    ] {
+        let e = format!("{:#}", c.apply_overrides(&[bad.to_string()]).unwrap_err());
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+}
