@@ -16,25 +16,23 @@ pub struct Removed {
     pub containers: Vec<String>,
     pub networks: Vec<String>,
     pub images: Vec<String>,
-    pub bytes: u64,
 }
 
 impl Removed {
     pub fn is_empty(&self) -> bool {
         self.containers.is_empty() && self.networks.is_empty() && self.images.is_empty()
     }
-
-    pub fn add(&mut self, other: Removed) {
-        self.containers.extend(other.containers);
-        self.networks.extend(other.networks);
-        self.images.extend(other.images);
-        self.bytes += other.bytes;
-    }
 }
 
 impl fmt::Display for Removed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
         write!(
             f,
             "containers: {}; networks: {}; images: {}",
@@ -53,8 +51,16 @@ pub fn remove(engine: &Engine, filter: &Filter, dry_run: bool) -> Result<Removed
     let removed = Removed {
         containers: containers.iter().map(|c| c.name.clone()).collect(),
         networks: networks.iter().map(|n| n.name.clone()).collect(),
-        images: images.iter().flat_map(|i| if i.tags.is_empty() { vec![i.id.clone()] } else { i.tags.clone() }).collect(),
-        bytes: images.iter().map(|i| i.size).sum(),
+        images: images
+            .iter()
+            .flat_map(|i| {
+                if i.tags.is_empty() {
+                    vec![i.id.clone()]
+                } else {
+                    i.tags.clone()
+                }
+            })
+            .collect(),
     };
     if !dry_run {
         engine.remove_containers(&containers)?;

@@ -92,19 +92,6 @@ pub enum Ready {
     Exit,
 }
 
-impl Ready {
-    pub fn describe(&self) -> String {
-        match self {
-            Ready::Sql { query } => format!("SQL `{query}`"),
-            Ready::Redis => "Redis PING".to_string(),
-            Ready::Http { path, .. } => format!("HTTP GET {path}"),
-            Ready::Tcp { .. } => "TCP connect".to_string(),
-            Ready::Exec { command } => format!("exec `{}`", command.join(" ")),
-            Ready::Exit => "exit status 0".to_string(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Component {
     pub name: String,
@@ -156,8 +143,14 @@ pub struct PortRef {
 impl PortRef {
     pub fn parse(s: &str) -> PortRef {
         match s.split_once('.') {
-            Some((c, p)) => PortRef { component: c.to_string(), port: Some(p.to_string()) },
-            None => PortRef { component: s.to_string(), port: None },
+            Some((c, p)) => PortRef {
+                component: c.to_string(),
+                port: Some(p.to_string()),
+            },
+            None => PortRef {
+                component: s.to_string(),
+                port: None,
+            },
         }
     }
 
@@ -208,8 +201,15 @@ impl Config {
                 file.display()
             )
         })?;
-        let root = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        let root = if root.as_os_str().is_empty() { PathBuf::from(".") } else { root };
+        let root = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let root = if root.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            root
+        };
         parse(file, &root, &text, &|p| p.exists()).map_err(|d| anyhow::anyhow!("{d}"))
     }
 
@@ -218,7 +218,11 @@ impl Config {
             format!(
                 "`{name}` is not a component of {}; known: {}",
                 self.file.display(),
-                self.components.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.components
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
     }
@@ -228,7 +232,11 @@ impl Config {
             format!(
                 "`{name}` is not a consumer in {}; consumers: {}",
                 self.file.display(),
-                self.consumers.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.consumers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
     }
@@ -243,7 +251,12 @@ impl Config {
             let parts: Vec<&str> = key.splitn(3, '.').collect();
             let known = self.components.keys().cloned().collect::<Vec<_>>();
             let comp = self.components.get_mut(parts[0]).with_context(|| {
-                format!("--set `{set}`: unknown component `{}`{}; known: {}", parts[0], suggest(parts[0], &known), known.join(", "))
+                format!(
+                    "--set `{set}`: unknown component `{}`{}; known: {}",
+                    parts[0],
+                    suggest(parts[0], &known),
+                    known.join(", ")
+                )
             })?;
             match parts.as_slice() {
                 [_, "env", var] if !var.is_empty() => {
@@ -300,7 +313,11 @@ impl fmt::Display for Diagnostics {
                 None => writeln!(f, "  {}: {}", self.file.display(), d.message)?,
             }
         }
-        write!(f, "fix these in {} and run `cargo xtask check`", self.file.display())
+        write!(
+            f,
+            "fix these in {} and run `cargo xtask check`",
+            self.file.display()
+        )
     }
 }
 
@@ -449,7 +466,10 @@ pub fn parse(
     text: &str,
     exists: &dyn Fn(&Path) -> bool,
 ) -> std::result::Result<Config, Diagnostics> {
-    let mut v = Validator { text, items: Vec::new() };
+    let mut v = Validator {
+        text,
+        items: Vec::new(),
+    };
     let raw: raw::File = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
@@ -497,9 +517,15 @@ impl Validator<'_> {
         let items = self
             .items
             .into_iter()
-            .map(|(o, message)| Diagnostic { at: o.map(|o| line_col(self.text, o)), message })
+            .map(|(o, message)| Diagnostic {
+                at: o.map(|o| line_col(self.text, o)),
+                message,
+            })
             .collect();
-        Diagnostics { file: file.to_path_buf(), items }
+        Diagnostics {
+            file: file.to_path_buf(),
+            items,
+        }
     }
 
     fn where_(&self, offset: usize) -> String {
@@ -510,7 +536,8 @@ impl Validator<'_> {
     fn name(&mut self, key: &Spanned<String>, what: &str) {
         let n = key.get_ref();
         let ok = n.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-            && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if !ok {
             self.at(
                 key,
@@ -561,7 +588,10 @@ impl Validator<'_> {
             }
             if let Some(env) = &img.env {
                 let ok = !env.get_ref().is_empty()
-                    && env.get_ref().chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    && env
+                        .get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
                     && !env.get_ref().starts_with(|c: char| c.is_ascii_digit());
                 if !ok {
                     self.at(
@@ -595,7 +625,11 @@ impl Validator<'_> {
                     None,
                     "missing [postgres] table: add user, password and database".to_string(),
                 );
-                Postgres { user: String::new(), password: String::new(), database: String::new() }
+                Postgres {
+                    user: String::new(),
+                    password: String::new(),
+                    database: String::new(),
+                }
             }
         };
 
@@ -623,7 +657,8 @@ impl Validator<'_> {
                 names.insert(key.get_ref().clone(), (key.span().start, table));
             }
         }
-        let service_names: BTreeSet<&str> = raw.services.keys().map(|k| k.get_ref().as_str()).collect();
+        let service_names: BTreeSet<&str> =
+            raw.services.keys().map(|k| k.get_ref().as_str()).collect();
 
         let mut components = BTreeMap::new();
         let mut spans: BTreeMap<String, RawSpans> = BTreeMap::new();
@@ -650,7 +685,9 @@ impl Validator<'_> {
             let c = self.component(
                 key,
                 &what,
-                ComponentKind::Infra { image: inf.image.get_ref().clone() },
+                ComponentKind::Infra {
+                    image: inf.image.get_ref().clone(),
+                },
                 Some(&inf.port),
                 &inf.extra_ports,
                 inf.url.as_ref(),
@@ -658,7 +695,10 @@ impl Validator<'_> {
                 &common,
                 Duration::from_secs(60),
             );
-            spans.insert(key.get_ref().clone(), RawSpans::new(&common, inf.url.as_ref(), Some(inf.ready.span().start)));
+            spans.insert(
+                key.get_ref().clone(),
+                RawSpans::new(&common, inf.url.as_ref(), Some(inf.ready.span().start)),
+            );
             components.insert(key.get_ref().clone(), c);
         }
         for (key, svc) in &raw.services {
@@ -678,7 +718,13 @@ impl Validator<'_> {
             for c in &svc.context {
                 let p = PathBuf::from(c.get_ref());
                 if p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
-                    self.at(c, format!("{what}.context: `{}` must be a path inside the repository", c.get_ref()));
+                    self.at(
+                        c,
+                        format!(
+                            "{what}.context: `{}` must be a path inside the repository",
+                            c.get_ref()
+                        ),
+                    );
                 } else if !exists(&root.join(&p)) {
                     self.at(c, format!("{what}.context: {} does not exist", p.display()));
                 }
@@ -712,13 +758,19 @@ impl Validator<'_> {
                 &common,
                 Duration::from_secs(60),
             );
-            spans.insert(key.get_ref().clone(), RawSpans::new(&common, svc.url.as_ref(), Some(svc.ready.span().start)));
+            spans.insert(
+                key.get_ref().clone(),
+                RawSpans::new(&common, svc.url.as_ref(), Some(svc.ready.span().start)),
+            );
             components.insert(key.get_ref().clone(), c);
         }
         for (key, job) in &raw.jobs {
             let what = format!("jobs.{}", key.get_ref());
             if !service_names.contains(job.service.get_ref().as_str()) {
-                let known = service_names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+                let known = service_names
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>();
                 self.at(
                     &job.service,
                     format!(
@@ -736,8 +788,10 @@ impl Validator<'_> {
                 timeout: job.timeout.clone(),
                 manifest: job.manifest.clone(),
             };
-            let kind =
-                ComponentKind::Job { service: job.service.get_ref().clone(), args: job.args.clone() };
+            let kind = ComponentKind::Job {
+                service: job.service.get_ref().clone(),
+                args: job.args.clone(),
+            };
             let c = self.component(
                 key,
                 &what,
@@ -775,7 +829,11 @@ impl Validator<'_> {
         }
         if let Some(cycle) = find_cycle(&components) {
             let first = &cycle[0];
-            let off = spans[first].needs.iter().find(|n| n.get_ref() == &cycle[1]).map(|n| n.span().start);
+            let off = spans[first]
+                .needs
+                .iter()
+                .find(|n| n.get_ref() == &cycle[1])
+                .map(|n| n.span().start);
             self.push(
                 off,
                 format!(
@@ -793,7 +851,13 @@ impl Validator<'_> {
                     self.template(tmpl, &what, &components, &reach, false);
                 }
                 if let Some(url) = &s.url {
-                    self.template(url, &format!("{table}.{name}.url"), &components, &reach, true);
+                    self.template(
+                        url,
+                        &format!("{table}.{name}.url"),
+                        &components,
+                        &reach,
+                        true,
+                    );
                 }
             }
         }
@@ -805,7 +869,10 @@ impl Validator<'_> {
                     let off = s.ready;
                     self.push(
                         off,
-                        format!("{}.{name}.ready.port: `{p}` is not one of its extra_ports", table_of(c)),
+                        format!(
+                            "{}.{name}.ready.port: `{p}` is not one of its extra_ports",
+                            table_of(c)
+                        ),
                     );
                 }
             }
@@ -819,7 +886,10 @@ impl Validator<'_> {
             let what = format!("consumers.{name}");
             let is_service = service_names.contains(name.as_str());
             if !is_service {
-                let known = service_names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+                let known = service_names
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>();
                 self.at(
                     key,
                     format!(
@@ -844,7 +914,15 @@ impl Validator<'_> {
                 let w = format!("{what}.integration.{}", pk.get_ref());
                 let pr = PortRef::parse(pk.get_ref());
                 if is_service && cycle_free {
-                    self.port_ref(pk, &pr, &w, &components, &integration_stack, &name, "integration");
+                    self.port_ref(
+                        pk,
+                        &pr,
+                        &w,
+                        &components,
+                        &integration_stack,
+                        &name,
+                        "integration",
+                    );
                 }
                 let p = self.port(port, &w);
                 if p != 0 {
@@ -858,7 +936,10 @@ impl Validator<'_> {
                     if c.is_job() {
                         continue;
                     }
-                    let pr = PortRef { component: member.clone(), port: None };
+                    let pr = PortRef {
+                        component: member.clone(),
+                        port: None,
+                    };
                     if !integration.contains_key(&pr) {
                         self.at(
                             key,
@@ -885,7 +966,9 @@ impl Validator<'_> {
                 } else {
                     self.at(
                         &np.get_ref().node_port,
-                        format!("{w}.node_port: {n} is outside Kubernetes' NodePort range 30000-32767"),
+                        format!(
+                            "{w}.node_port: {n} is outside Kubernetes' NodePort range 30000-32767"
+                        ),
                     );
                     0
                 };
@@ -900,17 +983,33 @@ impl Validator<'_> {
                             ),
                         );
                     } else {
-                        node_ports.insert(node_port, (w.clone(), np.get_ref().node_port.span().start));
+                        node_ports
+                            .insert(node_port, (w.clone(), np.get_ref().node_port.span().start));
                     }
                 }
                 let host = self.port(&np.get_ref().host_port, &format!("{w}.host_port"));
                 if host != 0 {
-                    self.claim(&mut owners, host, np.get_ref().host_port.span().start, format!("{w}.host_port"));
+                    self.claim(
+                        &mut owners,
+                        host,
+                        np.get_ref().host_port.span().start,
+                        format!("{w}.host_port"),
+                    );
                 }
-                e2e.insert(pr, NodePort { node_port, host_port: host });
+                e2e.insert(
+                    pr,
+                    NodePort {
+                        node_port,
+                        host_port: host,
+                    },
+                );
             }
-            if is_service && !rc.e2e.is_empty()
-                && !e2e.contains_key(&PortRef { component: name.clone(), port: None })
+            if is_service
+                && !rc.e2e.is_empty()
+                && !e2e.contains_key(&PortRef {
+                    component: name.clone(),
+                    port: None,
+                })
             {
                 self.at(
                     key,
@@ -940,9 +1039,15 @@ impl Validator<'_> {
                     None => default.to_string(),
                     Some(s) => {
                         if s.get_ref().is_empty()
-                            || !s.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                            || !s
+                                .get_ref()
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
                         {
-                            v.at(s, format!("{what}: `{}` is not a test target name", s.get_ref()));
+                            v.at(
+                                s,
+                                format!("{what}: `{}` is not a test target name", s.get_ref()),
+                            );
                         }
                         s.get_ref().clone()
                     }
@@ -952,7 +1057,13 @@ impl Validator<'_> {
             let e2e_test = test_name(&rc.e2e_test, "e2e", self);
             consumers.insert(
                 name.clone(),
-                Consumer { name, integration, e2e, integration_test, e2e_test },
+                Consumer {
+                    name,
+                    integration,
+                    e2e,
+                    integration_test,
+                    e2e_test,
+                },
             );
         }
 
@@ -986,26 +1097,42 @@ impl Validator<'_> {
         for (k, p) in extra {
             let pn = self.port(p, &format!("{what}.extra_ports.{}", k.get_ref()));
             if Some(pn) == port && pn != 0 {
-                self.at(p, format!("{what}.extra_ports.{}: {pn} is already the main port", k.get_ref()));
+                self.at(
+                    p,
+                    format!(
+                        "{what}.extra_ports.{}: {pn} is already the main port",
+                        k.get_ref()
+                    ),
+                );
             }
             extra_ports.insert(k.get_ref().clone(), pn);
         }
         let ready = match ready.map(|r| r.get_ref()) {
             None => Ready::Exit,
-            Some(raw::Ready::Sql { query }) => Ready::Sql { query: query.clone() },
+            Some(raw::Ready::Sql { query }) => Ready::Sql {
+                query: query.clone(),
+            },
             Some(raw::Ready::Redis {}) => Ready::Redis,
             Some(raw::Ready::Http { path, port }) => {
                 if !path.starts_with('/') {
-                    self.at(ready.unwrap(), format!("{what}.ready.path `{path}` must start with /"));
+                    self.at(
+                        ready.unwrap(),
+                        format!("{what}.ready.path `{path}` must start with /"),
+                    );
                 }
-                Ready::Http { path: path.clone(), port: port.clone() }
+                Ready::Http {
+                    path: path.clone(),
+                    port: port.clone(),
+                }
             }
             Some(raw::Ready::Tcp { port }) => Ready::Tcp { port: port.clone() },
             Some(raw::Ready::Exec { command }) => {
                 if command.is_empty() {
                     self.at(ready.unwrap(), format!("{what}.ready.command is empty"));
                 }
-                Ready::Exec { command: command.clone() }
+                Ready::Exec {
+                    command: command.clone(),
+                }
             }
         };
         let timeout = self.timeout(&common.timeout, default_timeout, what);
@@ -1019,16 +1146,28 @@ impl Validator<'_> {
             kind,
             port,
             extra_ports,
-            url: url.map(|u| u.get_ref().clone()).unwrap_or_else(|| "http://{host}:{port}".to_string()),
+            url: url
+                .map(|u| u.get_ref().clone())
+                .unwrap_or_else(|| "http://{host}:{port}".to_string()),
             ready,
             needs: common.needs.iter().map(|n| n.get_ref().clone()).collect(),
-            env: common.env.iter().map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone())).collect(),
+            env: common
+                .env
+                .iter()
+                .map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone()))
+                .collect(),
             timeout,
             manifest,
         }
     }
 
-    fn claim(&mut self, owners: &mut Vec<(u16, PortOwner)>, port: u16, offset: usize, what: String) {
+    fn claim(
+        &mut self,
+        owners: &mut Vec<(u16, PortOwner)>,
+        port: u16,
+        offset: usize,
+        what: String,
+    ) {
         owners.push((port, PortOwner { what, offset }));
     }
 
@@ -1036,11 +1175,17 @@ impl Validator<'_> {
     fn duplicate_ports(&mut self, mut owners: Vec<(u16, PortOwner)>) {
         owners.sort_by_key(|(p, o)| (*p, o.offset));
         for pair in owners.windows(2) {
-            let [(p1, first), (p2, later)] = pair else { continue };
+            let [(p1, first), (p2, later)] = pair else {
+                continue;
+            };
             if p1 != p2 {
                 continue;
             }
-            let first_owner = owners.iter().find(|(p, _)| p == p1).map(|(_, o)| o).unwrap_or(first);
+            let first_owner = owners
+                .iter()
+                .find(|(p, _)| p == p1)
+                .map(|(_, o)| o)
+                .unwrap_or(first);
             let w = self.where_(first_owner.offset);
             self.push(
                 Some(later.offset),
@@ -1090,7 +1235,10 @@ impl Validator<'_> {
             return;
         }
         if c.is_job() {
-            self.at(key, format!("{what}: `{}` is a job; jobs have no ports", pr.component));
+            self.at(
+                key,
+                format!("{what}: `{}` is a job; jobs have no ports", pr.component),
+            );
             return;
         }
         if let Some(p) = &pr.port {
@@ -1102,7 +1250,11 @@ impl Validator<'_> {
                         "{what}: `{}` has no port called `{p}`{} (its extra_ports: {})",
                         pr.component,
                         suggest(p, &known),
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 );
             }
@@ -1127,7 +1279,10 @@ impl Validator<'_> {
                         [c, "url"] | [c, _, "url"] => {
                             if !components.contains_key(*c) {
                                 let known: Vec<String> = components.keys().cloned().collect();
-                                Some(format!("`{{{key}}}` names unknown component `{c}`{}", suggest(c, &known)))
+                                Some(format!(
+                                    "`{{{key}}}` names unknown component `{c}`{}",
+                                    suggest(c, &known)
+                                ))
                             } else if !reach.contains(*c) {
                                 Some(format!(
                                     "`{{{key}}}` names `{c}`, which is not among what this \
@@ -1168,7 +1323,12 @@ struct RawSpans {
 
 impl RawSpans {
     fn new(c: &raw::Common, url: Option<&Spanned<String>>, ready: Option<usize>) -> RawSpans {
-        RawSpans { needs: c.needs.clone(), env: c.env.clone(), url: url.cloned(), ready }
+        RawSpans {
+            needs: c.needs.clone(),
+            env: c.env.clone(),
+            url: url.cloned(),
+            ready,
+        }
     }
 }
 
@@ -1208,7 +1368,10 @@ pub fn placeholders(t: &str) -> Vec<String> {
 /// Everything `name` needs, directly or not (not `name` itself). Unknown names are skipped.
 pub fn transitive_needs(components: &BTreeMap<String, Component>, name: &str) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
-    let mut todo: Vec<&str> = components.get(name).map(|c| c.needs.iter().map(String::as_str).collect()).unwrap_or_default();
+    let mut todo: Vec<&str> = components
+        .get(name)
+        .map(|c| c.needs.iter().map(String::as_str).collect())
+        .unwrap_or_default();
     while let Some(n) = todo.pop() {
         let Some(c) = components.get(n) else { continue };
         if n == name || !seen.insert(n.to_string()) {

@@ -77,7 +77,9 @@ impl Ctx<'_> {
             if self.stopped() {
                 anyhow::bail!("stopped");
             }
-            std::thread::sleep(Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())));
+            std::thread::sleep(
+                Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())),
+            );
         }
         Ok(())
     }
@@ -89,7 +91,11 @@ pub fn validate<A>(nodes: &[Node<A>]) -> Result<()> {
     anyhow::ensure!(ids.len() == nodes.len(), "plan has duplicate task ids");
     for n in nodes {
         for d in &n.deps {
-            anyhow::ensure!(ids.contains_key(d.as_str()), "task {} needs unknown task {d}", n.id);
+            anyhow::ensure!(
+                ids.contains_key(d.as_str()),
+                "task {} needs unknown task {d}",
+                n.id
+            );
         }
     }
     // Kahn: everything must be schedulable.
@@ -97,7 +103,9 @@ pub fn validate<A>(nodes: &[Node<A>]) -> Result<()> {
     loop {
         let before = done.len();
         for n in nodes {
-            if !done.contains_key(n.id.as_str()) && n.deps.iter().all(|d| done.contains_key(d.as_str())) {
+            if !done.contains_key(n.id.as_str())
+                && n.deps.iter().all(|d| done.contains_key(d.as_str()))
+            {
                 done.insert(&n.id, true);
             }
         }
@@ -124,7 +132,11 @@ pub fn execute<A: Sync>(
 ) -> Execution {
     let start = Instant::now();
     if let Err(e) = validate(nodes) {
-        return Execution { timings: Vec::new(), error: Some(e), total: Duration::ZERO };
+        return Execution {
+            timings: Vec::new(),
+            error: Some(e),
+            total: Duration::ZERO,
+        };
     }
     let lines: Vec<Line> = nodes.iter().map(|n| progress.line(&n.id)).collect();
     let abort = AtomicBool::new(false);
@@ -140,7 +152,11 @@ pub fn execute<A: Sync>(
             message: String::new(),
         })
         .collect();
-    let index: BTreeMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
     let mut error: Option<anyhow::Error> = None;
     let (tx, rx) = mpsc::channel::<(usize, Duration, Duration, Result<String>)>();
 
@@ -186,7 +202,9 @@ pub fn execute<A: Sync>(
             if running == 0 {
                 break;
             }
-            let Ok((i, t0, t1, result)) = rx.recv() else { break };
+            let Ok((i, t0, t1, result)) = rx.recv() else {
+                break;
+            };
             running -= 1;
             if let Some(pool) = nodes[i].pool {
                 if let Some(u) = in_pool.get_mut(pool) {
@@ -201,14 +219,29 @@ pub fn execute<A: Sync>(
             match result {
                 Ok(msg) => {
                     t.outcome = Outcome::Done;
-                    lines[i].finish(true, &if msg.is_empty() { format!("done ({took})") } else { format!("{msg} ({took})") });
+                    lines[i].finish(
+                        true,
+                        &if msg.is_empty() {
+                            format!("done ({took})")
+                        } else {
+                            format!("{msg} ({took})")
+                        },
+                    );
                     t.message = msg;
                 }
                 Err(e) => {
                     t.outcome = Outcome::Failed;
                     let first = format!("{e:#}").lines().next().unwrap_or("").to_string();
-                    let stopped_by_other = abort.load(Ordering::SeqCst) || crate::signals::interrupted();
-                    lines[i].finish(false, &if stopped_by_other { "stopped".to_string() } else { format!("failed: {first}") });
+                    let stopped_by_other =
+                        abort.load(Ordering::SeqCst) || crate::signals::interrupted();
+                    lines[i].finish(
+                        false,
+                        &if stopped_by_other {
+                            "stopped".to_string()
+                        } else {
+                            format!("failed: {first}")
+                        },
+                    );
                     t.message = format!("{e:#}");
                     if error.is_none() && !stopped_by_other {
                         error = Some(e.context(format!("{} failed", nodes[i].id)));
@@ -228,7 +261,11 @@ pub fn execute<A: Sync>(
     if error.is_none() && crate::signals::interrupted() {
         error = Some(anyhow::anyhow!("interrupted"));
     }
-    Execution { timings, error, total: start.elapsed() }
+    Execution {
+        timings,
+        error,
+        total: start.elapsed(),
+    }
 }
 
 #[cfg(test)]
@@ -237,13 +274,23 @@ mod tests {
     use std::sync::Mutex;
 
     fn node(id: &str, deps: &[&str]) -> Node<u64> {
-        Node { id: id.into(), deps: deps.iter().map(|d| d.to_string()).collect(), pool: None, action: 0 }
+        Node {
+            id: id.into(),
+            deps: deps.iter().map(|d| d.to_string()).collect(),
+            pool: None,
+            action: 0,
+        }
     }
 
     #[test]
     fn dependants_start_when_their_needs_are_done() {
         let order = Mutex::new(Vec::new());
-        let nodes = vec![node("pg", &[]), node("redis", &[]), node("migrate", &["pg"]), node("ds", &["migrate", "redis"])];
+        let nodes = vec![
+            node("pg", &[]),
+            node("redis", &[]),
+            node("migrate", &["pg"]),
+            node("ds", &["migrate", "redis"]),
+        ];
         let ex = execute(&nodes, &BTreeMap::new(), &Progress::plain(), |n, _| {
             order.lock().unwrap().push(n.id.clone());
             std::thread::sleep(Duration::from_millis(if n.id == "pg" { 60 } else { 10 }));
@@ -260,33 +307,50 @@ mod tests {
 
     #[test]
     fn a_failure_skips_dependants_and_stops_pollers() {
-        let nodes = vec![node("bad", &[]), node("after", &["bad"]), node("poller", &[])];
-        let ex = execute(&nodes, &BTreeMap::new(), &Progress::plain(), |n, ctx| match n.id.as_str() {
-            "bad" => {
-                std::thread::sleep(Duration::from_millis(20));
-                anyhow::bail!("boom")
-            }
-            "poller" => {
-                for _ in 0..500 {
-                    ctx.pause(Duration::from_millis(10))?;
+        let nodes = vec![
+            node("bad", &[]),
+            node("after", &["bad"]),
+            node("poller", &[]),
+        ];
+        let ex = execute(
+            &nodes,
+            &BTreeMap::new(),
+            &Progress::plain(),
+            |n, ctx| match n.id.as_str() {
+                "bad" => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    anyhow::bail!("boom")
                 }
-                Ok("never".into())
-            }
-            _ => Ok(String::new()),
-        });
+                "poller" => {
+                    for _ in 0..500 {
+                        ctx.pause(Duration::from_millis(10))?;
+                    }
+                    Ok("never".into())
+                }
+                _ => Ok(String::new()),
+            },
+        );
         let err = format!("{:#}", ex.error.unwrap());
         assert!(err.contains("bad failed") && err.contains("boom"), "{err}");
         let t: BTreeMap<_, _> = ex.timings.iter().map(|t| (t.id.as_str(), t)).collect();
         assert_eq!(t["after"].outcome, Outcome::Skipped);
         assert_eq!(t["poller"].outcome, Outcome::Failed);
-        assert!(ex.total < Duration::from_secs(2), "the poller stopped early");
+        assert!(
+            ex.total < Duration::from_secs(2),
+            "the poller stopped early"
+        );
     }
 
     #[test]
     fn pools_bound_concurrency() {
         let live = Mutex::new((0usize, 0usize));
         let nodes: Vec<Node<u64>> = (0..6)
-            .map(|i| Node { id: format!("b{i}"), deps: vec![], pool: Some("build"), action: 0 })
+            .map(|i| Node {
+                id: format!("b{i}"),
+                deps: vec![],
+                pool: Some("build"),
+                action: 0,
+            })
             .collect();
         let limits = [("build", 2)].into_iter().collect();
         let ex = execute(&nodes, &limits, &Progress::plain(), |_, _| {
@@ -305,8 +369,14 @@ mod tests {
 
     #[test]
     fn invalid_plans_are_refused() {
-        assert!(validate(&[node("a", &["b"])]).unwrap_err().to_string().contains("unknown task b"));
-        assert!(validate(&[node("a", &["b"]), node("b", &["a"])]).unwrap_err().to_string().contains("cycle"));
+        assert!(validate(&[node("a", &["b"])])
+            .unwrap_err()
+            .to_string()
+            .contains("unknown task b"));
+        assert!(validate(&[node("a", &["b"]), node("b", &["a"])])
+            .unwrap_err()
+            .to_string()
+            .contains("cycle"));
         assert!(validate(&[node("a", &[]), node("a", &[])]).is_err());
     }
 }

@@ -29,9 +29,17 @@ pub fn report(found: &[Found], os: OsFamily) -> String {
             (None, _) => "MISSING".to_string(),
         };
         out.push_str(&format!("{:<width$}  {status}\n", f.tool.name()));
-        out.push_str(&format!("{:<width$}    needed by: {}\n", "", f.tool.needed_by()));
+        out.push_str(&format!(
+            "{:<width$}    needed by: {}\n",
+            "",
+            f.tool.needed_by()
+        ));
         if f.path.is_none() {
-            out.push_str(&format!("{:<width$}    install:   {}\n", "", f.tool.install(os)));
+            out.push_str(&format!(
+                "{:<width$}    install:   {}\n",
+                "",
+                f.tool.install(os)
+            ));
         }
     }
     let has = |t: Tool| found.iter().any(|f| f.tool == t && f.path.is_some());
@@ -47,7 +55,11 @@ pub fn report(found: &[Found], os: OsFamily) -> String {
     } else {
         out.push_str("engine: NONE: install podman or docker; integration and e2e need one\n");
     }
-    let missing: Vec<&str> = found.iter().filter(|f| f.path.is_none()).map(|f| f.tool.name()).collect();
+    let missing: Vec<&str> = found
+        .iter()
+        .filter(|f| f.path.is_none())
+        .map(|f| f.tool.name())
+        .collect();
     if missing.is_empty() {
         out.push_str("all tools found\n");
     } else {
@@ -64,15 +76,29 @@ mod tests {
     #[test]
     fn missing_tools_get_install_advice_and_users() {
         let found = vec![
-            Found { tool: Tool::Kubectl, path: Some(PathBuf::from("/usr/bin/kubectl")), version: Some("Client Version: v1.32.0".into()) },
-            Found { tool: Tool::Kind, path: None, version: None },
+            Found {
+                tool: Tool::Kubectl,
+                path: Some(PathBuf::from("/usr/bin/kubectl")),
+                version: Some("Client Version: v1.32.0".into()),
+            },
+            Found {
+                tool: Tool::Kind,
+                path: None,
+                version: None,
+            },
         ];
         let text = report(&found, OsFamily::Apt);
-        assert!(text.contains("kubectl  found    Client Version: v1.32.0"), "{text}");
+        assert!(
+            text.contains("kubectl  found    Client Version: v1.32.0"),
+            "{text}"
+        );
         assert!(text.contains("kind     MISSING"), "{text}");
         assert!(text.contains("install:   curl -Lo ./kind"), "{text}");
         assert!(text.contains("needed by: e2e"), "{text}");
         assert!(text.contains("missing: kind"), "{text}");
-        assert!(!text.contains("install:   sudo apt-get install -y kubectl"), "{text}");
+        assert!(
+            !text.contains("install:   sudo apt-get install -y kubectl"),
+            "{text}"
+        );
     }
 }

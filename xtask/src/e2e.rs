@@ -38,26 +38,57 @@ pub const TIER: &str = "e2e";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    Compile { packages: Vec<String> },
-    CompileTests { package: String, target: String },
+    Compile {
+        packages: Vec<String>,
+    },
+    CompileTests {
+        package: String,
+        target: String,
+    },
     /// One of our services, from its Dockerfile and a host-built binary.
-    ServiceImage { component: String, spec: ServiceSpec, build: BuildSpec },
+    ServiceImage {
+        component: String,
+        spec: ServiceSpec,
+        build: BuildSpec,
+    },
     /// A third-party image re-built under this run's tag with our labels (`FROM` the base).
-    InfraImage { component: String, base: String, build: BuildSpec },
-    Save { reference: String, archive: PathBuf },
-    Cluster { config: PathBuf },
-    Load { reference: String, archive: Option<PathBuf> },
-    Verify { references: BTreeSet<String> },
-    Namespace { doc: String },
-    Deploy { manifests: Manifests, timeout: Duration },
+    InfraImage {
+        component: String,
+        base: String,
+        build: BuildSpec,
+    },
+    Save {
+        reference: String,
+        archive: PathBuf,
+    },
+    Cluster {
+        config: PathBuf,
+    },
+    Load {
+        reference: String,
+        archive: Option<PathBuf>,
+    },
+    Namespace {
+        doc: String,
+    },
+    /// Checks the node has the images the manifests reference (phase 3's verification, per
+    /// component so that each deploys as soon as its own images are in), applies, waits.
+    Deploy {
+        manifests: Manifests,
+        images: BTreeSet<String>,
+        timeout: Duration,
+    },
 }
 
 impl Step {
     /// Phase number, for the plan and the progress lines.
     pub fn phase(&self) -> u8 {
         match self {
-            Step::Compile { .. } | Step::CompileTests { .. } | Step::ServiceImage { .. } | Step::InfraImage { .. } => 1,
-            Step::Save { .. } | Step::Load { .. } | Step::Verify { .. } => 3,
+            Step::Compile { .. }
+            | Step::CompileTests { .. }
+            | Step::ServiceImage { .. }
+            | Step::InfraImage { .. } => 1,
+            Step::Save { .. } | Step::Load { .. } => 3,
             Step::Cluster { .. } => 2,
             Step::Namespace { .. } | Step::Deploy { .. } => 4,
         }
@@ -109,7 +140,10 @@ pub fn plan(
 ) -> Result<Plan> {
     let c = config.consumer(consumer)?;
     if c.e2e.is_empty() {
-        bail!("{} has no [consumers.{consumer}.e2e] ports; add its NodePorts to run E2E tests", config.file.display());
+        bail!(
+            "{} has no [consumers.{consumer}.e2e] ports; add its NodePorts to run E2E tests",
+            config.file.display()
+        );
     }
     let test_package = config.service(consumer)?.package.clone();
     let run_id = facts.run_hex.clone();
@@ -138,29 +172,59 @@ pub fn plan(
         images.insert(m.clone(), reference);
     }
 
-    let node_ports: BTreeMap<PortRef, u16> = c.e2e.iter().map(|(k, v)| (k.clone(), v.node_port)).collect();
+    let node_ports: BTreeMap<PortRef, u16> = c
+        .e2e
+        .iter()
+        .map(|(k, v)| (k.clone(), v.node_port))
+        .collect();
     let mapping: Vec<(u16, u16)> = c.e2e.values().map(|v| (v.node_port, v.host_port)).collect();
     let node_labels = labels.for_service("cluster");
     let kind_config = render::kind_config(&cluster, &node_labels, &mapping);
     let namespace_doc = render::namespace_doc(&namespace, &labels.for_service("namespace"));
     let mut manifests = Vec::new();
     for m in &members {
-        manifests.push(render::component(config, m, &images[m], &namespace, &node_ports, &labels.for_service(m), read)?);
+        manifests.push(render::component(
+            config,
+            m,
+            &images[m],
+            &namespace,
+            &node_ports,
+            &labels.for_service(m),
+            read,
+        )?);
     }
     // The Phase 0 check: manifests reference exactly what this run builds, correctly.
     let built: BTreeSet<String> = images.values().cloned().collect();
-    let uses: Vec<render::ImageUse> = manifests.iter().flat_map(|m| render::image_uses(&m.source, &m.docs)).collect();
+    let uses: Vec<render::ImageUse> = manifests
+        .iter()
+        .flat_map(|m| render::image_uses(&m.source, &m.docs))
+        .collect();
     let problems = render::check_images(&uses, &built);
     if !problems.is_empty() {
-        bail!("the manifests would not run what this run builds; nothing was built or applied:\n  {}", problems.join("\n  "));
+        bail!(
+            "the manifests would not run what this run builds; nothing was built or applied:\n  {}",
+            problems.join("\n  ")
+        );
     }
 
     // The graph.
     let mut nodes: Vec<Node<Step>> = Vec::new();
     let services = stack::image_services(config, &members);
-    let packages = services.iter().map(|s| Ok(config.service(s)?.package.clone())).collect::<Result<Vec<_>>>()?;
-    nodes.push(Node { id: "compile".into(), deps: vec![], pool: None, action: Step::Compile { packages } });
-    let runtime_base = config.images.get("runtime").context("infra.toml has no [images.runtime]")?.resolve(env);
+    let packages = services
+        .iter()
+        .map(|s| Ok(config.service(s)?.package.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    nodes.push(Node {
+        id: "compile".into(),
+        deps: vec![],
+        pool: None,
+        action: Step::Compile { packages },
+    });
+    let runtime_base = config
+        .images
+        .get("runtime")
+        .context("infra.toml has no [images.runtime]")?
+        .resolve(env);
     let mut built_by: BTreeMap<String, String> = BTreeMap::new(); // reference -> image task id
     for m in &members {
         let comp = &config.components[m];
@@ -174,7 +238,15 @@ pub fn plan(
             ComponentKind::Service(spec) => Step::ServiceImage {
                 component: m.clone(),
                 spec: spec.clone(),
-                build: images::build_spec(config, spec, &reference, &ctx, labels.for_service(m), facts, &runtime_base),
+                build: images::build_spec(
+                    config,
+                    spec,
+                    &reference,
+                    &ctx,
+                    labels.for_service(m),
+                    facts,
+                    &runtime_base,
+                ),
             },
             ComponentKind::Infra { image } => {
                 let base = config.images[image].resolve(env);
@@ -195,8 +267,17 @@ pub fn plan(
             // A job runs its service's image, built for the service (also a member).
             ComponentKind::Job { .. } => continue,
         };
-        let deps = if matches!(step, Step::ServiceImage { .. }) { vec!["compile".to_string()] } else { vec![] };
-        nodes.push(Node { id: id.clone(), deps, pool: Some("build"), action: step });
+        let deps = if matches!(step, Step::ServiceImage { .. }) {
+            vec!["compile".to_string()]
+        } else {
+            vec![]
+        };
+        nodes.push(Node {
+            id: id.clone(),
+            deps,
+            pool: Some("build"),
+            action: step,
+        });
         built_by.insert(reference, id);
     }
     for (m, reference) in &images {
@@ -208,9 +289,11 @@ pub fn plan(
         id: "cluster".into(),
         deps: vec![],
         pool: None,
-        action: Step::Cluster { config: run_dir.join("kind-config.yaml") },
+        action: Step::Cluster {
+            config: run_dir.join("kind-config.yaml"),
+        },
     });
-    let mut loads = Vec::new();
+    let mut load_of: BTreeMap<String, String> = BTreeMap::new(); // reference -> load task id
     for (reference, image_task) in &built_by {
         let name = image_task.trim_start_matches("image:").to_string();
         let (archive, load_deps) = if engine.is_podman() {
@@ -219,9 +302,15 @@ pub fn plan(
                 id: format!("save:{name}"),
                 deps: vec![image_task.clone()],
                 pool: Some("save"),
-                action: Step::Save { reference: reference.clone(), archive: archive.clone() },
+                action: Step::Save {
+                    reference: reference.clone(),
+                    archive: archive.clone(),
+                },
             });
-            (Some(archive), vec![format!("save:{name}"), "cluster".into()])
+            (
+                Some(archive),
+                vec![format!("save:{name}"), "cluster".into()],
+            )
         } else {
             (None, vec![image_task.clone(), "cluster".into()])
         };
@@ -229,41 +318,68 @@ pub fn plan(
             id: format!("load:{name}"),
             deps: load_deps,
             pool: Some("load"),
-            action: Step::Load { reference: reference.clone(), archive },
+            action: Step::Load {
+                reference: reference.clone(),
+                archive,
+            },
         });
-        loads.push(format!("load:{name}"));
+        load_of.insert(reference.clone(), format!("load:{name}"));
     }
-    nodes.push(Node { id: "verify".into(), deps: loads, pool: None, action: Step::Verify { references: built.clone() } });
     nodes.push(Node {
         id: "namespace".into(),
         deps: vec!["cluster".into()],
         pool: None,
-        action: Step::Namespace { doc: namespace_doc.clone() },
+        action: Step::Namespace {
+            doc: namespace_doc.clone(),
+        },
     });
     for m in &manifests {
         let comp = &config.components[&m.component];
-        let mut deps = vec!["namespace".to_string(), "verify".to_string()];
+        let used: BTreeSet<String> = render::image_uses(&m.source, &m.docs)
+            .into_iter()
+            .map(|u| u.image)
+            .collect();
+        let mut deps = vec!["namespace".to_string()];
+        deps.extend(used.iter().filter_map(|r| load_of.get(r).cloned()));
         deps.extend(comp.needs.iter().map(|n| format!("deploy:{n}")));
         nodes.push(Node {
             id: format!("deploy:{}", m.component),
             deps,
             pool: None,
-            action: Step::Deploy { manifests: m.clone(), timeout: comp.timeout.max(Duration::from_secs(90)) },
+            action: Step::Deploy {
+                manifests: m.clone(),
+                images: used,
+                timeout: comp.timeout,
+            },
         });
     }
     nodes.push(Node {
         id: "compile-tests".into(),
         deps: vec!["compile".into()],
         pool: None,
-        action: Step::CompileTests { package: test_package.clone(), target: c.e2e_test.clone() },
+        action: Step::CompileTests {
+            package: test_package.clone(),
+            target: c.e2e_test.clone(),
+        },
     });
     dag::validate(&nodes)?;
 
-    let host_map: BTreeMap<PortRef, u16> = c.e2e.iter().map(|(k, v)| (k.clone(), v.host_port)).collect();
+    let host_map: BTreeMap<PortRef, u16> = c
+        .e2e
+        .iter()
+        .map(|(k, v)| (k.clone(), v.host_port))
+        .collect();
     let mut test_env = stack::test_env(config, &host_map)?;
     test_env.insert("XTASK_RUN_ID".into(), run_id.clone());
     test_env.insert("XTASK_TIER".into(), TIER.into());
-    let host_ports = c.e2e.iter().map(|(pr, v)| Claim { port: v.host_port, what: format!("{consumer} e2e {pr}") }).collect();
+    let host_ports = c
+        .e2e
+        .iter()
+        .map(|(pr, v)| Claim {
+            port: v.host_port,
+            what: format!("{consumer} e2e {pr}"),
+        })
+        .collect();
     Ok(Plan {
         kubeconfig: run_dir.join("kubeconfig"),
         run_id,
@@ -288,45 +404,107 @@ pub fn plan(
 pub const INFRA_DOCKERFILE: &str = "ARG BASE\nFROM ${BASE}\n";
 
 /// The commands a task runs, for `--dry-run`.
-pub fn commands(step: &Step, plan: &Plan, config: &Config, engine: &Engine, kind: &Kind, kubectl: &Kubectl, slots: usize) -> Vec<String> {
+pub fn commands(
+    step: &Step,
+    plan: &Plan,
+    config: &Config,
+    engine: &Engine,
+    kind: &Kind,
+    kubectl: &Kubectl,
+    slots: usize,
+) -> Vec<String> {
     match step {
         Step::Compile { packages } => vec![images::compile_cmd(&config.root, packages).to_string()],
-        Step::CompileTests { package, target } => vec![images::compile_tests_cmd(&config.root, package, target).to_string()],
+        Step::CompileTests { package, target } => {
+            vec![images::compile_tests_cmd(&config.root, package, target).to_string()]
+        }
         Step::ServiceImage { build, .. } => vec![engine.build_cmd(build).to_string()],
         Step::InfraImage { build, base, .. } => {
-            vec![format!("(Dockerfile: FROM {base})"), engine.build_cmd(build).to_string()]
+            vec![
+                format!("(Dockerfile: FROM {base})"),
+                engine.build_cmd(build).to_string(),
+            ]
         }
         Step::Save { reference, archive } => vec![engine.save_cmd(reference, archive).to_string()],
         Step::Cluster { config: path } => vec![
             format!("(wait for one of {slots} host-wide cluster slots)"),
-            kind.create(&plan.cluster, path, &plan.kubeconfig).to_string(),
+            kind.create(&plan.cluster, path, &plan.kubeconfig)
+                .to_string(),
         ],
         Step::Load { reference, archive } => vec![match archive {
             Some(a) => kind.load_archive(&plan.cluster, a).to_string(),
             None => kind.load_docker_image(&plan.cluster, reference).to_string(),
         }],
-        Step::Verify { references } => vec![format!("{}   (expect: {})", kubectl.get_nodes(), references.iter().cloned().collect::<Vec<_>>().join(" "))],
-        Step::Namespace { .. } => vec![format!("{} < namespace {}", kubectl.apply(""), plan.namespace)],
-        Step::Deploy { manifests, .. } => vec![
-            format!("{} < {} (+ generated Service/Secret)", kubectl.apply(""), manifests.source.display()),
-            format!("{}   (until {} is ready)", kubectl.get_pods(&plan.namespace), manifests.workload.selector()),
+        Step::Namespace { .. } => vec![format!(
+            "{} < namespace {}",
+            kubectl.apply(""),
+            plan.namespace
+        )],
+        Step::Deploy {
+            manifests, images, ..
+        } => vec![
+            format!(
+                "{}   (the node must list {})",
+                kubectl.get_nodes(),
+                images.iter().cloned().collect::<Vec<_>>().join(" ")
+            ),
+            format!(
+                "{} < {} (+ generated Service/Secret)",
+                kubectl.apply(""),
+                manifests.source.display()
+            ),
+            format!(
+                "{}   (until {} is ready)",
+                kubectl.get_pods(&plan.namespace),
+                manifests.workload.selector()
+            ),
         ],
     }
 }
 
-fn print_plan(plan: &Plan, config: &Config, engine: &Engine, kind: &Kind, kubectl: &Kubectl, slots: usize, extra: &[String]) {
-    println!("e2e {}: run {} (dry run: nothing is executed)", plan.consumer, plan.run_id);
+fn print_plan(
+    plan: &Plan,
+    config: &Config,
+    engine: &Engine,
+    kind: &Kind,
+    kubectl: &Kubectl,
+    slots: usize,
+    extra: &[String],
+) {
+    println!(
+        "e2e {}: run {} (dry run: nothing is executed)",
+        plan.consumer, plan.run_id
+    );
     println!("phase 0: tags and rendering (done)");
     for (c, r) in &plan.images {
         println!("  image {c:<14} {r}");
     }
-    println!("  cluster {}  namespace {}  kubeconfig {}", plan.cluster, plan.namespace, plan.kubeconfig.display());
-    println!("  would write {} and {}", plan.kind_config_path().display(), plan.run_dir.join("manifests.yaml").display());
-    let names = ["", "build images (while phase 2 runs)", "create the kind cluster", "load images and verify", "deploy and wait"];
+    println!(
+        "  cluster {}  namespace {}  kubeconfig {}",
+        plan.cluster,
+        plan.namespace,
+        plan.kubeconfig.display()
+    );
+    println!(
+        "  would write {} and {}",
+        plan.kind_config_path().display(),
+        plan.run_dir.join("manifests.yaml").display()
+    );
+    let names = [
+        "",
+        "build images (while phase 2 runs)",
+        "create the kind cluster",
+        "load images and verify",
+        "deploy and wait",
+    ];
     for phase in 1..=4u8 {
         println!("phase {phase}: {}", names[phase as usize]);
         for n in plan.nodes.iter().filter(|n| n.action.phase() == phase) {
-            let deps = if n.deps.is_empty() { String::new() } else { format!(" (after {})", n.deps.join(", ")) };
+            let deps = if n.deps.is_empty() {
+                String::new()
+            } else {
+                format!(" (after {})", n.deps.join(", "))
+            };
             println!("  [{}]{deps}", n.id);
             for c in commands(&n.action, plan, config, engine, kind, kubectl, slots) {
                 println!("    {c}");
@@ -337,13 +515,25 @@ fn print_plan(plan: &Plan, config: &Config, engine: &Engine, kind: &Kind, kubect
     println!("    {}", test_cmd(plan, extra));
     println!("phase 6: cleanup (also on failure and Ctrl-C; skipped with --keep)");
     println!("    {}", kind.delete(&plan.cluster, &plan.kubeconfig));
-    println!("    {} rmi <every image labelled io.kubernaut.xtask.run={}>", engine.name(), plan.run_id);
+    println!(
+        "    {} rmi <every image labelled io.kubernaut.xtask.run={}>",
+        engine.name(),
+        plan.run_id
+    );
     println!("    remove {}", plan.archives_dir().display());
 }
 
 fn test_cmd(plan: &Plan, extra: &[String]) -> Cmd {
     images::cargo()
-        .args(["test", "--package", &plan.test_package, "--test", &plan.test_target, "--", "--include-ignored"])
+        .args([
+            "test",
+            "--package",
+            &plan.test_package,
+            "--test",
+            &plan.test_target,
+            "--",
+            "--include-ignored",
+        ])
         .args(extra)
         .envs(&plan.test_env)
 }
@@ -354,24 +544,64 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
     let facts = Facts::gather(&config.root)?;
     let pid = std::process::id();
     let env = |k: &str| std::env::var(k).ok();
-    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     if args.dry_run {
         // The plan does not need the tools; show it even where they are missing.
-        let engine = Engine::detect().unwrap_or(Engine { tool: Tool::Podman, program: "podman".into() });
-        let plan = plan(config, &args.consumer, &facts, &engine, &runs_dir, pid, &env, &read)?;
-        let kind = Kind { program: "kind".into(), podman: engine.is_podman() };
-        let kubectl = Kubectl { program: "kubectl".into(), kubeconfig: plan.kubeconfig.clone() };
-        print_plan(&plan, config, &engine, &kind, &kubectl, args.cluster_slots, &args.test_args);
+        let engine = Engine::detect().unwrap_or(Engine {
+            tool: Tool::Podman,
+            program: "podman".into(),
+        });
+        let plan = plan(
+            config,
+            &args.consumer,
+            &facts,
+            &engine,
+            &runs_dir,
+            pid,
+            &env,
+            &read,
+        )?;
+        let kind = Kind {
+            program: "kind".into(),
+            podman: engine.is_podman(),
+        };
+        let kubectl = Kubectl {
+            program: "kubectl".into(),
+            kubeconfig: plan.kubeconfig.clone(),
+        };
+        print_plan(
+            &plan,
+            config,
+            &engine,
+            &kind,
+            &kubectl,
+            args.cluster_slots,
+            &args.test_args,
+        );
         return Ok(ExitCode::SUCCESS);
     }
     // Every tool first: a missing one stops the run before any build.
-    let engine = tools::require(&[Need::Engine, Need::Tool(Tool::Kind), Need::Tool(Tool::Kubectl)])?
-        .context("no container engine")?;
+    let engine = tools::require(&[
+        Need::Engine,
+        Need::Tool(Tool::Kind),
+        Need::Tool(Tool::Kubectl),
+    ])?
+    .context("no container engine")?;
     let kind = Kind {
         program: crate::process::find_in_path("kind", None).context("kind")?,
         podman: engine.is_podman(),
     };
-    let plan = plan(config, &args.consumer, &facts, &engine, &runs_dir, pid, &env, &read)?;
+    let plan = plan(
+        config,
+        &args.consumer,
+        &facts,
+        &engine,
+        &runs_dir,
+        pid,
+        &env,
+        &read,
+    )?;
     let kubectl = Kubectl {
         program: crate::process::find_in_path("kubectl", None).context("kubectl")?,
         kubeconfig: plan.kubeconfig.clone(),
@@ -392,7 +622,10 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
             argv: std::env::args().collect(),
         },
     )?;
-    crate::signals::install(format!("e2e run {} of {}", plan.run_id, plan.consumer), "`cargo xtask clean --orphans` then removes what is left")?;
+    crate::signals::install(
+        format!("e2e run {} of {}", plan.run_id, plan.consumer),
+        "`cargo xtask clean --orphans` then removes what is left",
+    )?;
     write_rendered(&plan, &plan.run_dir)?;
 
     let width = plan.nodes.iter().map(|n| n.id.len()).max().unwrap_or(8);
@@ -404,15 +637,37 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         plan.cluster,
         plan.images.values().collect::<BTreeSet<_>>().len()
     ));
-    let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let t0 = Instant::now();
-    let runner = Runner { config, engine: &engine, kind: &kind, kubectl: &kubectl, plan: &plan, record: &record, slots: args.cluster_slots, artifacts: Mutex::new(BTreeMap::new()) };
+    let runner = Runner {
+        config,
+        engine: &engine,
+        kind: &kind,
+        kubectl: &kubectl,
+        plan: &plan,
+        record: &record,
+        slots: args.cluster_slots,
+        artifacts: Mutex::new(BTreeMap::new()),
+    };
     let mut limits = BTreeMap::new();
     limits.insert("build", args.jobs.max(1));
     limits.insert("save", args.jobs.max(1));
     limits.insert("load", 2);
-    let ex = dag::execute(&plan.nodes, &limits, &progress, |n, ctx| runner.step(n, ctx));
-    let mut report = Report::new(&plan.run_id, &plan.consumer, TIER, started_ms, &ex.timings, ex.total, "");
+    let ex = dag::execute(&plan.nodes, &limits, &progress, |n, ctx| {
+        runner.step(n, ctx)
+    });
+    let mut report = Report::new(
+        &plan.run_id,
+        &plan.consumer,
+        TIER,
+        started_ms,
+        &ex.timings,
+        ex.total,
+        "",
+    );
 
     let mut outcome: Result<ExitCode> = match ex.error {
         Some(e) => {
@@ -425,13 +680,23 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         progress.println(&format!("deployed in {:.1}s", t0.elapsed().as_secs_f64()));
         let t = Instant::now();
         let cmd = test_cmd(&plan, &args.test_args).current_dir(&config.root);
-        progress.println(&format!("running {} e2e tests against {}", plan.consumer, url_summary(&plan.test_env)));
+        progress.println(&format!(
+            "running {} e2e tests against {}",
+            plan.consumer,
+            url_summary(&plan.test_env)
+        ));
         let status = progress.suspend(|| cmd.run_inherit());
-        report.extra.insert("tests_ms".into(), t.elapsed().as_millis() as u64);
+        report
+            .extra
+            .insert("tests_ms".into(), t.elapsed().as_millis() as u64);
         outcome = match status {
             Ok(s) if s.success() => Ok(ExitCode::SUCCESS),
             Ok(s) => {
-                eprintln!("{} e2e tests failed ({})", plan.consumer, crate::process::describe_status(s));
+                eprintln!(
+                    "{} e2e tests failed ({})",
+                    plan.consumer,
+                    crate::process::describe_status(s)
+                );
                 let diag = runner.diagnostics(&progress);
                 eprintln!("diagnostics: {}", diag.display());
                 Ok(ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8))
@@ -442,8 +707,17 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
     let interrupted = crate::signals::interrupted();
     if args.keep && !interrupted {
         record.add(&Event::Kept)?;
-        println!("kept cluster {} (kubeconfig {}), images and archives of run {}", plan.cluster, plan.kubeconfig.display(), plan.run_id);
-        println!("  kubectl --kubeconfig {} --namespace {} get pods", plan.kubeconfig.display(), plan.namespace);
+        println!(
+            "kept cluster {} (kubeconfig {}), images and archives of run {}",
+            plan.cluster,
+            plan.kubeconfig.display(),
+            plan.run_id
+        );
+        println!(
+            "  kubectl --kubeconfig {} --namespace {} get pods",
+            plan.kubeconfig.display(),
+            plan.namespace
+        );
         println!("remove them with: cargo xtask clean --run {}", plan.run_id);
     } else {
         let t = Instant::now();
@@ -452,9 +726,14 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
                 record.add(&Event::Finished)?;
                 progress.println(&format!("cleaned up: {summary}"));
             }
-            Err(e) => eprintln!("warning: cleanup of run {} failed: {e:#}\nretry with: cargo xtask clean --run {}", plan.run_id, plan.run_id),
+            Err(e) => eprintln!(
+                "warning: cleanup of run {} failed: {e:#}\nretry with: cargo xtask clean --run {}",
+                plan.run_id, plan.run_id
+            ),
         }
-        report.extra.insert("cleanup_ms".into(), t.elapsed().as_millis() as u64);
+        report
+            .extra
+            .insert("cleanup_ms".into(), t.elapsed().as_millis() as u64);
     }
     report.outcome = match (&outcome, interrupted) {
         (_, true) => "interrupted".into(),
@@ -462,7 +741,9 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         (Ok(_), _) => "tests failed".into(),
         (Err(_), _) => "failed".into(),
     };
-    report.extra.insert("wall_ms".into(), t0.elapsed().as_millis() as u64);
+    report
+        .extra
+        .insert("wall_ms".into(), t0.elapsed().as_millis() as u64);
     let path = plan.run_dir.join("report.json");
     report.write(&path)?;
     eprint!("{}", report.table());
@@ -474,7 +755,11 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
 }
 
 fn url_summary(env: &BTreeMap<String, String>) -> String {
-    env.iter().filter(|(k, _)| k.ends_with("_URL")).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    env.iter()
+        .filter(|(k, _)| k.ends_with("_URL"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Writes what phase 0 rendered: the kind config and all manifests in apply order.
@@ -482,7 +767,10 @@ pub fn write_rendered(plan: &Plan, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let kc = dir.join("kind-config.yaml");
     std::fs::write(&kc, &plan.kind_config).with_context(|| format!("writing {}", kc.display()))?;
-    let mut all = format!("# manifests of e2e run {} for {}, in apply order\n", plan.run_id, plan.consumer);
+    let mut all = format!(
+        "# manifests of e2e run {} for {}, in apply order\n",
+        plan.run_id, plan.consumer
+    );
     all.push_str(&plan.namespace_doc);
     for m in &plan.manifests {
         all.push('\n');
@@ -496,7 +784,10 @@ pub fn write_rendered(plan: &Plan, dir: &Path) -> Result<(PathBuf, PathBuf)> {
 /// Deletes the cluster, this run's images (by label) and its archives.
 fn cleanup(engine: &Engine, kind: &Kind, plan: &Plan) -> Result<String> {
     let mut errors = Vec::new();
-    let deleted = kind.delete(&plan.cluster, &plan.kubeconfig).timeout(Duration::from_secs(180)).run();
+    let deleted = kind
+        .delete(&plan.cluster, &plan.kubeconfig)
+        .timeout(Duration::from_secs(180))
+        .run();
     if let Err(e) = &deleted {
         errors.push(format!("{e:#}"));
     }
@@ -514,7 +805,11 @@ fn cleanup(engine: &Engine, kind: &Kind, plan: &Plan) -> Result<String> {
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
     }
-    Ok(format!("cluster {}; {}", plan.cluster, removed.map(|r| r.to_string()).unwrap_or_default()))
+    Ok(format!(
+        "cluster {}; {}",
+        plan.cluster,
+        removed.map(|r| r.to_string()).unwrap_or_default()
+    ))
 }
 
 struct Runner<'a> {
@@ -540,27 +835,38 @@ impl Runner<'_> {
                 Ok(format!("{n} binaries"))
             }
             Step::CompileTests { package, target } => {
-                ctx.line.state("compiling", &format!("{package} --test {target}"));
+                ctx.line
+                    .state("compiling", &format!("{package} --test {target}"));
                 let show = ctx.line.detail_sink();
                 images::compile_tests_cmd(&self.config.root, package, target)
                     .run_streaming(move |l| show(l.trim()))
                     .with_context(|| format!("compiling the {target} tests of {package}"))?;
                 Ok(String::new())
             }
-            Step::ServiceImage { component, spec, build } => {
+            Step::ServiceImage {
+                component,
+                spec,
+                build,
+            } => {
                 let binary = self
                     .artifacts
                     .lock()
                     .map_err(|_| anyhow::anyhow!("lock"))?
                     .get(&spec.binary)
                     .cloned()
-                    .with_context(|| format!("cargo built no binary `{}` for {component}", spec.binary))?;
-                self.record.add(&Event::Image { reference: build.reference.clone() })?;
+                    .with_context(|| {
+                        format!("cargo built no binary `{}` for {component}", spec.binary)
+                    })?;
+                self.record.add(&Event::Image {
+                    reference: build.reference.clone(),
+                })?;
                 images::assemble(&build.context, &self.config.root, spec, &binary)?;
                 self.build(build, ctx)
             }
             Step::InfraImage { build, base, .. } => {
-                self.record.add(&Event::Image { reference: build.reference.clone() })?;
+                self.record.add(&Event::Image {
+                    reference: build.reference.clone(),
+                })?;
                 std::fs::create_dir_all(&build.context)?;
                 std::fs::write(&build.dockerfile, INFRA_DOCKERFILE)?;
                 self.build(build, ctx).with_context(|| {
@@ -571,15 +877,22 @@ impl Runner<'_> {
                 if let Some(d) = archive.parent() {
                     std::fs::create_dir_all(d)?;
                 }
-                self.record.add(&Event::Archive { path: archive.clone() })?;
+                self.record.add(&Event::Archive {
+                    path: archive.clone(),
+                })?;
                 ctx.line.state("saving", &archive.display().to_string());
                 self.engine.save_cmd(reference, archive).run()?;
-                let mb = std::fs::metadata(archive).map(|m| m.len() / 1_000_000).unwrap_or(0);
+                let mb = std::fs::metadata(archive)
+                    .map(|m| m.len() / 1_000_000)
+                    .unwrap_or(0);
                 Ok(format!("{mb} MB"))
             }
             Step::Cluster { config } => {
                 std::fs::write(config, &plan.kind_config)?;
-                let me = format!("{} {} run {} (pid {})", plan.labels.owner, plan.consumer, plan.run_id, plan.labels.pid);
+                let me = format!(
+                    "{} {} run {} (pid {})",
+                    plan.labels.owner, plan.consumer, plan.run_id, plan.labels.pid
+                );
                 let line = ctx.line;
                 let _slot = crate::slots::acquire(
                     &crate::slots::default_dir(),
@@ -589,7 +902,10 @@ impl Runner<'_> {
                     &|holders| line.state("waiting for a cluster slot", &holders.join("; ")),
                     &|| ctx.stopped(),
                 )?;
-                self.record.add(&Event::Cluster { name: plan.cluster.clone(), kubeconfig: plan.kubeconfig.clone() })?;
+                self.record.add(&Event::Cluster {
+                    name: plan.cluster.clone(),
+                    kubeconfig: plan.kubeconfig.clone(),
+                })?;
                 ctx.line.state("creating", &plan.cluster);
                 let show = ctx.line.detail_sink();
                 self.kind
@@ -605,35 +921,27 @@ impl Runner<'_> {
                     Some(a) => self.kind.load_archive(&plan.cluster, a),
                     None => self.kind.load_docker_image(&plan.cluster, reference),
                 };
-                cmd.timeout(Duration::from_secs(600)).run().with_context(|| format!("loading {reference} into {}", plan.cluster))?;
+                cmd.timeout(Duration::from_secs(600))
+                    .run()
+                    .with_context(|| format!("loading {reference} into {}", plan.cluster))?;
                 Ok(reference.clone())
             }
-            Step::Verify { references } => {
-                let start = Instant::now();
-                loop {
-                    let out = self.kubectl.get_nodes().timeout(Duration::from_secs(30)).read()?;
-                    let nodes: serde_json::Value = serde_json::from_str(&out).context("kubectl get nodes -o json")?;
-                    let missing = kube::missing_on_node(references, &kube::node_images(&nodes));
-                    if missing.is_empty() {
-                        return Ok(format!("{} images on the node", references.len()));
-                    }
-                    ctx.line.state("waiting", &format!("node does not list {} yet", missing.join(", ")));
-                    if start.elapsed() > Duration::from_secs(60) {
-                        bail!(
-                            "the cluster's node does not have {} although it was loaded; what the \
-                             manifests reference and what was loaded differ",
-                            missing.join(", ")
-                        );
-                    }
-                    ctx.pause(Duration::from_millis(500))?;
-                }
-            }
             Step::Namespace { doc } => {
-                self.kubectl.apply(doc).timeout(Duration::from_secs(60)).run().context("creating the namespace")?;
+                self.kubectl
+                    .apply(doc)
+                    .timeout(Duration::from_secs(60))
+                    .run()
+                    .context("creating the namespace")?;
                 Ok(plan.namespace.clone())
             }
-            Step::Deploy { manifests, timeout } => {
-                ctx.line.state("applying", &manifests.source.display().to_string());
+            Step::Deploy {
+                manifests,
+                images,
+                timeout,
+            } => {
+                self.verify_on_node(images, ctx)?;
+                ctx.line
+                    .state("applying", &manifests.source.display().to_string());
                 self.kubectl
                     .apply(&manifests.text)
                     .timeout(Duration::from_secs(60))
@@ -641,23 +949,69 @@ impl Runner<'_> {
                     .with_context(|| format!("applying {}", manifests.source.display()))?;
                 let start = Instant::now();
                 loop {
-                    let out = self.kubectl.get_pods(&plan.namespace).timeout(Duration::from_secs(30)).read()?;
-                    let pods: serde_json::Value = serde_json::from_str(&out).context("kubectl get pods -o json")?;
+                    let out = self
+                        .kubectl
+                        .get_pods(&plan.namespace)
+                        .timeout(Duration::from_secs(30))
+                        .read()?;
+                    let pods: serde_json::Value =
+                        serde_json::from_str(&out).context("kubectl get pods -o json")?;
                     match kube::judge(&pods, &manifests.workload) {
                         Verdict::Ready => {
-                            return Ok(format!("ready after {:.1}s", start.elapsed().as_secs_f64()));
+                            return Ok(format!(
+                                "ready after {:.1}s",
+                                start.elapsed().as_secs_f64()
+                            ));
                         }
-                        Verdict::Failed(why) => bail!("{} cannot start: {why}", manifests.component),
+                        Verdict::Failed(why) => {
+                            bail!("{} cannot start: {why}", manifests.component)
+                        }
                         Verdict::Waiting(why) => {
                             ctx.line.state("waiting", &why);
                             if start.elapsed() > *timeout {
-                                bail!("{} was not ready after {}s: {why}", manifests.component, timeout.as_secs());
+                                bail!(
+                                    "{} was not ready after {}s: {why}",
+                                    manifests.component,
+                                    timeout.as_secs()
+                                );
                             }
                         }
                     }
                     ctx.pause(Duration::from_millis(500))?;
                 }
             }
+        }
+    }
+
+    /// Phase 3's check: the node lists exactly the references the manifests use (what was
+    /// loaded and what is deployed cannot differ). Polled: the node's image list can lag.
+    fn verify_on_node(&self, references: &BTreeSet<String>, ctx: &Ctx) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            ctx.line.state("verifying", "images on the node");
+            let out = self
+                .kubectl
+                .get_nodes()
+                .timeout(Duration::from_secs(30))
+                .read()?;
+            let nodes: serde_json::Value =
+                serde_json::from_str(&out).context("kubectl get nodes -o json")?;
+            let missing = kube::missing_on_node(references, &kube::node_images(&nodes));
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!(
+                    "the cluster's node does not have {} although it was loaded; what the manifests \
+                     reference and what was loaded differ",
+                    missing.join(", ")
+                );
+            }
+            ctx.line.state(
+                "waiting",
+                &format!("node does not list {} yet", missing.join(", ")),
+            );
+            ctx.pause(Duration::from_millis(500))?;
         }
     }
 
@@ -678,7 +1032,10 @@ impl Runner<'_> {
         let ns = &self.plan.namespace;
         for m in &self.plan.manifests {
             let sel = m.workload.selector();
-            for (what, cmd) in [("describe", self.kubectl.describe_pods(ns, &sel)), ("logs", self.kubectl.logs(ns, &sel))] {
+            for (what, cmd) in [
+                ("describe", self.kubectl.describe_pods(ns, &sel)),
+                ("logs", self.kubectl.logs(ns, &sel)),
+            ] {
                 let text = match cmd.timeout(Duration::from_secs(30)).output() {
                     Ok(o) => format!("{}{}", o.stdout, o.stderr),
                     Err(e) => format!("{e:#}"),
@@ -687,7 +1044,12 @@ impl Runner<'_> {
             }
         }
         let kind_logs = dir.join("kind");
-        if let Err(e) = self.kind.export_logs(&self.plan.cluster, &kind_logs).timeout(Duration::from_secs(120)).run() {
+        if let Err(e) = self
+            .kind
+            .export_logs(&self.plan.cluster, &kind_logs)
+            .timeout(Duration::from_secs(120))
+            .run()
+        {
             let _ = std::fs::write(dir.join("kind-export-failed.txt"), format!("{e:#}"));
         }
         progress.println(&format!("diagnostics written to {}", dir.display()));
@@ -698,15 +1060,30 @@ impl Runner<'_> {
 /// `cargo xtask render`: phase 0 only, written to files.
 pub fn render_cmd(config: &Config, args: &flags::Render) -> Result<()> {
     let facts = Facts::gather(&config.root)?;
-    let engine = Engine::detect().unwrap_or(Engine { tool: Tool::Podman, program: "podman".into() });
+    let engine = Engine::detect().unwrap_or(Engine {
+        tool: Tool::Podman,
+        program: "podman".into(),
+    });
     let env = |k: &str| std::env::var(k).ok();
-    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let runs_dir = record::runs_dir(&config.root);
-    let plan = plan(config, &args.consumer, &facts, &engine, &runs_dir, std::process::id(), &env, &read)?;
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| record::target_dir(&config.root).join("xtask").join("render").join(&args.consumer));
+    let plan = plan(
+        config,
+        &args.consumer,
+        &facts,
+        &engine,
+        &runs_dir,
+        std::process::id(),
+        &env,
+        &read,
+    )?;
+    let dir = args.out.clone().unwrap_or_else(|| {
+        record::target_dir(&config.root)
+            .join("xtask")
+            .join("render")
+            .join(&args.consumer)
+    });
     let (kc, mf) = write_rendered(&plan, &dir)?;
     println!("{}", kc.display());
     println!("{}", mf.display());
@@ -731,25 +1108,53 @@ mod tests {
 
     fn read_repo(p: &Path) -> Result<String> {
         let rel = p.strip_prefix("/repo").unwrap_or(p);
-        Ok(std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel))?)
+        Ok(std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel),
+        )?)
     }
 
     fn plan_for(consumer: &str, engine: Tool) -> Plan {
-        let e = Engine { tool: engine, program: engine.name().into() };
-        plan(&repo_config(), consumer, &facts(), &e, Path::new("/repo/target/xtask/runs"), 7, &|_| None, &read_repo).unwrap()
+        let e = Engine {
+            tool: engine,
+            program: engine.name().into(),
+        };
+        plan(
+            &repo_config(),
+            consumer,
+            &facts(),
+            &e,
+            Path::new("/repo/target/xtask/runs"),
+            7,
+            &|_| None,
+            &read_repo,
+        )
+        .unwrap()
     }
 
     fn deps<'a>(p: &'a Plan, id: &str) -> &'a [String] {
-        &p.nodes.iter().find(|n| n.id == id).unwrap_or_else(|| panic!("no {id}")).deps
+        &p.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no {id}"))
+            .deps
     }
 
     #[test]
     fn one_reference_per_image_from_phase0_to_deploy() {
         let p = plan_for("notification", Tool::Podman);
-        assert_eq!(p.images["notification"], "localhost/notification:notification-alice-abc1234-1734278400");
-        assert_eq!(p.images["datastorage"], "localhost/datastorage:notification-1884d074");
+        assert_eq!(
+            p.images["notification"],
+            "localhost/notification:notification-alice-abc1234-1734278400"
+        );
+        assert_eq!(
+            p.images["datastorage"],
+            "localhost/datastorage:notification-1884d074"
+        );
         assert_eq!(p.images["migrations"], p.images["datastorage"]);
-        assert_eq!(p.images["postgres"], "localhost/postgres:notification-1884d074");
+        assert_eq!(
+            p.images["postgres"],
+            "localhost/postgres:notification-1884d074"
+        );
         // The reference built is the reference saved, loaded, verified and deployed.
         let mut built = BTreeSet::new();
         let mut loaded = BTreeSet::new();
@@ -761,12 +1166,15 @@ mod tests {
                 Step::Load { reference, .. } => {
                     loaded.insert(reference.clone());
                 }
-                Step::Verify { references } => assert_eq!(references, &p.images.values().cloned().collect()),
                 _ => {}
             }
         }
-        let deployed: BTreeSet<String> =
-            p.manifests.iter().flat_map(|m| render::image_uses(&m.source, &m.docs)).map(|u| u.image).collect();
+        let deployed: BTreeSet<String> = p
+            .manifests
+            .iter()
+            .flat_map(|m| render::image_uses(&m.source, &m.docs))
+            .map(|u| u.image)
+            .collect();
         assert_eq!(built, loaded);
         assert_eq!(built, deployed);
     }
@@ -774,22 +1182,48 @@ mod tests {
     #[test]
     fn images_build_while_the_cluster_is_created() {
         let p = plan_for("gateway", Tool::Podman);
-        assert!(deps(&p, "cluster").is_empty(), "cluster creation waits for nothing");
+        assert!(
+            deps(&p, "cluster").is_empty(),
+            "cluster creation waits for nothing"
+        );
         assert_eq!(deps(&p, "image:datastorage"), ["compile"]);
-        assert!(deps(&p, "image:postgres").is_empty(), "re-tagging needs no compile");
+        assert!(
+            deps(&p, "image:postgres").is_empty(),
+            "re-tagging needs no compile"
+        );
         assert_eq!(deps(&p, "save:datastorage"), ["image:datastorage"]);
-        assert_eq!(deps(&p, "load:datastorage"), ["save:datastorage", "cluster"]);
+        assert_eq!(
+            deps(&p, "load:datastorage"),
+            ["save:datastorage", "cluster"]
+        );
         assert!(deps(&p, "deploy:datastorage").contains(&"deploy:migrations".to_string()));
         assert!(deps(&p, "deploy:gateway").contains(&"deploy:notification".to_string()));
-        assert!(deps(&p, "deploy:redis").contains(&"verify".to_string()));
-        assert_eq!(p.nodes.iter().filter(|n| n.id.starts_with("image:")).count(), 5);
+        assert_eq!(
+            deps(&p, "deploy:redis"),
+            ["namespace", "load:redis"],
+            "infrastructure deploys while Rust compiles"
+        );
+        assert_eq!(
+            deps(&p, "deploy:migrations"),
+            ["namespace", "load:datastorage", "deploy:postgres"]
+        );
+        assert_eq!(
+            p.nodes
+                .iter()
+                .filter(|n| n.id.starts_with("image:"))
+                .count(),
+            5
+        );
     }
 
     #[test]
     fn docker_loads_from_its_store() {
         let p = plan_for("notification", Tool::Docker);
         assert!(p.nodes.iter().all(|n| !n.id.starts_with("save:")));
-        assert_eq!(deps(&p, "load:datastorage"), ["image:datastorage", "cluster"]);
+        assert_eq!(
+            deps(&p, "load:datastorage"),
+            ["image:datastorage", "cluster"]
+        );
     }
 
     #[test]
@@ -798,7 +1232,11 @@ mod tests {
         assert_eq!(p.cluster, "notification-e2e-1884d074");
         assert!(p.kind_config.contains("hostPort: 28120"));
         assert!(p.kind_config.contains("containerPort: 30086"));
-        assert!(p.kind_config.contains("io.kubernaut.xtask.run: \"1884d074\"") || p.kind_config.contains("io.kubernaut.xtask.run: 1884d074"));
+        assert!(
+            p.kind_config
+                .contains("io.kubernaut.xtask.run: \"1884d074\"")
+                || p.kind_config.contains("io.kubernaut.xtask.run: 1884d074")
+        );
         assert_eq!(p.test_env["NOTIFICATION_URL"], "http://localhost:28120");
         assert_eq!(p.test_env["DATASTORAGE_URL"], "http://localhost:28121");
         assert_eq!(p.host_ports.len(), 2);
@@ -806,18 +1244,58 @@ mod tests {
 
     #[test]
     fn image_tag_override_reaches_the_manifests() {
-        let f = Facts { image_tag: Some("ci-deadbee-7".into()), ..facts() };
-        let e = Engine { tool: Tool::Podman, program: "podman".into() };
-        let p = plan(&repo_config(), "notification", &f, &e, Path::new("/r"), 7, &|_| None, &read_repo).unwrap();
-        let m = p.manifests.iter().find(|m| m.component == "notification").unwrap();
-        assert!(m.text.contains("image: localhost/notification:ci-deadbee-7"), "{}", m.text);
+        let f = Facts {
+            image_tag: Some("ci-deadbee-7".into()),
+            ..facts()
+        };
+        let e = Engine {
+            tool: Tool::Podman,
+            program: "podman".into(),
+        };
+        let p = plan(
+            &repo_config(),
+            "notification",
+            &f,
+            &e,
+            Path::new("/r"),
+            7,
+            &|_| None,
+            &read_repo,
+        )
+        .unwrap();
+        let m = p
+            .manifests
+            .iter()
+            .find(|m| m.component == "notification")
+            .unwrap();
+        assert!(
+            m.text
+                .contains("image: localhost/notification:ci-deadbee-7"),
+            "{}",
+            m.text
+        );
     }
 
     #[test]
     fn a_template_with_a_foreign_image_is_refused_before_anything_runs() {
-        let e = Engine { tool: Tool::Podman, program: "podman".into() };
-        let bad = |p: &Path| Ok(read_repo(p)?.replace("image: ${IMAGE}", "image: docker.io/library/redis:latest"));
-        let err = plan(&repo_config(), "notification", &facts(), &e, Path::new("/r"), 7, &|_| None, &bad).unwrap_err();
+        let e = Engine {
+            tool: Tool::Podman,
+            program: "podman".into(),
+        };
+        let bad = |p: &Path| {
+            Ok(read_repo(p)?.replace("image: ${IMAGE}", "image: docker.io/library/redis:latest"))
+        };
+        let err = plan(
+            &repo_config(),
+            "notification",
+            &facts(),
+            &e,
+            Path::new("/r"),
+            7,
+            &|_| None,
+            &bad,
+        )
+        .unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("nothing was built or applied"), "{msg}");
         assert!(msg.contains("manifests/redis.yaml: Deployment/redis spec.template.spec.containers[0].image `docker.io/library/redis:latest` was not built by this run"), "{msg}");

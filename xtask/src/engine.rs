@@ -20,12 +20,6 @@ use crate::tools::Engine;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ours<T>(T);
 
-impl<T> Ours<T> {
-    pub fn get(&self) -> &T {
-        &self.0
-    }
-}
-
 impl<T> std::ops::Deref for Ours<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -126,7 +120,11 @@ impl Engine {
         a
     }
 
-    pub fn network_create_args(&self, name: &str, labels: &BTreeMap<String, String>) -> Vec<String> {
+    pub fn network_create_args(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<String> {
         let mut a = vec!["network".to_string(), "create".into()];
         for (k, v) in labels {
             a.extend(["--label".into(), format!("{k}={v}")]);
@@ -136,7 +134,10 @@ impl Engine {
     }
 
     pub fn run_container(&self, s: &ContainerSpec) -> Result<String> {
-        self.cmd().args(self.run_args(s)).read().with_context(|| format!("starting container {}", s.name))
+        self.cmd()
+            .args(self.run_args(s))
+            .read()
+            .with_context(|| format!("starting container {}", s.name))
     }
 
     pub fn create_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
@@ -152,7 +153,10 @@ impl Engine {
     }
 
     pub fn image_exists(&self, reference: &str) -> bool {
-        self.cmd().args(["image", "inspect", "--format", "{{.Id}}", reference]).output().is_ok_and(|o| o.success())
+        self.cmd()
+            .args(["image", "inspect", "--format", "{{.Id}}", reference])
+            .output()
+            .is_ok_and(|o| o.success())
     }
 
     /// `podman save` of one image into a docker-archive file.
@@ -174,7 +178,12 @@ impl Engine {
 
     /// The last `n` lines a container wrote (stdout and stderr), for error messages.
     pub fn logs_tail(&self, container: &str, n: usize) -> String {
-        match self.cmd().args(["logs", "--tail", &n.to_string(), container]).timeout(Duration::from_secs(10)).output() {
+        match self
+            .cmd()
+            .args(["logs", "--tail", &n.to_string(), container])
+            .timeout(Duration::from_secs(10))
+            .output()
+        {
             Ok(o) => {
                 let mut text = o.stdout;
                 text.push_str(&o.stderr);
@@ -188,7 +197,14 @@ impl Engine {
     pub fn state(&self, container: &str) -> Result<(String, i64)> {
         let out = self
             .cmd()
-            .args(["inspect", "--type", "container", "--format", "{{.State.Status}} {{.State.ExitCode}}", container])
+            .args([
+                "inspect",
+                "--type",
+                "container",
+                "--format",
+                "{{.State.Status}} {{.State.ExitCode}}",
+                container,
+            ])
             .read()?;
         let (status, code) = out.split_once(' ').unwrap_or((out.as_str(), "0"));
         Ok((status.to_string(), code.trim().parse().unwrap_or(-1)))
@@ -201,7 +217,11 @@ impl Engine {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self.cmd().args(["inspect", "--type", "container"]).args(&ids).output()?;
+        let out = self
+            .cmd()
+            .args(["inspect", "--type", "container"])
+            .args(&ids)
+            .output()?;
         let items = parse_json_array(&out).context("reading container details")?;
         Ok(items
             .iter()
@@ -216,12 +236,18 @@ impl Engine {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self.cmd().args(["network", "inspect"]).args(&names).output()?;
+        let out = self
+            .cmd()
+            .args(["network", "inspect"])
+            .args(&names)
+            .output()?;
         let items = parse_json_array(&out).context("reading network details")?;
         Ok(items
             .iter()
             .map(|v| NetworkInfo {
-                name: str_field(v, &["name", "Name"]).trim_start_matches('/').to_string(),
+                name: str_field(v, &["name", "Name"])
+                    .trim_start_matches('/')
+                    .to_string(),
                 labels: labels_at(v, &[&["labels"], &["Labels"]]),
             })
             .filter(|n| filter.matches(&n.labels))
@@ -251,23 +277,66 @@ impl Engine {
     /// is not `Ours`, so it cannot be passed to a removal; it only names port holders.
     pub fn published_ports(&self) -> Result<Vec<ContainerInfo>> {
         let ids = self.cmd().args(["ps", "--format", "{{.ID}}"]).read()?;
-        let ids: Vec<&str> = ids.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let ids: Vec<&str> = ids
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self.cmd().args(["inspect", "--type", "container"]).args(&ids).output()?;
-        Ok(parse_json_array(&out)?.iter().map(parse_container).collect())
+        let out = self
+            .cmd()
+            .args(["inspect", "--type", "container"])
+            .args(&ids)
+            .output()?;
+        Ok(parse_json_array(&out)?
+            .iter()
+            .map(parse_container)
+            .collect())
+    }
+
+    /// Bytes the engine's image store uses (podman's `system df`), to report what a removal
+    /// really freed; `None` where the engine does not give a number.
+    pub fn image_store_bytes(&self) -> Option<u64> {
+        let out = self
+            .cmd()
+            .args(["system", "df", "--format", "{{json .}}"])
+            .timeout(Duration::from_secs(60))
+            .read()
+            .ok()?;
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["Type"] == "Images")
+            .and_then(|v| v["Size"].as_u64())
     }
 
     /// Image ids used by any container (ours or not): such images are never removed.
     pub fn images_in_use(&self) -> Result<Vec<String>> {
-        let out = self.cmd().args(["ps", "-a", "--format", "{{.ImageID}}"]).read()?;
-        Ok(out.lines().map(|l| l.trim().trim_start_matches("sha256:").to_string()).filter(|l| !l.is_empty()).collect())
+        let out = self
+            .cmd()
+            .args(["ps", "-a", "--format", "{{.ImageID}}"])
+            .read()?;
+        Ok(out
+            .lines()
+            .map(|l| l.trim().trim_start_matches("sha256:").to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
     }
 
     fn ids(&self, verb: &[&str], filter: &Filter, format: &str) -> Result<Vec<String>> {
-        let out = self.cmd().args(verb).args(filter.args()).args(["--format", format]).read()?;
-        Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+        let out = self
+            .cmd()
+            .args(verb)
+            .args(filter.args())
+            .args(["--format", format])
+            .read()?;
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
     }
 
     // ---- Removal: only what a filtered listing returned. ----
@@ -281,7 +350,9 @@ impl Engine {
         if self.is_podman() {
             c = c.args(["--time", "0"]);
         }
-        c.args(items.iter().map(|i| i.id.as_str())).run().context("removing containers")?;
+        c.args(items.iter().map(|i| i.id.as_str()))
+            .run()
+            .context("removing containers")?;
         Ok(())
     }
 
@@ -302,7 +373,13 @@ impl Engine {
     pub fn remove_images(&self, items: &[Ours<ImageInfo>]) -> Result<Output> {
         let refs: Vec<String> = items
             .iter()
-            .flat_map(|i| if i.tags.is_empty() { vec![i.id.clone()] } else { i.tags.clone() })
+            .flat_map(|i| {
+                if i.tags.is_empty() {
+                    vec![i.id.clone()]
+                } else {
+                    i.tags.clone()
+                }
+            })
             .collect();
         if refs.is_empty() {
             return Ok(Output {
@@ -310,10 +387,13 @@ impl Engine {
                 stdout: String::new(),
                 stderr: String::new(),
                 combined: String::new(),
-                elapsed: Duration::ZERO,
             });
         }
-        self.cmd().arg("rmi").args(&refs).run().context("removing images")
+        self.cmd()
+            .arg("rmi")
+            .args(&refs)
+            .run()
+            .context("removing images")
     }
 }
 
@@ -330,7 +410,10 @@ fn parse_json_array(out: &Output) -> Result<Vec<Value>> {
 }
 
 fn str_field(v: &Value, keys: &[&str]) -> String {
-    keys.iter().find_map(|k| v.get(*k).and_then(Value::as_str)).unwrap_or_default().to_string()
+    keys.iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str))
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn labels_at(v: &Value, paths: &[&[&str]]) -> BTreeMap<String, String> {
@@ -347,7 +430,10 @@ fn labels_at(v: &Value, paths: &[&[&str]]) -> BTreeMap<String, String> {
             }
         }
         if let (true, Some(obj)) = (ok, cur.as_object()) {
-            return obj.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect();
+            return obj
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect();
         }
     }
     BTreeMap::new()
@@ -355,10 +441,17 @@ fn labels_at(v: &Value, paths: &[&[&str]]) -> BTreeMap<String, String> {
 
 pub fn parse_container(v: &Value) -> ContainerInfo {
     let mut host_ports = Vec::new();
-    if let Some(b) = v.pointer("/HostConfig/PortBindings").and_then(Value::as_object) {
+    if let Some(b) = v
+        .pointer("/HostConfig/PortBindings")
+        .and_then(Value::as_object)
+    {
         for binds in b.values() {
             for bind in binds.as_array().into_iter().flatten() {
-                if let Some(p) = bind.get("HostPort").and_then(Value::as_str).and_then(|p| p.parse().ok()) {
+                if let Some(p) = bind
+                    .get("HostPort")
+                    .and_then(Value::as_str)
+                    .and_then(|p| p.parse().ok())
+                {
                     host_ports.push(p);
                 }
             }
@@ -370,8 +463,15 @@ pub fn parse_container(v: &Value) -> ContainerInfo {
         id: str_field(v, &["Id", "ID"]),
         name: str_field(v, &["Name"]).trim_start_matches('/').to_string(),
         labels: labels_at(v, &[&["Config", "Labels"], &["Labels"]]),
-        running: v.pointer("/State/Running").and_then(Value::as_bool).unwrap_or(false),
-        status: v.pointer("/State/Status").and_then(Value::as_str).unwrap_or("unknown").to_string(),
+        running: v
+            .pointer("/State/Running")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        status: v
+            .pointer("/State/Status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string(),
         host_ports,
         image: str_field(v, &["ImageName", "Image"]),
     }
@@ -379,13 +479,24 @@ pub fn parse_container(v: &Value) -> ContainerInfo {
 
 pub fn parse_image(v: &Value) -> ImageInfo {
     let labels = labels_at(v, &[&["Config", "Labels"], &["Labels"]]);
-    let created = labels.get(crate::labels::CREATED).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let created = labels
+        .get(crate::labels::CREATED)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     ImageInfo {
-        id: str_field(v, &["Id", "ID"]).trim_start_matches("sha256:").to_string(),
+        id: str_field(v, &["Id", "ID"])
+            .trim_start_matches("sha256:")
+            .to_string(),
         tags: v
             .get("RepoTags")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).filter(|t| !t.contains("<none>")).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .filter(|t| !t.contains("<none>"))
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default(),
         labels,
         size: v.get("Size").and_then(Value::as_u64).unwrap_or(0),
@@ -399,7 +510,10 @@ mod tests {
     use crate::tools::Tool;
 
     fn podman() -> Engine {
-        Engine { tool: Tool::Podman, program: "podman".into() }
+        Engine {
+            tool: Tool::Podman,
+            program: "podman".into(),
+        }
     }
 
     #[test]
@@ -417,9 +531,21 @@ mod tests {
         assert_eq!(
             podman().run_args(&spec),
             [
-                "run", "-d", "--name", "notification_postgres_test", "--network", "notification_test_network",
-                "--label", "io.kubernaut.xtask.run=ab", "--env", "POSTGRES_PASSWORD=a b;$(x)",
-                "--publish", "15440:5432", "localhost/pg:15", "-c", "fsync=off",
+                "run",
+                "-d",
+                "--name",
+                "notification_postgres_test",
+                "--network",
+                "notification_test_network",
+                "--label",
+                "io.kubernaut.xtask.run=ab",
+                "--env",
+                "POSTGRES_PASSWORD=a b;$(x)",
+                "--publish",
+                "15440:5432",
+                "localhost/pg:15",
+                "-c",
+                "fsync=off",
             ]
         );
     }
@@ -436,8 +562,14 @@ mod tests {
         let a = podman().build_args(&spec);
         assert!(a.contains(&"--pull=never".to_string()));
         assert_eq!(a.last().unwrap(), "target/xtask/ctx");
-        let docker = Engine { tool: Tool::Docker, program: "docker".into() };
-        assert!(!docker.build_args(&spec).iter().any(|x| x.starts_with("--pull")));
+        let docker = Engine {
+            tool: Tool::Docker,
+            program: "docker".into(),
+        };
+        assert!(!docker
+            .build_args(&spec)
+            .iter()
+            .any(|x| x.starts_with("--pull")));
     }
 
     #[test]
@@ -449,7 +581,10 @@ mod tests {
             "ImageName": "localhost/pg:1"
         });
         let c = parse_container(&podman_c);
-        assert_eq!((c.name.as_str(), c.running, c.host_ports.clone()), ("n1", true, vec![15440]));
+        assert_eq!(
+            (c.name.as_str(), c.running, c.host_ports.clone()),
+            ("n1", true, vec![15440])
+        );
         assert_eq!(c.labels["io.kubernaut.xtask.run"], "r1");
         let docker_c: Value = serde_json::json!({"Id": "d", "Name": "/n2", "State": {"Running": false, "Status": "exited"}, "Config": {"Labels": null}});
         let c = parse_container(&docker_c);
@@ -458,6 +593,9 @@ mod tests {
         let img: Value = serde_json::json!({"Id": "sha256:ff", "RepoTags": ["localhost/a:b"], "Size": 10,
             "Labels": {"io.kubernaut.xtask.created": "1700000000"}});
         let i = parse_image(&img);
-        assert_eq!((i.id.as_str(), i.size, i.created), ("ff", 10, 1_700_000_000));
+        assert_eq!(
+            (i.id.as_str(), i.size, i.created),
+            ("ff", 10, 1_700_000_000)
+        );
     }
 }

@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// `infra.toml` at the repository root describes the services, images and ports; every command
 /// reads it. Run `cargo xtask doctor` first on a new machine.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask", version, max_term_width = 100)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
+    max_term_width = 100
+)]
 pub struct Xtask {
     /// The infrastructure file to use instead of the repository's `infra.toml`.
     #[arg(long, global = true, value_name = "PATH", env = "XTASK_CONFIG")]
@@ -150,7 +155,12 @@ pub struct E2e {
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub jobs: usize,
     /// How many kind clusters may be created at once on this host, across all users.
-    #[arg(long, default_value_t = 2, value_name = "N", env = "XTASK_CLUSTER_SLOTS")]
+    #[arg(
+        long,
+        default_value_t = 2,
+        value_name = "N",
+        env = "XTASK_CLUSTER_SLOTS"
+    )]
     pub cluster_slots: usize,
     /// Override a component for this run without editing infra.toml (repeatable):
     /// `<component>.env.<VAR>=<value>` or `<component>.timeout=<duration>`.
@@ -220,18 +230,26 @@ pub struct Clean {
     pub dry_run: bool,
 }
 
-/// Measure: stack start-up against its critical path, and planning speed.
+/// Measure: stack start-up against its critical path, planning speed, cold builds.
 ///
-/// Runs `integration <consumer> --no-tests` start-up/teardown cycles (warm caches) and prints
-/// median total time, critical path and their ratio, plus the time to plan a run.
+/// Runs `integration <consumer> --no-tests` then `--down` cycles (warm caches) and prints the
+/// median stack time, critical path and their ratio; times planning a run in-process; with
+/// `--e2e`, also full E2E runs (needs kind, or the fakes first on PATH); with `--cold-build`,
+/// cold builds of the xtask and of the workspace in a scratch target folder.
 #[derive(Debug, Args)]
 pub struct Bench {
     /// Consumers to bench.
     #[arg(default_values_t = ["notification".to_string()])]
     pub consumers: Vec<String>,
-    /// Start-up cycles per consumer.
+    /// Cycles per consumer.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Also time full E2E runs.
+    #[arg(long)]
+    pub e2e: bool,
+    /// Also time cold builds (minutes).
+    #[arg(long)]
+    pub cold_build: bool,
 }
 
 /// Run every test of the workspace: what CI runs (`.ci/run`).

@@ -20,7 +20,11 @@ pub fn cargo() -> Cmd {
 
 /// One `cargo build` of the binaries of `packages` (dev profile).
 pub fn compile_cmd(root: &Path, packages: &[String]) -> Cmd {
-    let mut c = cargo().current_dir(root).args(["build", "--bins", "--message-format=json-render-diagnostics"]);
+    let mut c = cargo().current_dir(root).args([
+        "build",
+        "--bins",
+        "--message-format=json-render-diagnostics",
+    ]);
     for p in packages {
         c = c.args(["--package", p]);
     }
@@ -29,14 +33,18 @@ pub fn compile_cmd(root: &Path, packages: &[String]) -> Cmd {
 
 /// Compiles the test target the run will execute, so that running it later starts at once.
 pub fn compile_tests_cmd(root: &Path, package: &str, target: &str) -> Cmd {
-    cargo().current_dir(root).args(["test", "--no-run", "--package", package, "--test", target])
+    cargo()
+        .current_dir(root)
+        .args(["test", "--no-run", "--package", package, "--test", target])
 }
 
 /// Executables by binary name, from cargo's JSON messages.
 pub fn parse_artifacts(stdout: &str) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
     for line in stdout.lines().filter(|l| l.starts_with('{')) {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if v.get("reason").and_then(|r| r.as_str()) != Some("compiler-artifact") {
             continue;
         }
@@ -86,7 +94,8 @@ pub fn assemble(ctx: &Path, root: &Path, spec: &ServiceSpec, binary: &Path) -> R
     std::fs::create_dir_all(ctx).with_context(|| format!("creating {}", ctx.display()))?;
     let dest = ctx.join(&spec.binary);
     if std::fs::hard_link(binary, &dest).is_err() {
-        std::fs::copy(binary, &dest).with_context(|| format!("copying {} into the build context", binary.display()))?;
+        std::fs::copy(binary, &dest)
+            .with_context(|| format!("copying {} into the build context", binary.display()))?;
     }
     for extra in &spec.context {
         copy_tree(&root.join(extra), &ctx.join(extra))?;
@@ -152,7 +161,10 @@ not json"#;
 
     #[test]
     fn compile_is_one_cargo_build_for_all_packages() {
-        let c = compile_cmd(Path::new("/repo"), &["datastorage".into(), "notification".into()]);
+        let c = compile_cmd(
+            Path::new("/repo"),
+            &["datastorage".into(), "notification".into()],
+        );
         let argv = c.argv();
         assert_eq!(argv.iter().filter(|a| *a == "build").count(), 1);
         assert!(argv.windows(2).any(|w| w == ["--package", "datastorage"]));
@@ -175,7 +187,10 @@ not json"#;
         let ctx = tmp.join("ctx");
         assemble(&ctx, &root, &spec, &tmp.join("bin")).unwrap();
         assert_eq!(std::fs::read_to_string(ctx.join("ds")).unwrap(), "ELF");
-        assert_eq!(std::fs::read_to_string(ctx.join("migrations/0001_a.sql")).unwrap(), "select 1;");
+        assert_eq!(
+            std::fs::read_to_string(ctx.join("migrations/0001_a.sql")).unwrap(),
+            "select 1;"
+        );
         // Assembling again starts from an empty folder.
         std::fs::write(ctx.join("stale"), "x").unwrap();
         assemble(&ctx, &root, &spec, &tmp.join("bin")).unwrap();

@@ -39,9 +39,21 @@ pub enum Step {
     Compile { packages: Vec<String> },
     /// `cargo test --no-run` of the consumer's integration tests, while the stack starts.
     CompileTests { package: String, target: String },
-    Image { service: String, spec: ServiceSpec, build: BuildSpec },
-    Network { name: String, labels: BTreeMap<String, String> },
-    Container { component: String, spec: ContainerSpec, probe: Option<Probe>, timeout: Duration },
+    Image {
+        service: String,
+        spec: ServiceSpec,
+        build: BuildSpec,
+    },
+    Network {
+        name: String,
+        labels: BTreeMap<String, String>,
+    },
+    Container {
+        component: String,
+        spec: ContainerSpec,
+        probe: Option<Probe>,
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -65,7 +77,6 @@ pub fn plan(
     config: &Config,
     consumer: &str,
     facts: &Facts,
-    engine: &Engine,
     runs_dir: &Path,
     pid: u32,
     env: &dyn Fn(&str) -> Option<String>,
@@ -88,23 +99,46 @@ pub fn plan(
     let mut nodes = Vec::new();
 
     let services = stack::image_services(config, &members);
-    let runtime = config.images.get("runtime").context("infra.toml has no [images.runtime] (the base of service images)")?;
+    let runtime = config
+        .images
+        .get("runtime")
+        .context("infra.toml has no [images.runtime] (the base of service images)")?;
     let runtime_base = runtime.resolve(env);
     let mut image_refs: BTreeMap<String, String> = BTreeMap::new();
     if !services.is_empty() {
-        let packages = services.iter().map(|s| Ok(config.service(s)?.package.clone())).collect::<Result<Vec<_>>>()?;
-        nodes.push(Node { id: "compile".into(), deps: vec![], pool: None, action: Step::Compile { packages } });
+        let packages = services
+            .iter()
+            .map(|s| Ok(config.service(s)?.package.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        nodes.push(Node {
+            id: "compile".into(),
+            deps: vec![],
+            pool: None,
+            action: Step::Compile { packages },
+        });
         for s in &services {
             let spec = config.service(s)?.clone();
             let reference = facts.infra_ref(s, consumer);
             let ctx = images::context_dir(&run_dir, s);
-            let build = images::build_spec(config, &spec, &reference, &ctx, labels.for_service(s), facts, &runtime_base);
+            let build = images::build_spec(
+                config,
+                &spec,
+                &reference,
+                &ctx,
+                labels.for_service(s),
+                facts,
+                &runtime_base,
+            );
             image_refs.insert(s.clone(), reference);
             nodes.push(Node {
                 id: format!("image:{s}"),
                 deps: vec!["compile".into()],
                 pool: Some("build"),
-                action: Step::Image { service: s.clone(), spec, build },
+                action: Step::Image {
+                    service: s.clone(),
+                    spec,
+                    build,
+                },
             });
         }
     }
@@ -112,7 +146,10 @@ pub fn plan(
         id: "network".into(),
         deps: vec![],
         pool: None,
-        action: Step::Network { name: network.clone(), labels: labels.for_service("network") },
+        action: Step::Network {
+            name: network.clone(),
+            labels: labels.for_service("network"),
+        },
     });
 
     for m in &members {
@@ -145,7 +182,12 @@ pub fn plan(
             detach: !comp.is_job(),
         };
         let host_port = |p: Option<&str>| {
-            c.integration.get(&PortRef { component: m.clone(), port: p.map(str::to_string) }).copied()
+            c.integration
+                .get(&PortRef {
+                    component: m.clone(),
+                    port: p.map(str::to_string),
+                })
+                .copied()
         };
         let probe = Probe::for_component(&comp.ready, &name, &config.postgres, &host_port)?;
         let mut deps = vec!["network".to_string()];
@@ -157,16 +199,28 @@ pub fn plan(
             id: m.clone(),
             deps,
             pool: None,
-            action: Step::Container { component: m.clone(), spec, probe, timeout: comp.timeout },
+            action: Step::Container {
+                component: m.clone(),
+                spec,
+                probe,
+                timeout: comp.timeout,
+            },
         });
     }
     if compile_tests {
         nodes.push(Node {
             id: "compile-tests".into(),
             // After the image binaries: both are cargo, which serialises on its lock anyway.
-            deps: if services.is_empty() { vec![] } else { vec!["compile".into()] },
+            deps: if services.is_empty() {
+                vec![]
+            } else {
+                vec!["compile".into()]
+            },
             pool: None,
-            action: Step::CompileTests { package: test_package.clone(), target: c.integration_test.clone() },
+            action: Step::CompileTests {
+                package: test_package.clone(),
+                target: c.integration_test.clone(),
+            },
         });
     }
     dag::validate(&nodes)?;
@@ -199,7 +253,15 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
     let pid = std::process::id();
     let env = |k: &str| std::env::var(k).ok();
     let with_tests = !args.no_tests;
-    let plan = plan(config, &args.consumer, &facts, &engine, &runs_dir, pid, &env, with_tests)?;
+    let plan = plan(
+        config,
+        &args.consumer,
+        &facts,
+        &runs_dir,
+        pid,
+        &env,
+        with_tests,
+    )?;
     let keep = args.keep || args.no_tests;
 
     prepare(&engine, &runs_dir, &plan)?;
@@ -217,7 +279,10 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
             argv: std::env::args().collect(),
         },
     )?;
-    crate::signals::install(format!("integration run {} of {}", plan.run_id, plan.consumer), "`cargo xtask clean --orphans` then removes what is left")?;
+    crate::signals::install(
+        format!("integration run {} of {}", plan.run_id, plan.consumer),
+        "`cargo xtask clean --orphans` then removes what is left",
+    )?;
 
     let width = plan.nodes.iter().map(|n| n.id.len()).max().unwrap_or(8);
     let progress = Progress::new(mode, width);
@@ -225,16 +290,30 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
         "integration {}: run {} ({} containers on {}, {} engine)",
         plan.consumer,
         plan.run_id,
-        plan.nodes.iter().filter(|n| matches!(n.action, Step::Container { .. })).count(),
+        plan.nodes
+            .iter()
+            .filter(|n| matches!(n.action, Step::Container { .. }))
+            .count(),
         plan.network,
         engine.name()
     ));
-    let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let t0 = Instant::now();
     let ex = execute(config, &engine, &plan, &record, &progress);
     let stack_ready = t0.elapsed();
 
-    let mut report = Report::new(&plan.run_id, &plan.consumer, TIER, started_ms, &ex.timings, ex.total, "");
+    let mut report = Report::new(
+        &plan.run_id,
+        &plan.consumer,
+        TIER,
+        started_ms,
+        &ex.timings,
+        ex.total,
+        "",
+    );
     let mut outcome: Result<ExitCode> = match ex.error {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
@@ -244,7 +323,9 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
         if with_tests {
             let t = Instant::now();
             outcome = run_tests(config, &plan, &args.test_args, &progress);
-            report.extra.insert("tests_ms".into(), t.elapsed().as_millis() as u64);
+            report
+                .extra
+                .insert("tests_ms".into(), t.elapsed().as_millis() as u64);
         }
     }
     let interrupted = crate::signals::interrupted();
@@ -255,7 +336,9 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
     } else {
         let t = Instant::now();
         let removed = crate::cleanup::remove_run(&engine, &plan.run_id, false);
-        report.extra.insert("teardown_ms".into(), t.elapsed().as_millis() as u64);
+        report
+            .extra
+            .insert("teardown_ms".into(), t.elapsed().as_millis() as u64);
         match removed {
             Ok(r) => {
                 let _ = std::fs::remove_dir_all(plan.run_dir.join("context"));
@@ -276,7 +359,9 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
         (Ok(_), _) => "tests failed".into(),
         (Err(_), _) => "failed".into(),
     };
-    report.extra.insert("wall_ms".into(), t0.elapsed().as_millis() as u64);
+    report
+        .extra
+        .insert("wall_ms".into(), t0.elapsed().as_millis() as u64);
     let report_path = plan.run_dir.join("report.json");
     report.write(&report_path)?;
     eprint!("{}", report.table());
@@ -290,14 +375,18 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
 /// Stale runs of this consumer are removed; a taken port (naming its holder), a kept stack or
 /// a live run stops here, before anything is created.
 fn prepare(engine: &Engine, runs_dir: &Path, plan: &Plan) -> Result<()> {
-    let earlier = preflight::earlier_runs(engine, runs_dir, &plan.labels.owner, &plan.consumer, TIER)?;
+    let earlier =
+        preflight::earlier_runs(engine, runs_dir, &plan.labels.owner, &plan.consumer, TIER)?;
     let mut notes = BTreeMap::new();
     for e in &earlier {
         match e.state {
             EarlierState::Stale => {
                 let removed = crate::cleanup::remove_run(engine, &e.run_id, false)?;
                 mark_finished(runs_dir, &e.run_id);
-                eprintln!("removed what an earlier run {} left (its process {} is gone): {removed}", e.run_id, e.pid);
+                eprintln!(
+                    "removed what an earlier run {} left (its process {} is gone): {removed}",
+                    e.run_id, e.pid
+                );
             }
             EarlierState::Kept => {
                 notes.insert(
@@ -306,25 +395,38 @@ fn prepare(engine: &Engine, runs_dir: &Path, plan: &Plan) -> Result<()> {
                 );
             }
             EarlierState::Live => {
-                notes.insert(e.run_id.clone(), "that run is still in progress: wait for it to finish".to_string());
+                notes.insert(
+                    e.run_id.clone(),
+                    "that run is still in progress: wait for it to finish".to_string(),
+                );
             }
         }
     }
     let claims: Vec<Claim> = plan
         .ports
         .iter()
-        .map(|(pr, p)| Claim { port: *p, what: format!("{} integration {pr}", plan.consumer) })
+        .map(|(pr, p)| Claim {
+            port: *p,
+            what: format!("{} integration {pr}", plan.consumer),
+        })
         .collect();
     preflight::check_ports(engine, &claims, &notes)?;
     if let Some(e) = earlier.iter().find(|e| e.state != EarlierState::Stale) {
         bail!(
             "another integration stack of {c} is up (run {}, {}); {}",
             e.run_id,
-            if e.state == EarlierState::Live { format!("process {} running", e.pid) } else { "kept with --keep".to_string() },
+            if e.state == EarlierState::Live {
+                format!("process {} running", e.pid)
+            } else {
+                "kept with --keep".to_string()
+            },
             if e.state == EarlierState::Live {
                 "wait for it to finish".to_string()
             } else {
-                format!("take it down with `cargo xtask integration {c} --down`", c = plan.consumer)
+                format!(
+                    "take it down with `cargo xtask integration {c} --down`",
+                    c = plan.consumer
+                )
             },
             c = plan.consumer
         );
@@ -340,67 +442,95 @@ fn mark_finished(runs_dir: &Path, run_id: &str) {
 }
 
 /// Runs the graph; the work of each task is here.
-fn execute(config: &Config, engine: &Engine, plan: &Plan, record: &Record, progress: &Progress) -> dag::Execution {
+fn execute(
+    config: &Config,
+    engine: &Engine,
+    plan: &Plan,
+    record: &Record,
+    progress: &Progress,
+) -> dag::Execution {
     let artifacts: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let limits = [("build", 4usize)].into_iter().collect();
-    dag::execute(&plan.nodes, &limits, progress, |node, ctx| match &node.action {
-        Step::Compile { packages } => {
-            let a = images::compile(&config.root, packages, ctx.line)?;
-            let n = a.len();
-            *artifacts.lock().map_err(|_| anyhow::anyhow!("lock"))? = a;
-            Ok(format!("{n} binaries"))
-        }
-        Step::CompileTests { package, target } => {
-            ctx.line.state("compiling", &format!("{package} --test {target}"));
-            let show = ctx.line.detail_sink();
-            images::compile_tests_cmd(&config.root, package, target)
-                .run_streaming(move |l| show(l.trim()))
-                .with_context(|| format!("compiling the {target} tests of {package}"))?;
-            Ok(String::new())
-        }
-        Step::Image { service, spec, build } => {
-            let binary = artifacts
+    dag::execute(&plan.nodes, &limits, progress, |node, ctx| {
+        match &node.action {
+            Step::Compile { packages } => {
+                let a = images::compile(&config.root, packages, ctx.line)?;
+                let n = a.len();
+                *artifacts.lock().map_err(|_| anyhow::anyhow!("lock"))? = a;
+                Ok(format!("{n} binaries"))
+            }
+            Step::CompileTests { package, target } => {
+                ctx.line
+                    .state("compiling", &format!("{package} --test {target}"));
+                let show = ctx.line.detail_sink();
+                images::compile_tests_cmd(&config.root, package, target)
+                    .run_streaming(move |l| show(l.trim()))
+                    .with_context(|| format!("compiling the {target} tests of {package}"))?;
+                Ok(String::new())
+            }
+            Step::Image {
+                service,
+                spec,
+                build,
+            } => {
+                let binary = artifacts
                 .lock()
                 .map_err(|_| anyhow::anyhow!("lock"))?
                 .get(&spec.binary)
                 .cloned()
                 .with_context(|| format!("cargo built no binary `{}` for {service} (check [services.{service}].binary)", spec.binary))?;
-            record.add(&Event::Image { reference: build.reference.clone() })?;
-            images::assemble(&build.context, &config.root, spec, &binary)?;
-            ctx.line.state("building", &build.reference);
-            let show = ctx.line.detail_sink();
-            engine
+                record.add(&Event::Image {
+                    reference: build.reference.clone(),
+                })?;
+                images::assemble(&build.context, &config.root, spec, &binary)?;
+                ctx.line.state("building", &build.reference);
+                let show = ctx.line.detail_sink();
+                engine
                 .build_cmd(build)
                 .run_streaming(move |l| show(l.trim()))
                 .with_context(|| format!("building the {service} image (is the base image there? `cargo xtask standins` builds local ones)"))?;
-            Ok(build.reference.clone())
-        }
-        Step::Network { name, labels } => {
-            record.add(&Event::Network { name: name.clone() })?;
-            engine.create_network(name, labels)?;
-            Ok(name.clone())
-        }
-        Step::Container { component, spec, probe, timeout } => {
-            record.add(&Event::Container { name: spec.name.clone() })?;
-            if !spec.detach {
-                ctx.line.state("running", &spec.args.join(" "));
-                let show = ctx.line.detail_sink();
-                engine
-                    .cmd()
-                    .args(engine.run_args(spec))
-                    .timeout(*timeout)
-                    .run_streaming(move |l| show(l.trim()))
-                    .with_context(|| format!("{component} (a one-shot job in {}) failed", spec.name))?;
-                return Ok("completed".into());
+                Ok(build.reference.clone())
             }
-            ctx.line.state("starting", &spec.image);
-            engine.run_container(spec)?;
-            match probe {
-                Some(p) => {
-                    let took = ready::wait(engine, &spec.name, p, *timeout, ctx)?;
-                    Ok(format!("ready ({}, after {:.1}s)", p.describe(), took.as_secs_f64()))
+            Step::Network { name, labels } => {
+                record.add(&Event::Network { name: name.clone() })?;
+                engine.create_network(name, labels)?;
+                Ok(name.clone())
+            }
+            Step::Container {
+                component,
+                spec,
+                probe,
+                timeout,
+            } => {
+                record.add(&Event::Container {
+                    name: spec.name.clone(),
+                })?;
+                if !spec.detach {
+                    ctx.line.state("running", &spec.args.join(" "));
+                    let show = ctx.line.detail_sink();
+                    engine
+                        .cmd()
+                        .args(engine.run_args(spec))
+                        .timeout(*timeout)
+                        .run_streaming(move |l| show(l.trim()))
+                        .with_context(|| {
+                            format!("{component} (a one-shot job in {}) failed", spec.name)
+                        })?;
+                    return Ok("completed".into());
                 }
-                None => Ok("started".into()),
+                ctx.line.state("starting", &spec.image);
+                engine.run_container(spec)?;
+                match probe {
+                    Some(p) => {
+                        let took = ready::wait(engine, &spec.name, p, *timeout, ctx)?;
+                        Ok(format!(
+                            "ready ({}, after {:.1}s)",
+                            p.describe(),
+                            took.as_secs_f64()
+                        ))
+                    }
+                    None => Ok("started".into()),
+                }
             }
         }
     })
@@ -408,36 +538,66 @@ fn execute(config: &Config, engine: &Engine, plan: &Plan, record: &Record, progr
 
 fn test_cmd(plan: &Plan, extra: &[String]) -> Cmd {
     images::cargo()
-        .args(["test", "--package", &plan.test_package, "--test", &plan.test_target, "--", "--include-ignored"])
+        .args([
+            "test",
+            "--package",
+            &plan.test_package,
+            "--test",
+            &plan.test_target,
+            "--",
+            "--include-ignored",
+        ])
         .args(extra)
         .envs(&plan.test_env)
 }
 
-fn run_tests(config: &Config, plan: &Plan, extra: &[String], progress: &Progress) -> Result<ExitCode> {
+fn run_tests(
+    config: &Config,
+    plan: &Plan,
+    extra: &[String],
+    progress: &Progress,
+) -> Result<ExitCode> {
     let cmd = test_cmd(plan, extra).current_dir(&config.root);
     progress.println(&format!(
         "running {} {} tests with {}",
         plan.consumer,
         plan.test_target,
-        plan.test_env.iter().filter(|(k, _)| k.ends_with("_URL")).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        plan.test_env
+            .iter()
+            .filter(|(k, _)| k.ends_with("_URL"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     ));
     let status = progress.suspend(|| cmd.run_inherit())?;
     if status.success() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("{} integration tests failed ({})", plan.consumer, crate::process::describe_status(status));
-        Ok(ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8))
+        eprintln!(
+            "{} integration tests failed ({})",
+            plan.consumer,
+            crate::process::describe_status(status)
+        );
+        Ok(ExitCode::from(
+            status.code().unwrap_or(1).clamp(1, 255) as u8
+        ))
     }
 }
 
 fn print_kept(plan: &Plan) {
-    println!("the {} integration stack (run {}) is up:", plan.consumer, plan.run_id);
+    println!(
+        "the {} integration stack (run {}) is up:",
+        plan.consumer, plan.run_id
+    );
     for (k, v) in &plan.test_env {
         if k.ends_with("_URL") {
             println!("  export {k}={v}");
         }
     }
-    println!("take it down with: cargo xtask integration {} --down", plan.consumer);
+    println!(
+        "take it down with: cargo xtask integration {} --down",
+        plan.consumer
+    );
 }
 
 /// Takes down what `--keep` (or a killed run) left of this owner's stacks of `consumer`.
@@ -468,7 +628,6 @@ fn down(engine: &Engine, runs_dir: &Path, consumer: &str) -> Result<()> {
 mod tests {
     use super::*;
     use crate::stack::tests::repo_config;
-    use crate::tools::Tool;
 
     fn facts() -> Facts {
         Facts {
@@ -481,17 +640,28 @@ mod tests {
         }
     }
 
-    fn podman() -> Engine {
-        Engine { tool: Tool::Podman, program: "podman".into() }
-    }
-
     fn plan_for(consumer: &str) -> Plan {
-        let env = |k: &str| (k == "XTASK_IMAGE_POSTGRES").then(|| "localhost/xtask-standin/postgres:15-bookworm".to_string());
-        plan(&repo_config(), consumer, &facts(), &podman(), Path::new("/repo/target/xtask/runs"), 42, &env, true).unwrap()
+        let env = |k: &str| {
+            (k == "XTASK_IMAGE_POSTGRES")
+                .then(|| "localhost/xtask-standin/postgres:15-bookworm".to_string())
+        };
+        plan(
+            &repo_config(),
+            consumer,
+            &facts(),
+            Path::new("/repo/target/xtask/runs"),
+            42,
+            &env,
+            true,
+        )
+        .unwrap()
     }
 
     fn node<'a>(p: &'a Plan, id: &str) -> &'a Node<Step> {
-        p.nodes.iter().find(|n| n.id == id).unwrap_or_else(|| panic!("no task {id}"))
+        p.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no task {id}"))
     }
 
     fn container(p: &Plan, id: &str) -> ContainerSpec {
@@ -506,8 +676,14 @@ mod tests {
         let p = plan_for("notification");
         assert_eq!(node(&p, "redis").deps, ["network"]);
         assert_eq!(node(&p, "postgres").deps, ["network"]);
-        assert_eq!(node(&p, "migrations").deps, ["network", "postgres", "image:datastorage"]);
-        assert_eq!(node(&p, "datastorage").deps, ["network", "migrations", "redis", "image:datastorage"]);
+        assert_eq!(
+            node(&p, "migrations").deps,
+            ["network", "postgres", "image:datastorage"]
+        );
+        assert_eq!(
+            node(&p, "datastorage").deps,
+            ["network", "migrations", "redis", "image:datastorage"]
+        );
         assert_eq!(node(&p, "image:datastorage").deps, ["compile"]);
         assert_eq!(node(&p, "compile-tests").deps, ["compile"]);
     }
@@ -521,10 +697,24 @@ mod tests {
             _ => unreachable!(),
         }
         assert_eq!(container(&p, "datastorage").image, reference);
-        assert_eq!(container(&p, "migrations").image, reference, "the job runs the same image");
-        assert_eq!(container(&p, "notification").image, "localhost/notification:gateway-1884d074");
-        assert_eq!(container(&p, "postgres").image, "localhost/xtask-standin/postgres:15-bookworm", "env override");
-        assert_eq!(container(&p, "redis").image, "docker.io/library/redis:7-bookworm");
+        assert_eq!(
+            container(&p, "migrations").image,
+            reference,
+            "the job runs the same image"
+        );
+        assert_eq!(
+            container(&p, "notification").image,
+            "localhost/notification:gateway-1884d074"
+        );
+        assert_eq!(
+            container(&p, "postgres").image,
+            "localhost/xtask-standin/postgres:15-bookworm",
+            "env override"
+        );
+        assert_eq!(
+            container(&p, "redis").image,
+            "docker.io/library/redis:7-bookworm"
+        );
     }
 
     #[test]
@@ -570,19 +760,49 @@ mod tests {
             Step::Container { probe, .. } => probe.clone(),
             _ => unreachable!(),
         };
-        assert!(matches!(probe("postgres"), Some(Probe::Sql { host_port: Some(15440), .. })));
+        assert!(matches!(
+            probe("postgres"),
+            Some(Probe::Sql {
+                host_port: Some(15440),
+                ..
+            })
+        ));
         assert_eq!(probe("redis"), Some(Probe::Redis { port: 16385 }));
-        assert_eq!(probe("datastorage"), Some(Probe::Http { port: 18096, path: "/readyz".into() }));
+        assert_eq!(
+            probe("datastorage"),
+            Some(Probe::Http {
+                port: 18096,
+                path: "/readyz".into()
+            })
+        );
         assert_eq!(probe("migrations"), None);
     }
 
     #[test]
     fn datastorage_runs_its_own_tests_in_process() {
         let p = plan_for("datastorage");
-        assert!(p.nodes.iter().all(|n| n.id != "datastorage"), "the consumer is not in its own stack");
+        assert!(
+            p.nodes.iter().all(|n| n.id != "datastorage"),
+            "the consumer is not in its own stack"
+        );
         assert!(p.nodes.iter().any(|n| n.id == "migrations"));
-        assert_eq!(p.test_env["POSTGRES_URL"], "postgres://slm_user:test_password@localhost:15433/action_history");
+        assert_eq!(
+            p.test_env["POSTGRES_URL"],
+            "postgres://slm_user:test_password@localhost:15433/action_history"
+        );
         let t = test_cmd(&p, &["dedup".into()]).argv();
-        assert_eq!(t[1..], ["test", "--package", "datastorage", "--test", "integration", "--", "--include-ignored", "dedup"]);
+        assert_eq!(
+            t[1..],
+            [
+                "test",
+                "--package",
+                "datastorage",
+                "--test",
+                "integration",
+                "--",
+                "--include-ignored",
+                "dedup"
+            ]
+        );
     }
 }

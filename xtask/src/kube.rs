@@ -38,20 +38,34 @@ impl Kind {
 
     /// `kind load image-archive`: with podman, `load docker-image` does not work.
     pub fn load_archive(&self, name: &str, archive: &Path) -> Cmd {
-        self.cmd().args(["load", "image-archive"]).arg(archive).args(["--name", name])
+        self.cmd()
+            .args(["load", "image-archive"])
+            .arg(archive)
+            .args(["--name", name])
     }
 
     /// Docker's own way: straight from the engine's store.
     pub fn load_docker_image(&self, name: &str, reference: &str) -> Cmd {
-        self.cmd().args(["load", "docker-image", reference, "--name", name])
+        self.cmd()
+            .args(["load", "docker-image", reference, "--name", name])
     }
 
     pub fn delete(&self, name: &str, kubeconfig: &Path) -> Cmd {
-        self.cmd().args(["delete", "cluster", "--name", name, "--kubeconfig"]).arg(kubeconfig)
+        self.cmd()
+            .args(["delete", "cluster", "--name", name, "--kubeconfig"])
+            .arg(kubeconfig)
     }
 
     pub fn export_logs(&self, name: &str, dir: &Path) -> Cmd {
-        self.cmd().args(["export", "logs"]).arg(dir).args(["--name", name])
+        self.cmd()
+            .args(["export", "logs"])
+            .arg(dir)
+            .args(["--name", name])
+    }
+
+    /// The kubeconfig of an existing cluster, on stdout.
+    pub fn get_kubeconfig(&self, name: &str) -> Cmd {
+        self.cmd().args(["get", "kubeconfig", "--name", name])
     }
 
     pub fn get_clusters(&self) -> Cmd {
@@ -68,15 +82,20 @@ pub struct Kubectl {
 
 impl Kubectl {
     fn cmd(&self) -> Cmd {
-        Cmd::new(&self.program).arg("--kubeconfig").arg(&self.kubeconfig)
+        Cmd::new(&self.program)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
     }
 
     pub fn apply(&self, text: &str) -> Cmd {
-        self.cmd().args(["apply", "-f", "-"]).stdin(text.as_bytes().to_vec())
+        self.cmd()
+            .args(["apply", "-f", "-"])
+            .stdin(text.as_bytes().to_vec())
     }
 
     pub fn get_pods(&self, namespace: &str) -> Cmd {
-        self.cmd().args(["--namespace", namespace, "get", "pods", "-o", "json"])
+        self.cmd()
+            .args(["--namespace", namespace, "get", "pods", "-o", "json"])
     }
 
     pub fn get_nodes(&self) -> Cmd {
@@ -84,11 +103,21 @@ impl Kubectl {
     }
 
     pub fn describe_pods(&self, namespace: &str, selector: &str) -> Cmd {
-        self.cmd().args(["--namespace", namespace, "describe", "pods", "-l", selector])
+        self.cmd()
+            .args(["--namespace", namespace, "describe", "pods", "-l", selector])
     }
 
     pub fn logs(&self, namespace: &str, selector: &str) -> Cmd {
-        self.cmd().args(["--namespace", namespace, "logs", "-l", selector, "--all-containers", "--tail", "100"])
+        self.cmd().args([
+            "--namespace",
+            namespace,
+            "logs",
+            "-l",
+            selector,
+            "--all-containers",
+            "--tail",
+            "100",
+        ])
     }
 }
 
@@ -121,7 +150,11 @@ pub fn judge(pods: &Value, w: &Workload) -> Verdict {
         .as_array()
         .map(|a| {
             a.iter()
-                .filter(|p| selector.iter().all(|(k, v)| p["metadata"]["labels"][k].as_str() == Some(v.as_str())))
+                .filter(|p| {
+                    selector
+                        .iter()
+                        .all(|(k, v)| p["metadata"]["labels"][k].as_str() == Some(v.as_str()))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -131,7 +164,11 @@ pub fn judge(pods: &Value, w: &Workload) -> Verdict {
     let mut waiting = Vec::new();
     for p in &items {
         let pod = p["metadata"]["name"].as_str().unwrap_or("?");
-        for cs in p["status"]["containerStatuses"].as_array().into_iter().flatten() {
+        for cs in p["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let c = cs["name"].as_str().unwrap_or("?");
             if let Some(reason) = cs["state"]["waiting"]["reason"].as_str() {
                 let msg = cs["state"]["waiting"]["message"].as_str().unwrap_or("");
@@ -151,10 +188,13 @@ pub fn judge(pods: &Value, w: &Workload) -> Verdict {
             Workload::Job { .. } => match phase {
                 "Succeeded" => return Verdict::Ready,
                 "Failed" => {
-                    let code = p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"].as_i64();
+                    let code = p["status"]["containerStatuses"][0]["state"]["terminated"]
+                        ["exitCode"]
+                        .as_i64();
                     return Verdict::Failed(format!(
                         "job pod {pod} failed{}",
-                        code.map(|c| format!(" (exit code {c})")).unwrap_or_default()
+                        code.map(|c| format!(" (exit code {c})"))
+                            .unwrap_or_default()
                     ));
                 }
                 _ => {}
@@ -204,7 +244,10 @@ mod tests {
     use serde_json::json;
 
     fn dep() -> Workload {
-        Workload::Deployment { name: "ds".into(), selector: [("app".to_string(), "ds".to_string())].into() }
+        Workload::Deployment {
+            name: "ds".into(),
+            selector: [("app".to_string(), "ds".to_string())].into(),
+        }
     }
 
     fn pod(labels: Value, status: Value) -> Value {
@@ -220,7 +263,10 @@ mod tests {
         let other = json!({"items": [pod(json!({"app": "redis"}), json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}))]});
         assert_eq!(judge(&other, &dep()), Verdict::Waiting("no pod yet".into()));
         let starting = json!({"items": [pod(json!({"app": "ds"}), json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}))]});
-        assert_eq!(judge(&starting, &dep()), Verdict::Waiting("ds-1: Running".into()));
+        assert_eq!(
+            judge(&starting, &dep()),
+            Verdict::Waiting("ds-1: Running".into())
+        );
     }
 
     #[test]
@@ -228,26 +274,38 @@ mod tests {
         let p = json!({"items": [pod(json!({"app": "ds"}), json!({"phase": "Pending", "containerStatuses": [
             {"name": "ds", "restartCount": 0, "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "Container image \"localhost/ds:x\" is not present with pull policy of Never"}}}]}))]});
         match judge(&p, &dep()) {
-            Verdict::Failed(m) => assert!(m.contains("ErrImageNeverPull") && m.contains("localhost/ds:x"), "{m}"),
+            Verdict::Failed(m) => assert!(
+                m.contains("ErrImageNeverPull") && m.contains("localhost/ds:x"),
+                "{m}"
+            ),
             v => panic!("{v:?}"),
         }
     }
 
     #[test]
     fn crash_loops_fail_after_three_restarts() {
-        let cl = |n: u64| json!({"items": [pod(json!({"app": "ds"}), json!({"phase": "Running", "containerStatuses": [
-            {"name": "ds", "restartCount": n, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}))]});
+        let cl = |n: u64| {
+            json!({"items": [pod(json!({"app": "ds"}), json!({"phase": "Running", "containerStatuses": [
+            {"name": "ds", "restartCount": n, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}))]})
+        };
         assert!(matches!(judge(&cl(1), &dep()), Verdict::Waiting(_)));
         assert!(matches!(judge(&cl(3), &dep()), Verdict::Failed(_)));
     }
 
     #[test]
     fn jobs_complete_or_fail() {
-        let job = Workload::Job { name: "migrations".into() };
-        let p = |phase: &str| json!({"items": [pod(json!({"job-name": "migrations"}), json!({"phase": phase,
-            "containerStatuses": [{"name": "m", "state": {"terminated": {"exitCode": 3}}}]}))]});
+        let job = Workload::Job {
+            name: "migrations".into(),
+        };
+        let p = |phase: &str| {
+            json!({"items": [pod(json!({"job-name": "migrations"}), json!({"phase": phase,
+            "containerStatuses": [{"name": "m", "state": {"terminated": {"exitCode": 3}}}]}))]})
+        };
         assert_eq!(judge(&p("Succeeded"), &job), Verdict::Ready);
-        assert_eq!(judge(&p("Failed"), &job), Verdict::Failed("job pod ds-1 failed (exit code 3)".into()));
+        assert_eq!(
+            judge(&p("Failed"), &job),
+            Verdict::Failed("job pod ds-1 failed (exit code 3)".into())
+        );
         assert!(matches!(judge(&p("Running"), &job), Verdict::Waiting(_)));
     }
 
@@ -255,17 +313,38 @@ mod tests {
     fn node_images_and_what_is_missing() {
         let nodes = json!({"items": [{"status": {"images": [{"names": ["docker.io/localhost/a:1", "sha256:x"]}, {"names": ["localhost/b:2"]}]}}]});
         let present = node_images(&nodes);
-        let wanted: BTreeSet<String> = ["localhost/a:1", "localhost/b:2", "localhost/c:3"].iter().map(|s| s.to_string()).collect();
+        let wanted: BTreeSet<String> = ["localhost/a:1", "localhost/b:2", "localhost/c:3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(missing_on_node(&wanted, &present), ["localhost/c:3"]);
     }
 
     #[test]
     fn kind_uses_the_podman_provider_and_archives() {
-        let k = Kind { program: "kind".into(), podman: true };
+        let k = Kind {
+            program: "kind".into(),
+            podman: true,
+        };
         let c = k.load_archive("n", Path::new("/r/a.tar"));
-        assert_eq!(c.argv(), ["kind", "load", "image-archive", "/r/a.tar", "--name", "n"]);
-        assert_eq!(c.env_set(), [("KIND_EXPERIMENTAL_PROVIDER".to_string(), "podman".to_string())]);
-        let kc = Kubectl { program: "kubectl".into(), kubeconfig: "/r/kubeconfig".into() };
-        assert_eq!(kc.get_pods("ns").argv()[..3], ["kubectl", "--kubeconfig", "/r/kubeconfig"]);
+        assert_eq!(
+            c.argv(),
+            ["kind", "load", "image-archive", "/r/a.tar", "--name", "n"]
+        );
+        assert_eq!(
+            c.env_set(),
+            [(
+                "KIND_EXPERIMENTAL_PROVIDER".to_string(),
+                "podman".to_string()
+            )]
+        );
+        let kc = Kubectl {
+            program: "kubectl".into(),
+            kubeconfig: "/r/kubeconfig".into(),
+        };
+        assert_eq!(
+            kc.get_pods("ns").argv()[..3],
+            ["kubectl", "--kubeconfig", "/r/kubeconfig"]
+        );
     }
 }

@@ -56,29 +56,34 @@ pub struct Filter {
 impl Filter {
     /// Everything of one run.
     pub fn run(run: &str) -> Filter {
-        Filter { terms: vec![(RUN.to_string(), Some(run.to_string()))] }
+        Filter {
+            terms: vec![(RUN.to_string(), Some(run.to_string()))],
+        }
     }
 
     /// Every run resource of one owner.
     pub fn owner(owner: &str) -> Filter {
         Filter {
-            terms: vec![(RUN.to_string(), None), (OWNER.to_string(), Some(owner.to_string()))],
+            terms: vec![
+                (RUN.to_string(), None),
+                (OWNER.to_string(), Some(owner.to_string())),
+            ],
         }
     }
 
     /// Every run resource of anybody (still only ours: the run label must be there).
     pub fn any_run() -> Filter {
-        Filter { terms: vec![(RUN.to_string(), None)] }
-    }
-
-    /// Stand-in images.
-    pub fn standins() -> Filter {
-        Filter { terms: vec![(STANDIN.to_string(), None)] }
+        Filter {
+            terms: vec![(RUN.to_string(), None)],
+        }
     }
 
     /// Narrows the filter by one more of our labels.
     pub fn and(mut self, key: &str, value: &str) -> Filter {
-        debug_assert!(key.starts_with(PREFIX), "filters use our labels only: {key}");
+        debug_assert!(
+            key.starts_with(PREFIX),
+            "filters use our labels only: {key}"
+        );
         self.terms.push((key.to_string(), Some(value.to_string())));
         self
     }
@@ -113,14 +118,27 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn every_filter_requires_one_of_our_labels() {
-        for f in [Filter::run("ab12cd34"), Filter::owner("alice"), Filter::any_run(), Filter::standins()] {
-            assert!(f.args().iter().any(|a| a.starts_with(&format!("label={PREFIX}"))));
-            assert!(!f.matches(&BTreeMap::new()), "nothing unlabelled matches {f:?}");
+        for f in [
+            Filter::run("ab12cd34"),
+            Filter::owner("alice"),
+            Filter::any_run(),
+        ] {
+            assert!(f
+                .args()
+                .iter()
+                .any(|a| a.starts_with(&format!("label={PREFIX}"))));
+            assert!(
+                !f.matches(&BTreeMap::new()),
+                "nothing unlabelled matches {f:?}"
+            );
             assert!(!f.matches(&labels(&[("maintainer", "someone")])));
         }
     }
@@ -130,13 +148,31 @@ mod tests {
         let f = Filter::owner("alice");
         assert!(f.matches(&labels(&[(RUN, "1"), (OWNER, "alice")])));
         assert!(!f.matches(&labels(&[(RUN, "1"), (OWNER, "bob")])));
-        assert!(!f.matches(&labels(&[(OWNER, "alice")])), "stand-ins have no run label");
-        assert_eq!(f.args(), vec!["--filter", "label=io.kubernaut.xtask.run", "--filter", "label=io.kubernaut.xtask.owner=alice"]);
+        assert!(
+            !f.matches(&labels(&[(OWNER, "alice")])),
+            "stand-ins have no run label"
+        );
+        assert_eq!(
+            f.args(),
+            vec![
+                "--filter",
+                "label=io.kubernaut.xtask.run",
+                "--filter",
+                "label=io.kubernaut.xtask.owner=alice"
+            ]
+        );
     }
 
     #[test]
     fn run_labels_carry_everything() {
-        let l = RunLabels { owner: "alice".into(), run: "ab12cd34".into(), created: 5, consumer: "gateway".into(), tier: "e2e", pid: 42 };
+        let l = RunLabels {
+            owner: "alice".into(),
+            run: "ab12cd34".into(),
+            created: 5,
+            consumer: "gateway".into(),
+            tier: "e2e",
+            pid: 42,
+        };
         let m = l.for_service("redis");
         assert_eq!(m[SERVICE], "redis");
         assert_eq!(m[RUN], "ab12cd34");

@@ -1,6 +1,9 @@
 //! `cargo xtask`: parses the command line and hands over to the module of each command.
 
+mod bench;
 mod check;
+mod clean;
+mod clean_images;
 mod cleanup;
 mod config;
 mod dag;
@@ -26,6 +29,7 @@ mod stack;
 mod standins;
 mod tag;
 mod tags;
+mod test_all;
 mod tools;
 
 use std::path::PathBuf;
@@ -61,11 +65,16 @@ fn run(args: flags::Xtask) -> Result<ExitCode> {
         Command::Check(_) => check::run(&load()?)?,
         Command::Ports(_) => ports::run(&load()?)?,
         Command::Doctor(_) => doctor::run()?,
-        Command::Standins(a) => standins::run(&load()?, a, &progress::Progress::new(args.progress, 10))?,
+        Command::Standins(a) => {
+            standins::run(&load()?, a, &progress::Progress::new(args.progress, 10))?
+        }
         Command::Integration(a) => return integration::run(&load_with(&a.set)?, a, args.progress),
         Command::E2e(a) => return e2e::run(&load_with(&a.set)?, a, args.progress),
         Command::Render(a) => e2e::render_cmd(&load_with(&a.set)?, a)?,
-        _ => anyhow::bail!("not implemented yet"),
+        Command::Clean(a) => clean::run(&load()?, a)?,
+        Command::CleanImages(a) => clean_images::run(&load()?, a)?,
+        Command::Test(a) => return test_all::run(&load()?, a, args.progress),
+        Command::Bench(a) => bench::run(&load()?, a)?,
     }
     Ok(ExitCode::SUCCESS)
 }

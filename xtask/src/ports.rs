@@ -27,7 +27,10 @@ pub fn rows(config: &Config) -> Vec<Row> {
                 port: pr.clone(),
                 host_port: host,
                 node_port: None,
-                purpose: format!("localhost:{host} -> container {}_{}_test:{internal}", c.name, pr.component),
+                purpose: format!(
+                    "localhost:{host} -> container {}_{}_test:{internal}",
+                    c.name, pr.component
+                ),
             });
         }
         for (pr, np) in &c.e2e {
@@ -57,7 +60,14 @@ fn internal(config: &Config, pr: &PortRef) -> String {
 }
 
 pub fn render(rows: &[Row]) -> String {
-    let header = ["CONSUMER", "TIER", "COMPONENT", "HOST PORT", "NODEPORT", "PURPOSE"];
+    let header = [
+        "CONSUMER",
+        "TIER",
+        "COMPONENT",
+        "HOST PORT",
+        "NODEPORT",
+        "PURPOSE",
+    ];
     let cells: Vec<[String; 6]> = rows
         .iter()
         .map(|r| {

@@ -37,8 +37,16 @@ pub enum EarlierState {
 }
 
 /// Runs of `owner` for `consumer`/`tier` that still have containers, networks or images.
-pub fn earlier_runs(engine: &Engine, runs_dir: &Path, owner: &str, consumer: &str, tier: &str) -> Result<Vec<Earlier>> {
-    let filter = Filter::owner(owner).and(labels::CONSUMER, consumer).and(labels::TIER, tier);
+pub fn earlier_runs(
+    engine: &Engine,
+    runs_dir: &Path,
+    owner: &str,
+    consumer: &str,
+    tier: &str,
+) -> Result<Vec<Earlier>> {
+    let filter = Filter::owner(owner)
+        .and(labels::CONSUMER, consumer)
+        .and(labels::TIER, tier);
     let mut pids: BTreeMap<String, u32> = BTreeMap::new();
     let mut note = |l: &BTreeMap<String, String>| {
         if let Some(run) = l.get(labels::RUN) {
@@ -60,7 +68,11 @@ pub fn earlier_runs(engine: &Engine, runs_dir: &Path, owner: &str, consumer: &st
         .map(|(run_id, pid)| {
             let rec = record::read(&runs_dir.join(&run_id).join("record.jsonl")).ok();
             let state = classify(rec.as_ref(), pid);
-            Earlier { run_id, state, pid: rec.map_or(pid, |r| r.pid) }
+            Earlier {
+                run_id,
+                state,
+                pid: rec.map_or(pid, |r| r.pid),
+            }
         })
         .collect())
 }
@@ -79,7 +91,11 @@ pub fn classify(rec: Option<&RunInfo>, label_pid: u32) -> EarlierState {
 
 /// Fails, naming every port that is taken and who holds it. `notes` adds advice per run id
 /// (e.g. how to take down a kept stack).
-pub fn check_ports(engine: &Engine, claims: &[Claim], notes: &BTreeMap<String, String>) -> Result<()> {
+pub fn check_ports(
+    engine: &Engine,
+    claims: &[Claim],
+    notes: &BTreeMap<String, String>,
+) -> Result<()> {
     let busy: Vec<&Claim> = claims.iter().filter(|c| !port_free(c.port)).collect();
     if busy.is_empty() {
         return Ok(());
@@ -97,7 +113,10 @@ pub fn check_ports(engine: &Engine, claims: &[Claim], notes: &BTreeMap<String, S
             who.push_str("; ");
             who.push_str(note);
         }
-        lines.push(format!("host port {} ({}) is taken by {who}", c.port, c.what));
+        lines.push(format!(
+            "host port {} ({}) is taken by {who}",
+            c.port, c.what
+        ));
     }
     bail!(
         "{}\nnothing was started; free the port(s), or pick others in infra.toml (`cargo xtask ports` lists them)",
@@ -119,11 +138,20 @@ pub fn holder(port: u16, published: &[crate::engine::ContainerInfo]) -> String {
                 let owner = l.get(labels::OWNER).map_or("?", String::as_str);
                 let consumer = l.get(labels::CONSUMER).map_or("?", String::as_str);
                 let pid: u32 = l.get(labels::PID).and_then(|p| p.parse().ok()).unwrap_or(0);
-                let alive = if crate::process::pid_alive(pid) { "running" } else { "gone" };
+                let alive = if crate::process::pid_alive(pid) {
+                    "running"
+                } else {
+                    "gone"
+                };
                 let age = l
                     .get(labels::CREATED)
                     .and_then(|c| c.parse::<u64>().ok())
-                    .map(|c| format!(", started {} ago", human_age(crate::tags::unix_now().saturating_sub(c))))
+                    .map(|c| {
+                        format!(
+                            ", started {} ago",
+                            human_age(crate::tags::unix_now().saturating_sub(c))
+                        )
+                    })
                     .unwrap_or_default();
                 format!(
                     "container {} of an xtask {} run {run} (owner {owner}, consumer {consumer}, process {pid} {alive}{age})",
@@ -131,7 +159,10 @@ pub fn holder(port: u16, published: &[crate::engine::ContainerInfo]) -> String {
                     l.get(labels::TIER).map_or("?", String::as_str)
                 )
             }
-            None => format!("container {} ({}), not created by this tool", c.name, c.image),
+            None => format!(
+                "container {} ({}), not created by this tool",
+                c.name, c.image
+            ),
         };
     }
     match process_listening(port) {
@@ -160,10 +191,16 @@ pub fn process_listening(port: u16) -> Option<(u32, String)> {
         return None;
     }
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
-            let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
             let t = target.to_string_lossy();
             if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
                 if inode.parse().is_ok_and(|i: u64| inodes.contains(&i)) {
@@ -194,7 +231,9 @@ pub fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
             let local = f.get(1)?;
             let p = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
             // State 0A is LISTEN.
-            (p == port && *f.get(3)? == "0A").then(|| f.get(9)?.parse().ok()).flatten()
+            (p == port && *f.get(3)? == "0A")
+                .then(|| f.get(9)?.parse().ok())
+                .flatten()
         })
         .collect()
 }
@@ -216,7 +255,10 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         assert!(!port_free(port));
         let who = holder(port, &[]);
-        assert!(who.contains(&format!("process {}", std::process::id())), "{who}");
+        assert!(
+            who.contains(&format!("process {}", std::process::id())),
+            "{who}"
+        );
     }
 
     #[test]
@@ -227,17 +269,35 @@ mod tests {
         labels.insert(labels::CONSUMER.to_string(), "gateway".to_string());
         labels.insert(labels::TIER.to_string(), "integration".to_string());
         let ours = crate::engine::ContainerInfo {
-            id: "1".into(), name: "gateway_postgres_test".into(), labels, running: true,
-            status: "running".into(), host_ports: vec![15437], image: "pg".into(),
+            id: "1".into(),
+            name: "gateway_postgres_test".into(),
+            labels,
+            running: true,
+            status: "running".into(),
+            host_ports: vec![15437],
+            image: "pg".into(),
         };
         let foreign = crate::engine::ContainerInfo {
-            id: "2".into(), name: "someones_db".into(), labels: BTreeMap::new(), running: true,
-            status: "running".into(), host_ports: vec![5432], image: "postgres:16".into(),
+            id: "2".into(),
+            name: "someones_db".into(),
+            labels: BTreeMap::new(),
+            running: true,
+            status: "running".into(),
+            host_ports: vec![5432],
+            image: "postgres:16".into(),
         };
         let h = holder(15437, &[ours.clone(), foreign.clone()]);
-        assert!(h.contains("gateway_postgres_test") && h.contains("run ab12cd34") && h.contains("owner alice"), "{h}");
+        assert!(
+            h.contains("gateway_postgres_test")
+                && h.contains("run ab12cd34")
+                && h.contains("owner alice"),
+            "{h}"
+        );
         let h = holder(5432, &[ours, foreign]);
-        assert!(h.contains("someones_db") && h.contains("not created by this tool"), "{h}");
+        assert!(
+            h.contains("someones_db") && h.contains("not created by this tool"),
+            "{h}"
+        );
     }
 
     #[test]

@@ -38,7 +38,6 @@ pub struct Output {
     pub stderr: String,
     /// stdout and stderr lines in the order they arrived (for error messages).
     pub combined: String,
-    pub elapsed: Duration,
 }
 
 impl Output {
@@ -48,7 +47,11 @@ impl Output {
 
     /// The last `n` non-empty output lines, in the order they were written, for error messages.
     pub fn tail(&self, n: usize) -> String {
-        let source = if self.combined.is_empty() { format!("{}{}", self.stdout, self.stderr) } else { self.combined.clone() };
+        let source = if self.combined.is_empty() {
+            format!("{}{}", self.stdout, self.stderr)
+        } else {
+            self.combined.clone()
+        };
         let mut lines: Vec<&str> = source.lines().collect();
         lines.retain(|l| !l.trim().is_empty());
         let start = lines.len().saturating_sub(n);
@@ -58,7 +61,10 @@ impl Output {
 
 impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
-        Cmd { program: program.as_ref().to_os_string(), ..Cmd::default() }
+        Cmd {
+            program: program.as_ref().to_os_string(),
+            ..Cmd::default()
+        }
     }
 
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Cmd {
@@ -71,12 +77,14 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         self
     }
 
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Cmd {
-        self.env.push((k.as_ref().to_os_string(), Some(v.as_ref().to_os_string())));
+        self.env
+            .push((k.as_ref().to_os_string(), Some(v.as_ref().to_os_string())));
         self
     }
 
@@ -112,10 +120,6 @@ impl Cmd {
         self
     }
 
-    pub fn program(&self) -> &OsStr {
-        &self.program
-    }
-
     /// The argument vector, program first.
     pub fn argv(&self) -> Vec<String> {
         std::iter::once(&self.program)
@@ -125,11 +129,17 @@ impl Cmd {
     }
 
     /// The environment this command sets (not the inherited one).
+    #[cfg(test)]
     pub fn env_set(&self) -> Vec<(String, String)> {
         self.env
             .iter()
             .filter_map(|(k, v)| {
-                v.as_ref().map(|v| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+                v.as_ref().map(|v| {
+                    (
+                        k.to_string_lossy().into_owned(),
+                        v.to_string_lossy().into_owned(),
+                    )
+                })
             })
             .collect()
     }
@@ -160,7 +170,10 @@ impl Cmd {
     /// Runs with the terminal's stdout and stderr (the test phase). Returns the exit status.
     pub fn run_inherit(&self) -> Result<ExitStatus> {
         let mut command = self.command();
-        command.stdin(Stdio::null()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
         let mut child = self.spawn(&mut command)?;
         let _guard = Registered::new(child.id());
         let status = self.wait(&mut child)?;
@@ -211,10 +224,13 @@ impl Cmd {
     }
 
     fn exec<F: FnMut(&str) + Send + 'static>(&self, on_line: Option<F>) -> Result<Output> {
-        let started = Instant::now();
         let mut command = self.command();
         command
-            .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = self.spawn(&mut command)?;
@@ -238,23 +254,36 @@ impl Cmd {
             let _ = f.join();
         }
         let combined = combined.lock().map(|c| c.clone()).unwrap_or_default();
-        Ok(Output { status: status?, stdout, stderr, combined, elapsed: started.elapsed() })
+        Ok(Output {
+            status: status?,
+            stdout,
+            stderr,
+            combined,
+        })
     }
 
     fn wait(&self, child: &mut Child) -> Result<ExitStatus> {
         let Some(limit) = self.timeout else {
-            return child.wait().with_context(|| format!("waiting for `{self}`"));
+            return child
+                .wait()
+                .with_context(|| format!("waiting for `{self}`"));
         };
         let deadline = Instant::now() + limit;
         let mut pause = Duration::from_millis(2);
         loop {
-            if let Some(status) = child.try_wait().with_context(|| format!("waiting for `{self}`"))? {
+            if let Some(status) = child
+                .try_wait()
+                .with_context(|| format!("waiting for `{self}`"))?
+            {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
                 signal_group(child.id(), libc::SIGKILL);
                 let _ = child.wait();
-                bail!("`{self}` did not finish within {}s and was stopped", limit.as_secs_f32());
+                bail!(
+                    "`{self}` did not finish within {}s and was stopped",
+                    limit.as_secs_f32()
+                );
             }
             thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
@@ -268,7 +297,9 @@ fn reader<F: FnMut(&str) + Send + 'static>(
     combined: Arc<Mutex<String>>,
 ) -> thread::JoinHandle<String> {
     thread::spawn(move || {
-        let Some(pipe) = pipe else { return String::new() };
+        let Some(pipe) = pipe else {
+            return String::new();
+        };
         let mut all = String::new();
         let mut r = BufReader::new(pipe);
         let mut buf = Vec::new();
@@ -317,7 +348,8 @@ impl fmt::Debug for Cmd {
 /// Quotes a word for display so that it could be pasted into a POSIX shell.
 pub fn shell_quote(w: &str) -> String {
     let safe = !w.is_empty()
-        && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
     if safe {
         w.to_string()
     } else {
@@ -334,7 +366,10 @@ pub fn describe_status(s: ExitStatus) -> String {
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Process groups of running children, for [`terminate_all`].
@@ -369,7 +404,10 @@ fn signal_group(pgid: u32, sig: libc::c_int) {
 /// Asks every running child (and its process group) to stop: SIGTERM, then SIGKILL after
 /// `grace` for those still running. Used once on Ctrl-C / SIGTERM, before cleanup.
 pub fn terminate_all(grace: Duration) {
-    let pids: Vec<u32> = CHILDREN.lock().map(|c| c.iter().copied().collect()).unwrap_or_default();
+    let pids: Vec<u32> = CHILDREN
+        .lock()
+        .map(|c| c.iter().copied().collect())
+        .unwrap_or_default();
     for &p in &pids {
         signal_group(p, libc::SIGTERM);
     }
@@ -380,7 +418,10 @@ pub fn terminate_all(grace: Duration) {
         }
         thread::sleep(Duration::from_millis(20));
     }
-    let left: Vec<u32> = CHILDREN.lock().map(|c| c.iter().copied().collect()).unwrap_or_default();
+    let left: Vec<u32> = CHILDREN
+        .lock()
+        .map(|c| c.iter().copied().collect())
+        .unwrap_or_default();
     for p in left {
         signal_group(p, libc::SIGKILL);
     }
@@ -392,10 +433,16 @@ pub fn find_in_path(name: &str, path: Option<&OsStr>) -> Option<PathBuf> {
     if name.contains('/') {
         return Some(PathBuf::from(name)).filter(|p| p.is_file());
     }
-    let path = path.map(OsStr::to_os_string).or_else(|| std::env::var_os("PATH"))?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| {
-        p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
-    })
+    let path = path
+        .map(OsStr::to_os_string)
+        .or_else(|| std::env::var_os("PATH"))?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
 }
 
 /// Whether a process exists (signal 0), for run records.
@@ -423,7 +470,10 @@ mod tests {
 
     #[test]
     fn missing_program_points_to_doctor() {
-        let err = Cmd::new("surely-not-a-program-xyz").run().unwrap_err().to_string();
+        let err = Cmd::new("surely-not-a-program-xyz")
+            .run()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not found in PATH"), "{err}");
         assert!(err.contains("cargo xtask doctor"), "{err}");
     }
@@ -442,7 +492,11 @@ mod tests {
     #[test]
     fn timeout_stops_the_child() {
         let t = Instant::now();
-        let err = Cmd::new("sleep").arg("5").timeout(Duration::from_millis(200)).output().unwrap_err();
+        let err = Cmd::new("sleep")
+            .arg("5")
+            .timeout(Duration::from_millis(200))
+            .output()
+            .unwrap_err();
         assert!(err.to_string().contains("did not finish within"), "{err}");
         assert!(t.elapsed() < Duration::from_secs(3));
     }

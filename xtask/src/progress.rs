@@ -29,7 +29,9 @@ impl Progress {
         let bars = match mode {
             ProgressMode::Bars => true,
             ProgressMode::Plain => false,
-            ProgressMode::Auto => std::io::stderr().is_terminal() && std::env::var_os("CI").is_none(),
+            ProgressMode::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
+            }
         };
         Progress {
             inner: Arc::new(Inner {
@@ -41,17 +43,10 @@ impl Progress {
         }
     }
 
-    /// A progress object that prints plain lines (for tests and non-run commands).
+    /// A progress object that prints plain lines (tests).
+    #[cfg(test)]
     pub fn plain() -> Progress {
         Progress::new(ProgressMode::Plain, 12)
-    }
-
-    pub fn is_bars(&self) -> bool {
-        self.inner.bars.is_some()
-    }
-
-    pub fn elapsed(&self) -> Duration {
-        self.inner.start.elapsed()
     }
 
     /// A new line for `name`, shown as queued until its first state.
@@ -64,7 +59,12 @@ impl Progress {
             b.enable_steady_tick(Duration::from_millis(120));
             b
         });
-        Line { progress: self.clone(), name: name.to_string(), bar, since: Mutex::new(Instant::now()) }
+        Line {
+            progress: self.clone(),
+            name: name.to_string(),
+            bar,
+            since: Mutex::new(Instant::now()),
+        }
     }
 
     /// A message line: above the bars, or a plain timestamped line.
@@ -89,7 +89,11 @@ impl Progress {
     }
 
     fn stamp(&self) -> String {
-        format!("{} +{:>6.1}s", clock(), self.inner.start.elapsed().as_secs_f64())
+        format!(
+            "{} +{:>6.1}s",
+            clock(),
+            self.inner.start.elapsed().as_secs_f64()
+        )
     }
 }
 
@@ -107,7 +111,11 @@ impl Line {
         if let Ok(mut s) = self.since.lock() {
             *s = Instant::now();
         }
-        let msg = if detail.is_empty() { state.to_string() } else { format!("{state}: {detail}") };
+        let msg = if detail.is_empty() {
+            state.to_string()
+        } else {
+            format!("{state}: {detail}")
+        };
         match &self.bar {
             Some(b) => {
                 b.reset_elapsed();
@@ -147,13 +155,14 @@ impl Line {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     fn plain(&self, msg: &str) {
         let _g = self.progress.inner.out.lock();
-        eprintln!("{} {:<w$} {msg}", self.progress.stamp(), self.name, w = self.progress.inner.width);
+        eprintln!(
+            "{} {:<w$} {msg}",
+            self.progress.stamp(),
+            self.name,
+            w = self.progress.inner.width
+        );
     }
 }
 
@@ -174,15 +183,27 @@ fn running_style() -> ProgressStyle {
 }
 
 fn done_style(ok: bool) -> ProgressStyle {
-    let t = if ok { "✓ {prefix} {elapsed:>4} {wide_msg}" } else { "✗ {prefix} {elapsed:>4} {wide_msg}" };
+    let t = if ok {
+        "✓ {prefix} {elapsed:>4} {wide_msg}"
+    } else {
+        "✗ {prefix} {elapsed:>4} {wide_msg}"
+    };
     ProgressStyle::with_template(t).unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
 /// `HH:MM:SS.mmm` (UTC).
 pub fn clock() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let s = now.as_secs() % 86_400;
-    format!("{:02}:{:02}:{:02}.{:03}", s / 3600, s / 60 % 60, s % 60, now.subsec_millis())
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        now.subsec_millis()
+    )
 }
 
 #[cfg(test)]
@@ -200,10 +221,10 @@ mod tests {
     #[test]
     fn plain_mode_has_no_bars() {
         let p = Progress::new(ProgressMode::Plain, 10);
-        assert!(!p.is_bars());
+        assert!(p.inner.bars.is_none());
         let l = p.line("postgres");
         l.state("starting", "");
         l.finish(true, "ready");
-        assert_eq!(l.name(), "postgres");
+        assert_eq!(l.name, "postgres");
     }
 }

@@ -16,11 +16,26 @@ use crate::tools::Engine;
 /// One check, resolved to concrete ports and names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    Sql { container: String, pg: Postgres, query: String, host_port: Option<u16> },
-    Redis { port: u16 },
-    Http { port: u16, path: String },
-    Tcp { port: u16 },
-    Exec { container: String, argv: Vec<String> },
+    Sql {
+        container: String,
+        pg: Postgres,
+        query: String,
+        host_port: Option<u16>,
+    },
+    Redis {
+        port: u16,
+    },
+    Http {
+        port: u16,
+        path: String,
+    },
+    Tcp {
+        port: u16,
+    },
+    Exec {
+        container: String,
+        argv: Vec<String>,
+    },
 }
 
 impl Probe {
@@ -33,7 +48,10 @@ impl Probe {
     ) -> Result<Option<Probe>> {
         let need = |p: Option<&str>| {
             host_port(p).with_context(|| {
-                format!("{container}: its readiness check needs a published host port ({})", p.unwrap_or("main"))
+                format!(
+                    "{container}: its readiness check needs a published host port ({})",
+                    p.unwrap_or("main")
+                )
             })
         };
         Ok(Some(match ready {
@@ -44,9 +62,17 @@ impl Probe {
                 host_port: host_port(None),
             },
             Ready::Redis => Probe::Redis { port: need(None)? },
-            Ready::Http { path, port } => Probe::Http { port: need(port.as_deref())?, path: path.clone() },
-            Ready::Tcp { port } => Probe::Tcp { port: need(port.as_deref())? },
-            Ready::Exec { command } => Probe::Exec { container: container.to_string(), argv: command.clone() },
+            Ready::Http { path, port } => Probe::Http {
+                port: need(port.as_deref())?,
+                path: path.clone(),
+            },
+            Ready::Tcp { port } => Probe::Tcp {
+                port: need(port.as_deref())?,
+            },
+            Ready::Exec { command } => Probe::Exec {
+                container: container.to_string(),
+                argv: command.clone(),
+            },
             Ready::Exit => return Ok(None),
         }))
     }
@@ -55,19 +81,36 @@ impl Probe {
     pub fn once(&self, engine: &Engine) -> Result<()> {
         let short = Duration::from_millis(800);
         match self {
-            Probe::Sql { container, pg, query, host_port } => {
+            Probe::Sql {
+                container,
+                pg,
+                query,
+                host_port,
+            } => {
                 // Cheap first: the final server listens on TCP; initdb's temporary one does not.
                 if let Some(p) = host_port {
                     connect(*p, short)?;
                 }
                 let argv: Vec<String> = [
-                    "psql", "-h", "127.0.0.1", "-U", &pg.user, "-d", &pg.database, "-tAc", query,
+                    "psql",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    &pg.user,
+                    "-d",
+                    &pg.database,
+                    "-tAc",
+                    query,
                 ]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
                 let out = engine
-                    .exec(container, &argv, &[("PGPASSWORD".into(), pg.password.clone())])
+                    .exec(
+                        container,
+                        &argv,
+                        &[("PGPASSWORD".into(), pg.password.clone())],
+                    )
                     .timeout(Duration::from_secs(5))
                     .output()?;
                 if !out.success() {
@@ -95,7 +138,10 @@ impl Probe {
             }
             Probe::Tcp { port } => connect(*port, short).map(|_| ()),
             Probe::Exec { container, argv } => {
-                let out = engine.exec(container, argv, &[]).timeout(Duration::from_secs(10)).output()?;
+                let out = engine
+                    .exec(container, argv, &[])
+                    .timeout(Duration::from_secs(10))
+                    .output()?;
                 if out.success() {
                     Ok(())
                 } else {
@@ -117,10 +163,16 @@ impl Probe {
 }
 
 /// Polls `probe` until it passes, the container exits, or `timeout` passes.
-pub fn wait(engine: &Engine, container: &str, probe: &Probe, timeout: Duration, ctx: &Ctx) -> Result<Duration> {
+pub fn wait(
+    engine: &Engine,
+    container: &str,
+    probe: &Probe,
+    timeout: Duration,
+    ctx: &Ctx,
+) -> Result<Duration> {
     let start = Instant::now();
     let mut last_state_check = Instant::now();
-    let mut last_err = String::from("not checked yet");
+    let mut last_err;
     ctx.line.state("waiting", &probe.describe());
     loop {
         match probe.once(engine) {
@@ -156,12 +208,16 @@ pub fn indent(s: &str) -> String {
     if s.trim().is_empty() {
         return "    (no output)".to_string();
     }
-    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn connect(port: u16, t: Duration) -> Result<TcpStream> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let s = TcpStream::connect_timeout(&addr, t).with_context(|| format!("connect to localhost:{port}"))?;
+    let s = TcpStream::connect_timeout(&addr, t)
+        .with_context(|| format!("connect to localhost:{port}"))?;
     s.set_read_timeout(Some(t))?;
     s.set_write_timeout(Some(t))?;
     Ok(s)
@@ -188,10 +244,16 @@ fn read_line(s: &mut TcpStream) -> Result<String> {
 pub fn http_get_status(port: u16, path: &str, t: Duration) -> Result<u16> {
     let mut s = connect(port, t)?;
     // One write: the request goes out in one segment.
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
     s.write_all(request.as_bytes())?;
     let head = read_line(&mut s)?;
-    parse_status(&head).with_context(|| format!("not an HTTP answer: {:?}", head.lines().next().unwrap_or("")))
+    parse_status(&head).with_context(|| {
+        format!(
+            "not an HTTP answer: {:?}",
+            head.lines().next().unwrap_or("")
+        )
+    })
 }
 
 pub fn parse_status(head: &str) -> Option<u16> {
@@ -212,7 +274,10 @@ mod tests {
     #[test]
     fn parses_status_lines() {
         assert_eq!(parse_status("HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(parse_status("HTTP/1.0 503 Service Unavailable\r\n\r\n"), Some(503));
+        assert_eq!(
+            parse_status("HTTP/1.0 503 Service Unavailable\r\n\r\n"),
+            Some(503)
+        );
         assert_eq!(parse_status("+PONG\r\n"), None);
         assert_eq!(parse_status(""), None);
     }
@@ -238,7 +303,11 @@ mod tests {
                 if !req.starts_with(b"GET /readyz") {
                     continue;
                 }
-                let status = if served == 0 { "503 Service Unavailable" } else { "200 OK" };
+                let status = if served == 0 {
+                    "503 Service Unavailable"
+                } else {
+                    "200 OK"
+                };
                 let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
                 served += 1;
                 if served == 2 {
@@ -246,20 +315,50 @@ mod tests {
                 }
             }
         });
-        assert_eq!(http_get_status(port, "/readyz", Duration::from_secs(1)).unwrap(), 503);
-        assert_eq!(http_get_status(port, "/readyz", Duration::from_secs(1)).unwrap(), 200);
+        assert_eq!(
+            http_get_status(port, "/readyz", Duration::from_secs(1)).unwrap(),
+            503
+        );
+        assert_eq!(
+            http_get_status(port, "/readyz", Duration::from_secs(1)).unwrap(),
+            200
+        );
         t.join().unwrap();
     }
 
     #[test]
     fn probes_need_published_ports() {
-        let pg = Postgres { user: "u".into(), password: "p".into(), database: "d".into() };
+        let pg = Postgres {
+            user: "u".into(),
+            password: "p".into(),
+            database: "d".into(),
+        };
         let none = |_: Option<&str>| None;
         let err = Probe::for_component(&Ready::Redis, "c_redis_test", &pg, &none).unwrap_err();
-        assert!(err.to_string().contains("needs a published host port"), "{err}");
-        let sql = Probe::for_component(&Ready::Sql { query: "SELECT 1".into() }, "c", &pg, &none).unwrap();
-        assert!(matches!(sql, Some(Probe::Sql { host_port: None, .. })));
-        assert_eq!(Probe::for_component(&Ready::Exit, "c", &pg, &none).unwrap(), None);
+        assert!(
+            err.to_string().contains("needs a published host port"),
+            "{err}"
+        );
+        let sql = Probe::for_component(
+            &Ready::Sql {
+                query: "SELECT 1".into(),
+            },
+            "c",
+            &pg,
+            &none,
+        )
+        .unwrap();
+        assert!(matches!(
+            sql,
+            Some(Probe::Sql {
+                host_port: None,
+                ..
+            })
+        ));
+        assert_eq!(
+            Probe::for_component(&Ready::Exit, "c", &pg, &none).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -267,7 +366,10 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        let engine = Engine { tool: crate::tools::Tool::Podman, program: "podman".into() };
+        let engine = Engine {
+            tool: crate::tools::Tool::Podman,
+            program: "podman".into(),
+        };
         assert!(Probe::Tcp { port }.once(&engine).is_err());
         assert!(Probe::Redis { port }.once(&engine).is_err());
     }

@@ -28,11 +28,22 @@ pub enum Event {
         engine: String,
         argv: Vec<String>,
     },
-    Container { name: String },
-    Network { name: String },
-    Image { reference: String },
-    Cluster { name: String, kubeconfig: PathBuf },
-    Archive { path: PathBuf },
+    Container {
+        name: String,
+    },
+    Network {
+        name: String,
+    },
+    Image {
+        reference: String,
+    },
+    Cluster {
+        name: String,
+        kubeconfig: PathBuf,
+    },
+    Archive {
+        path: PathBuf,
+    },
     /// Left running on purpose (`--keep`): not an orphan.
     Kept,
     /// Everything was removed.
@@ -54,7 +65,10 @@ impl Record {
             .append(true)
             .open(&path)
             .with_context(|| format!("creating the run record {}", path.display()))?;
-        let r = Record { path, file: Mutex::new(file) };
+        let r = Record {
+            path,
+            file: Mutex::new(file),
+        };
         r.add(&header)?;
         Ok(r)
     }
@@ -65,9 +79,13 @@ impl Record {
             .append(true)
             .open(path)
             .with_context(|| format!("opening the run record {}", path.display()))?;
-        Ok(Record { path: path.to_path_buf(), file: Mutex::new(file) })
+        Ok(Record {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        })
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -76,7 +94,10 @@ impl Record {
     pub fn add(&self, e: &Event) -> Result<()> {
         let mut line = serde_json::to_string(e)?;
         line.push('\n');
-        let mut f = self.file.lock().map_err(|_| anyhow::anyhow!("run record lock poisoned"))?;
+        let mut f = self
+            .file
+            .lock()
+            .map_err(|_| anyhow::anyhow!("run record lock poisoned"))?;
         f.write_all(line.as_bytes())
             .and_then(|_| f.sync_data())
             .with_context(|| format!("writing the run record {}", self.path.display()))
@@ -115,14 +136,31 @@ impl RunInfo {
 
 /// Reads a record; lines that do not parse (a torn last line) are skipped.
 pub fn read(path: &Path) -> Result<RunInfo> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse(path, &text)
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<RunInfo> {
-    let mut events = text.lines().filter_map(|l| serde_json::from_str::<Event>(l).ok());
-    let Some(Event::Run { run_id, pid, pid_start, owner, consumer, tier, created, engine, .. }) = events.next() else {
-        anyhow::bail!("{} does not start with a run line; remove it by hand if it is not needed", path.display());
+    let mut events = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Event>(l).ok());
+    let Some(Event::Run {
+        run_id,
+        pid,
+        pid_start,
+        owner,
+        consumer,
+        tier,
+        created,
+        engine,
+        ..
+    }) = events.next()
+    else {
+        anyhow::bail!(
+            "{} does not start with a run line; remove it by hand if it is not needed",
+            path.display()
+        );
     };
     let mut info = RunInfo {
         path: path.to_path_buf(),
@@ -151,9 +189,13 @@ pub fn parse(path: &Path, text: &str) -> Result<RunInfo> {
 
 /// Every readable record under `runs_dir`, oldest first.
 pub fn list(runs_dir: &Path) -> Vec<RunInfo> {
-    let Ok(entries) = std::fs::read_dir(runs_dir) else { return Vec::new() };
-    let mut runs: Vec<RunInfo> =
-        entries.flatten().filter_map(|e| read(&e.path().join("record.jsonl")).ok()).collect();
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return Vec::new();
+    };
+    let mut runs: Vec<RunInfo> = entries
+        .flatten()
+        .filter_map(|e| read(&e.path().join("record.jsonl")).ok())
+        .collect();
     runs.sort_by_key(|r| r.created);
     runs
 }
@@ -216,16 +258,31 @@ mod tests {
         let r = Record::create(&dir, header("ab12cd34", std::process::id())).unwrap();
         r.add(&Event::Network { name: "n".into() }).unwrap();
         r.add(&Event::Container { name: "c".into() }).unwrap();
-        assert!(Record::create(&dir, header("ab12cd34", 1)).is_err(), "one record per run");
+        assert!(
+            Record::create(&dir, header("ab12cd34", 1)).is_err(),
+            "one record per run"
+        );
         // A crash in the middle of a write leaves a partial line.
         let mut f = OpenOptions::new().append(true).open(r.path()).unwrap();
         f.write_all(b"{\"event\":\"image\",\"refer").unwrap();
         let info = read(r.path()).unwrap();
         assert_eq!(info.run_id, "ab12cd34");
-        assert_eq!(info.resources, vec![Event::Network { name: "n".into() }, Event::Container { name: "c".into() }]);
+        assert_eq!(
+            info.resources,
+            vec![
+                Event::Network { name: "n".into() },
+                Event::Container { name: "c".into() }
+            ]
+        );
         assert!(!info.kept && !info.finished);
         assert!(info.alive(), "this test process is alive");
-        assert_eq!(list(dir.parent().unwrap()).iter().filter(|i| i.run_id == "ab12cd34").count(), 1);
+        assert_eq!(
+            list(dir.parent().unwrap())
+                .iter()
+                .filter(|i| i.run_id == "ab12cd34")
+                .count(),
+            1
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

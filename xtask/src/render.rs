@@ -29,8 +29,13 @@ pub struct Manifests {
 /// What readiness is judged on: the pods of a Deployment (by selector) or of a Job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Workload {
-    Deployment { name: String, selector: BTreeMap<String, String> },
-    Job { name: String },
+    Deployment {
+        name: String,
+        selector: BTreeMap<String, String>,
+    },
+    Job {
+        name: String,
+    },
 }
 
 impl Workload {
@@ -43,9 +48,11 @@ impl Workload {
     /// `-l` selector of its pods.
     pub fn selector(&self) -> String {
         match self {
-            Workload::Deployment { selector, .. } => {
-                selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-            }
+            Workload::Deployment { selector, .. } => selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
             Workload::Job { name } => format!("job-name={name}"),
         }
     }
@@ -54,7 +61,11 @@ impl Workload {
 /// The kind config: one control-plane node carrying our labels, and this consumer's NodePorts
 /// mapped to its unique host ports (on 127.0.0.1 only: a shared host's other users do not need
 /// them).
-pub fn kind_config(cluster: &str, labels: &BTreeMap<String, String>, ports: &[(u16, u16)]) -> String {
+pub fn kind_config(
+    cluster: &str,
+    labels: &BTreeMap<String, String>,
+    ports: &[(u16, u16)],
+) -> String {
     let mut node = Hash::new();
     node.insert(s("role"), s("control-plane"));
     let mut l = Hash::new();
@@ -80,17 +91,28 @@ pub fn kind_config(cluster: &str, labels: &BTreeMap<String, String>, ports: &[(u
         ("name", s(cluster)),
         ("nodes", Yaml::Array(vec![Yaml::Hash(node)])),
     ]);
-    format!("# kind cluster for one E2E run, rendered by cargo xtask from infra.toml\n{}", emit(&doc))
+    format!(
+        "# kind cluster for one E2E run, rendered by cargo xtask from infra.toml\n{}",
+        emit(&doc)
+    )
 }
 
 /// A Kubernetes label value: at most 63 characters, alphanumeric at both ends.
 pub fn label_value(v: &str) -> String {
     let clean: String = v
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(63)
         .collect();
-    let trimmed = clean.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
+    let trimmed = clean
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
     if trimmed.is_empty() {
         "unknown".into()
     } else {
@@ -103,7 +125,13 @@ pub fn namespace_doc(namespace: &str, labels: &BTreeMap<String, String>) -> Stri
     emit(&map(vec![
         ("apiVersion", s("v1")),
         ("kind", s("Namespace")),
-        ("metadata", map(vec![("name", s(namespace)), ("labels", labels_yaml(labels))])),
+        (
+            "metadata",
+            map(vec![
+                ("name", s(namespace)),
+                ("labels", labels_yaml(labels)),
+            ]),
+        ),
     ]))
 }
 
@@ -119,8 +147,12 @@ pub fn component(
 ) -> Result<Manifests> {
     let comp = config.component(name)?;
     let source = comp.manifest.clone();
-    let template = read(&config.root.join(&source))
-        .with_context(|| format!("reading the manifest template of {name}, {}", source.display()))?;
+    let template = read(&config.root.join(&source)).with_context(|| {
+        format!(
+            "reading the manifest template of {name}, {}",
+            source.display()
+        )
+    })?;
     let env_secret = format!("{name}-env");
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     vars.insert("NAMESPACE".into(), namespace.into());
@@ -131,7 +163,10 @@ pub fn component(
         vars.insert("PORT".into(), p.to_string());
     }
     for (k, p) in &comp.extra_ports {
-        vars.insert(format!("PORT_{}", k.to_uppercase().replace('-', "_")), p.to_string());
+        vars.insert(
+            format!("PORT_{}", k.to_uppercase().replace('-', "_")),
+            p.to_string(),
+        );
     }
     if let Ready::Http { path, .. } = &comp.ready {
         vars.insert("READY_PATH".into(), path.clone());
@@ -154,7 +189,14 @@ pub fn component(
         generated.push(map(vec![
             ("apiVersion", s("v1")),
             ("kind", s("Secret")),
-            ("metadata", map(vec![("name", s(&env_secret)), ("namespace", s(namespace)), ("labels", labels_yaml(labels))])),
+            (
+                "metadata",
+                map(vec![
+                    ("name", s(&env_secret)),
+                    ("namespace", s(namespace)),
+                    ("labels", labels_yaml(labels)),
+                ]),
+            ),
             ("type", s("Opaque")),
             ("stringData", Yaml::Hash(data)),
         ]));
@@ -167,9 +209,27 @@ pub fn component(
                 source.display()
             );
         }
-        let mut ports = vec![(String::from("main"), main, node_ports.get(&PortRef { component: name.into(), port: None }).copied())];
+        let mut ports = vec![(
+            String::from("main"),
+            main,
+            node_ports
+                .get(&PortRef {
+                    component: name.into(),
+                    port: None,
+                })
+                .copied(),
+        )];
         for (k, p) in &comp.extra_ports {
-            ports.push((k.clone(), *p, node_ports.get(&PortRef { component: name.into(), port: Some(k.clone()) }).copied()));
+            ports.push((
+                k.clone(),
+                *p,
+                node_ports
+                    .get(&PortRef {
+                        component: name.into(),
+                        port: Some(k.clone()),
+                    })
+                    .copied(),
+            ));
         }
         let node_port = ports.iter().any(|p| p.2.is_some());
         let port_docs: Vec<Yaml> = ports
@@ -190,7 +250,14 @@ pub fn component(
         generated.push(map(vec![
             ("apiVersion", s("v1")),
             ("kind", s("Service")),
-            ("metadata", map(vec![("name", s(name)), ("namespace", s(namespace)), ("labels", labels_yaml(labels))])),
+            (
+                "metadata",
+                map(vec![
+                    ("name", s(name)),
+                    ("namespace", s(namespace)),
+                    ("labels", labels_yaml(labels)),
+                ]),
+            ),
             (
                 "spec",
                 map(vec![
@@ -210,11 +277,21 @@ pub fn component(
     out.push_str(text.trim_start_matches("---").trim_start());
     let mut all = generated;
     all.extend(docs);
-    Ok(Manifests { component: name.to_string(), source, text: out, docs: all, workload })
+    Ok(Manifests {
+        component: name.to_string(),
+        source,
+        text: out,
+        docs: all,
+        workload,
+    })
 }
 
 /// Fills `${NAME}` placeholders; an unknown one is an error naming the file and line.
-pub fn substitute(template: &str, source: &Path, vars: &BTreeMap<String, String>) -> Result<String> {
+pub fn substitute(
+    template: &str,
+    source: &Path,
+    vars: &BTreeMap<String, String>,
+) -> Result<String> {
     let mut out = String::with_capacity(template.len());
     for (i, line) in template.lines().enumerate() {
         let mut rest = line;
@@ -222,18 +299,24 @@ pub fn substitute(template: &str, source: &Path, vars: &BTreeMap<String, String>
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
             let Some(end) = after.find('}') else {
-                bail!("{}:{}: `${{` without a closing `}}`", source.display(), i + 1);
+                bail!(
+                    "{}:{}: `${{` without a closing `}}`",
+                    source.display(),
+                    i + 1
+                );
             };
             let key = &after[..end];
             match vars.get(key) {
                 Some(v) => out.push_str(v),
-                None => bail!(
+                None => {
+                    bail!(
                     "{}:{}: unknown placeholder `${{{key}}}`; known here: {} (shell variables: \
                      write `$VAR` without braces)",
                     source.display(),
                     i + 1,
                     vars.keys().map(|k| format!("${{{k}}}")).collect::<Vec<_>>().join(", ")
-                ),
+                )
+                }
             }
             rest = &after[end + 1..];
         }
@@ -248,14 +331,25 @@ fn workload(docs: &[Yaml], source: &Path, name: &str) -> Result<Workload> {
     for d in docs {
         match d["kind"].as_str() {
             Some("Deployment") => {
-                let n = d["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let n = d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let selector = string_map(&d["spec"]["selector"]["matchLabels"]);
                 if selector.is_empty() {
-                    bail!("{}: Deployment/{n} has no spec.selector.matchLabels", source.display());
+                    bail!(
+                        "{}: Deployment/{n} has no spec.selector.matchLabels",
+                        source.display()
+                    );
                 }
                 found.push(Workload::Deployment { name: n, selector });
             }
-            Some("Job") => found.push(Workload::Job { name: d["metadata"]["name"].as_str().unwrap_or_default().to_string() }),
+            Some("Job") => found.push(Workload::Job {
+                name: d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            }),
             _ => {}
         }
     }
@@ -263,12 +357,22 @@ fn workload(docs: &[Yaml], source: &Path, name: &str) -> Result<Workload> {
         1 => {
             let w = found.remove(0);
             if w.name() != name {
-                bail!("{}: the workload is named `{}`; name it `${{NAME}}` ({name})", source.display(), w.name());
+                bail!(
+                    "{}: the workload is named `{}`; name it `${{NAME}}` ({name})",
+                    source.display(),
+                    w.name()
+                );
             }
             Ok(w)
         }
-        0 => bail!("{}: no Deployment or Job found; the template must hold the component's workload", source.display()),
-        n => bail!("{}: {n} workloads found; one Deployment or Job per component template", source.display()),
+        0 => bail!(
+            "{}: no Deployment or Job found; the template must hold the component's workload",
+            source.display()
+        ),
+        n => bail!(
+            "{}: {n} workloads found; one Deployment or Job per component template",
+            source.display()
+        ),
     }
 }
 
@@ -290,7 +394,10 @@ pub fn image_uses(source: &Path, docs: &[Yaml]) -> Vec<ImageUse> {
         let object = format!("{kind}/{}", d["metadata"]["name"].as_str().unwrap_or("?"));
         let (spec, path) = match kind {
             "Pod" => (&d["spec"], "spec"),
-            "CronJob" => (&d["spec"]["jobTemplate"]["spec"]["template"]["spec"], "spec.jobTemplate.spec.template.spec"),
+            "CronJob" => (
+                &d["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+                "spec.jobTemplate.spec.template.spec",
+            ),
             _ => (&d["spec"]["template"]["spec"], "spec.template.spec"),
         };
         for list in ["initContainers", "containers", "ephemeralContainers"] {
@@ -327,11 +434,15 @@ pub fn check_images(uses: &[ImageUse], built: &BTreeSet<String>) -> Vec<String> 
             ));
         }
         if !img.starts_with("localhost/") {
-            problems.push(format!("{at}.image `{img}` lacks `localhost/`: kind would look for it in a registry"));
+            problems.push(format!(
+                "{at}.image `{img}` lacks `localhost/`: kind would look for it in a registry"
+            ));
         }
         let last = img.rsplit('/').next().unwrap_or(img);
         if !last.contains(':') || img.ends_with(":latest") {
-            problems.push(format!("{at}.image `{img}` is `:latest` or untagged: kind would pull it"));
+            problems.push(format!(
+                "{at}.image `{img}` is `:latest` or untagged: kind would pull it"
+            ));
         }
         match u.pull_policy.as_deref() {
             Some("Never") => {}
@@ -342,11 +453,16 @@ pub fn check_images(uses: &[ImageUse], built: &BTreeSet<String>) -> Vec<String> 
     problems
 }
 
-/// YAML to JSON (for tests and for comparing objects).
+/// YAML to JSON (tests compare objects as JSON).
+#[cfg(test)]
 pub fn to_json(y: &Yaml) -> serde_json::Value {
     use serde_json::Value;
     match y {
-        Yaml::Real(r) => r.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number),
+        Yaml::Real(r) => r
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number),
         Yaml::Integer(i) => Value::from(*i),
         Yaml::String(s) => Value::String(s.clone()),
         Yaml::Boolean(b) => Value::Bool(*b),
@@ -394,7 +510,12 @@ fn map(pairs: Vec<(&str, Yaml)>) -> Yaml {
 }
 
 fn labels_yaml(labels: &BTreeMap<String, String>) -> Yaml {
-    Yaml::Hash(labels.iter().map(|(k, v)| (s(k), s(&label_value(v)))).collect())
+    Yaml::Hash(
+        labels
+            .iter()
+            .map(|(k, v)| (s(k), s(&label_value(v))))
+            .collect(),
+    )
 }
 
 /// One YAML document, starting with `---`.

@@ -57,11 +57,16 @@ pub fn critical_path(timings: &[Timing]) -> (Vec<String>, Duration) {
         if let Some((d, _)) = memo.get(id) {
             return *d;
         }
-        let Some(t) = by_id.get(id) else { return Duration::ZERO };
+        let Some(t) = by_id.get(id) else {
+            return Duration::ZERO;
+        };
         let mut best = (Duration::ZERO, None);
         if depth < by_id.len() {
             for d in &t.deps {
-                if by_id.get(d.as_str()).is_some_and(|x| x.outcome == Outcome::Done) {
+                if by_id
+                    .get(d.as_str())
+                    .is_some_and(|x| x.outcome == Outcome::Done)
+                {
                     let l = longest(d, by_id, memo, depth + 1);
                     if l > best.0 || best.1.is_none() {
                         best = (l, Some(d.as_str()));
@@ -80,7 +85,9 @@ pub fn critical_path(timings: &[Timing]) -> (Vec<String>, Duration) {
             end = Some((&t.id, l));
         }
     }
-    let Some((mut id, total)) = end else { return (Vec::new(), Duration::ZERO) };
+    let Some((mut id, total)) = end else {
+        return (Vec::new(), Duration::ZERO);
+    };
     let mut path = vec![id.to_string()];
     while let Some((_, Some(prev))) = memo.get(id) {
         path.push(prev.to_string());
@@ -145,13 +152,27 @@ impl Report {
 
     /// The table printed at the end of a run.
     pub fn table(&self) -> String {
-        let w = self.tasks.iter().map(|t| t.id.len()).max().unwrap_or(4).max(4);
-        let mut s = format!("{:<w$}  {:>8}  {:>8}  {:>8}  {}\n", "task", "start", "end", "took", "outcome");
-        let secs = |v: Option<u64>| v.map_or("-".to_string(), |m| format!("{:.1}s", m as f64 / 1000.0));
+        let w = self
+            .tasks
+            .iter()
+            .map(|t| t.id.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let mut s = format!(
+            "{:<w$}  {:>8}  {:>8}  {:>8}  {}\n",
+            "task", "start", "end", "took", "outcome"
+        );
+        let secs =
+            |v: Option<u64>| v.map_or("-".to_string(), |m| format!("{:.1}s", m as f64 / 1000.0));
         let mut tasks = self.tasks.clone();
         tasks.sort_by_key(|t| (t.start_ms.unwrap_or(u64::MAX), t.end_ms));
         for t in &tasks {
-            let mark = if self.critical_path.contains(&t.id) { " *" } else { "" };
+            let mark = if self.critical_path.contains(&t.id) {
+                " *"
+            } else {
+                ""
+            };
             s.push_str(&format!(
                 "{:<w$}  {:>8}  {:>8}  {:>8}  {}{mark}\n",
                 t.id,
@@ -162,7 +183,11 @@ impl Report {
             ));
         }
         for (k, v) in &self.extra {
-            s.push_str(&format!("{}: {:.1}s\n", k.trim_end_matches("_ms"), *v as f64 / 1000.0));
+            s.push_str(&format!(
+                "{}: {:.1}s\n",
+                k.trim_end_matches("_ms"),
+                *v as f64 / 1000.0
+            ));
         }
         s.push_str(&format!(
             "stack {:.1}s, critical path (*) {:.1}s: {}; ratio {:.2}\n",
@@ -204,10 +229,21 @@ mod tests {
         let (path, d) = critical_path(&ts);
         assert_eq!(path, ["compile", "image", "migrate", "ds"]);
         assert_eq!(d, Duration::from_millis(6000));
-        let r = Report::new("r", "c", "integration", 0, &ts, Duration::from_millis(6600), "passed");
+        let r = Report::new(
+            "r",
+            "c",
+            "integration",
+            0,
+            &ts,
+            Duration::from_millis(6600),
+            "passed",
+        );
         assert_eq!(r.total_over_critical_path, 1.1);
         assert!(r.table().contains("compile -> image -> migrate -> ds"));
-        assert!(r.table().lines().any(|l| l.starts_with("ds") && l.ends_with("done *")));
+        assert!(r
+            .table()
+            .lines()
+            .any(|l| l.starts_with("ds") && l.ends_with("done *")));
     }
 
     #[test]

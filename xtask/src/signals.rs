@@ -27,7 +27,8 @@ pub fn install(what: String, after: &'static str) -> Result<()> {
         // second signal.
         signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))
             .context("installing the signal handler")?;
-        signal_hook::flag::register(sig, Arc::clone(&flag)).context("installing the signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&flag))
+            .context("installing the signal handler")?;
     }
     let _ = FLAG.set(Arc::clone(&flag));
     std::thread::spawn(move || {

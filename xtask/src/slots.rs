@@ -15,7 +15,6 @@ use anyhow::{Context, Result};
 #[derive(Debug)]
 pub struct Slot {
     _file: File,
-    pub path: PathBuf,
 }
 
 /// `XTASK_SLOT_DIR`, or a folder under the system's temporary folder shared by all users.
@@ -52,7 +51,7 @@ pub fn try_acquire(dir: &Path, n: usize, me: &str) -> Result<Option<Slot>> {
             f.set_len(0)?;
             f.seek(SeekFrom::Start(0))?;
             let _ = f.write_all(me.as_bytes());
-            return Ok(Some(Slot { _file: f, path: dir.join(format!("slot-{i}.lock")) }));
+            return Ok(Some(Slot { _file: f }));
         }
     }
     Ok(None)
@@ -63,7 +62,10 @@ pub fn holders(dir: &Path, n: usize) -> Vec<String> {
     (0..n.max(1))
         .filter_map(|i| {
             let mut s = String::new();
-            File::open(dir.join(format!("slot-{i}.lock"))).ok()?.read_to_string(&mut s).ok()?;
+            File::open(dir.join(format!("slot-{i}.lock")))
+                .ok()?
+                .read_to_string(&mut s)
+                .ok()?;
             let s = s.trim().to_string();
             (!s.is_empty()).then_some(s)
         })
@@ -109,14 +111,23 @@ mod tests {
     #[test]
     fn at_most_n_holders_and_release_on_drop() {
         let dir = std::env::temp_dir().join(format!("xtask-slots-{}", crate::tags::random_hex8()));
-        let a = try_acquire(&dir, 2, "alice gateway").unwrap().expect("first slot");
-        let b = try_acquire(&dir, 2, "bob notification").unwrap().expect("second slot");
-        assert!(try_acquire(&dir, 2, "carol").unwrap().is_none(), "both taken");
+        let a = try_acquire(&dir, 2, "alice gateway")
+            .unwrap()
+            .expect("first slot");
+        let b = try_acquire(&dir, 2, "bob notification")
+            .unwrap()
+            .expect("second slot");
+        assert!(
+            try_acquire(&dir, 2, "carol").unwrap().is_none(),
+            "both taken"
+        );
         let mut h = holders(&dir, 2);
         h.sort();
         assert_eq!(h, ["alice gateway", "bob notification"]);
         drop(a);
-        let c = try_acquire(&dir, 2, "carol").unwrap().expect("freed by drop");
+        let c = try_acquire(&dir, 2, "carol")
+            .unwrap()
+            .expect("freed by drop");
         drop((b, c));
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -126,10 +137,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xtask-slots-{}", crate::tags::random_hex8()));
         let _held = try_acquire(&dir, 1, "alice").unwrap().unwrap();
         let reported = Cell::new(0);
-        let err = acquire(&dir, 1, "bob", Duration::from_millis(300), &|h| {
-            assert_eq!(h, ["alice"]);
-            reported.set(reported.get() + 1);
-        }, &|| false)
+        let err = acquire(
+            &dir,
+            1,
+            "bob",
+            Duration::from_millis(300),
+            &|h| {
+                assert_eq!(h, ["alice"]);
+                reported.set(reported.get() + 1);
+            },
+            &|| false,
+        )
         .unwrap_err();
         assert!(err.to_string().contains("held by: alice"), "{err}");
         assert!(reported.get() >= 1);

@@ -50,7 +50,10 @@ pub fn topo_order(config: &Config, names: &BTreeSet<String>) -> Vec<String> {
         let next = left
             .iter()
             .find(|n| {
-                config.components[n.as_str()].needs.iter().all(|d| !names.contains(d) || out.contains(d))
+                config.components[n.as_str()]
+                    .needs
+                    .iter()
+                    .all(|d| !names.contains(d) || out.contains(d))
             })
             .cloned();
         match next {
@@ -78,16 +81,30 @@ pub fn image_services(config: &Config, members: &[String]) -> Vec<String> {
 }
 
 /// The URL of `component` (its `port`, or the main one) as seen from `site`.
-pub fn url(config: &Config, component: &Component, port: Option<&str>, site: Site) -> Result<String> {
-    let internal = component
-        .internal_port(port)
-        .with_context(|| format!("`{}` has no port {}", component.name, port.unwrap_or("(main)")))?;
+pub fn url(
+    config: &Config,
+    component: &Component,
+    port: Option<&str>,
+    site: Site,
+) -> Result<String> {
+    let internal = component.internal_port(port).with_context(|| {
+        format!(
+            "`{}` has no port {}",
+            component.name,
+            port.unwrap_or("(main)")
+        )
+    })?;
     let (host, p) = match site {
         Site::Network { consumer } => (container_name(consumer, &component.name), internal),
         Site::Cluster => (component.name.clone(), internal),
         Site::Host { ports } => {
-            let pr = PortRef { component: component.name.clone(), port: port.map(str::to_string) };
-            let hp = ports.get(&pr).with_context(|| format!("no host port for {pr}"))?;
+            let pr = PortRef {
+                component: component.name.clone(),
+                port: port.map(str::to_string),
+            };
+            let hp = ports
+                .get(&pr)
+                .with_context(|| format!("no host port for {pr}"))?;
             ("localhost".to_string(), *hp)
         }
     };
@@ -145,12 +162,18 @@ pub fn render(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result
 }
 
 /// What the tests get: `{COMPONENT}[_{PORT}]_URL` for every port published to the host.
-pub fn test_env(config: &Config, ports: &BTreeMap<PortRef, u16>) -> Result<BTreeMap<String, String>> {
+pub fn test_env(
+    config: &Config,
+    ports: &BTreeMap<PortRef, u16>,
+) -> Result<BTreeMap<String, String>> {
     ports
         .keys()
         .map(|pr| {
             let c = config.component(&pr.component)?;
-            Ok((pr.env_var(), url(config, c, pr.port.as_deref(), Site::Host { ports })?))
+            Ok((
+                pr.env_var(),
+                url(config, c, pr.port.as_deref(), Site::Host { ports })?,
+            ))
         })
         .collect()
 }
@@ -170,13 +193,22 @@ pub mod tests {
     #[test]
     fn members_in_dependency_order() {
         let c = repo_config();
-        assert_eq!(members(&c, "notification", false), ["postgres", "migrations", "redis", "datastorage"]);
-        assert_eq!(members(&c, "datastorage", false), ["postgres", "migrations", "redis"]);
+        assert_eq!(
+            members(&c, "notification", false),
+            ["postgres", "migrations", "redis", "datastorage"]
+        );
+        assert_eq!(
+            members(&c, "datastorage", false),
+            ["postgres", "migrations", "redis"]
+        );
         let g = members(&c, "gateway", true);
         assert_eq!(g.last().unwrap(), "gateway");
         let pos = |n: &str| g.iter().position(|x| x == n).unwrap();
         assert!(pos("datastorage") < pos("notification"));
-        assert_eq!(image_services(&c, &members(&c, "datastorage", false)), ["datastorage"]);
+        assert_eq!(
+            image_services(&c, &members(&c, "datastorage", false)),
+            ["datastorage"]
+        );
     }
 
     #[test]
@@ -185,18 +217,47 @@ pub mod tests {
         let pg = &c.components["postgres"];
         let n = &c.consumers["notification"];
         assert_eq!(
-            url(&c, pg, None, Site::Host { ports: &n.integration }).unwrap(),
+            url(
+                &c,
+                pg,
+                None,
+                Site::Host {
+                    ports: &n.integration
+                }
+            )
+            .unwrap(),
             "postgres://slm_user:test_password@localhost:15440/action_history"
         );
         assert_eq!(
-            url(&c, pg, None, Site::Network { consumer: "notification" }).unwrap(),
+            url(
+                &c,
+                pg,
+                None,
+                Site::Network {
+                    consumer: "notification"
+                }
+            )
+            .unwrap(),
             "postgres://slm_user:test_password@notification_postgres_test:5432/action_history"
         );
         let ds = &c.components["datastorage"];
-        assert_eq!(url(&c, ds, Some("metrics"), Site::Cluster).unwrap(), "http://datastorage:9090");
-        let e = env(&c, ds, Site::Network { consumer: "gateway" }).unwrap();
+        assert_eq!(
+            url(&c, ds, Some("metrics"), Site::Cluster).unwrap(),
+            "http://datastorage:9090"
+        );
+        let e = env(
+            &c,
+            ds,
+            Site::Network {
+                consumer: "gateway",
+            },
+        )
+        .unwrap();
         assert_eq!(e["REDIS_URL"], "redis://gateway_redis_test:6379");
-        assert_eq!(e["DATABASE_URL"], "postgres://slm_user:test_password@gateway_postgres_test:5432/action_history");
+        assert_eq!(
+            e["DATABASE_URL"],
+            "postgres://slm_user:test_password@gateway_postgres_test:5432/action_history"
+        );
     }
 
     #[test]
@@ -213,6 +274,9 @@ pub mod tests {
     #[test]
     fn render_refuses_unknown_keys() {
         assert_eq!(render("a{x}b{x}", &|_| Some("1".into())).unwrap(), "a1b1");
-        assert!(render("{nope}", &|_| None).unwrap_err().to_string().contains("`{nope}`"));
+        assert!(render("{nope}", &|_| None)
+            .unwrap_err()
+            .to_string()
+            .contains("`{nope}`"));
     }
 }

@@ -114,6 +114,16 @@ const RECIPES: [Recipe; 3] = [
     },
 ];
 
+/// `(env var, stand-in reference)` for every `[images.*]` of the config with a recipe and an
+/// `env` name: what points the workspace at the stand-ins.
+pub fn env_pairs(config: &Config) -> Vec<(String, String)> {
+    config
+        .images
+        .iter()
+        .filter_map(|(name, image)| Some((image.env.clone()?, recipe(name)?.reference.to_string())))
+        .collect()
+}
+
 /// The stand-in recipe for an `[images.*]` name, if there is one.
 pub fn recipe(name: &str) -> Option<Recipe> {
     RECIPES.iter().find(|r| r.service == name).copied()
@@ -132,8 +142,14 @@ impl Recipe {
         m.insert(OWNER.to_string(), owner.to_string());
         m.insert(SERVICE.to_string(), self.service.to_string());
         m.insert(CREATED.to_string(), created.to_string());
-        m.insert("org.opencontainers.image.title".to_string(), self.title.to_string());
-        m.insert("org.opencontainers.image.description".to_string(), DESCRIPTION.to_string());
+        m.insert(
+            "org.opencontainers.image.title".to_string(),
+            self.title.to_string(),
+        );
+        m.insert(
+            "org.opencontainers.image.description".to_string(),
+            DESCRIPTION.to_string(),
+        );
         m
     }
 
@@ -142,7 +158,12 @@ impl Recipe {
         let mut out: Vec<String> = self
             .labels(owner, created)
             .into_iter()
-            .map(|(k, v)| format!("LABEL {k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .map(|(k, v)| {
+                format!(
+                    "LABEL {k}=\"{}\"",
+                    v.replace('\\', "\\\\").replace('"', "\\\"")
+                )
+            })
             .collect();
         out.extend(self.config.iter().map(|c| c.to_string()));
         out
@@ -170,7 +191,9 @@ pub fn mirror_from_deb822(text: &str, suite: &str) -> Option<String> {
         if line.trim_start().starts_with('#') {
             continue;
         }
-        let Some(stanza) = stanzas.last_mut() else { continue };
+        let Some(stanza) = stanzas.last_mut() else {
+            continue;
+        };
         if line.starts_with([' ', '\t']) {
             // A continuation line of a multi-line field.
             if let Some(v) = last_key.as_ref().and_then(|k| stanza.get_mut(k)) {
@@ -186,12 +209,17 @@ pub fn mirror_from_deb822(text: &str, suite: &str) -> Option<String> {
         }
     }
     let words = |s: &BTreeMap<String, String>, k: &str| -> Vec<String> {
-        s.get(k).map(|v| v.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
+        s.get(k)
+            .map(|v| v.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
     };
     let usable: Vec<(Vec<String>, String)> = stanzas
         .iter()
         .filter(|s| words(s, "types").iter().any(|t| t == "deb"))
-        .filter(|s| !s.get("enabled").is_some_and(|e| e.eq_ignore_ascii_case("no")))
+        .filter(|s| {
+            !s.get("enabled")
+                .is_some_and(|e| e.eq_ignore_ascii_case("no"))
+        })
         .filter_map(|s| {
             let uri = words(s, "uris").into_iter().find(|u| is_http(u))?;
             Some((words(s, "suites"), uri))
@@ -200,7 +228,11 @@ pub fn mirror_from_deb822(text: &str, suite: &str) -> Option<String> {
     usable
         .iter()
         .find(|(suites, _)| suites.iter().any(|s| s == suite))
-        .or_else(|| usable.iter().find(|(suites, _)| !suites.iter().any(|s| s.ends_with("-security"))))
+        .or_else(|| {
+            usable
+                .iter()
+                .find(|(suites, _)| !suites.iter().any(|s| s.ends_with("-security")))
+        })
         .map(|(_, uri)| uri.trim_end_matches('/').to_string())
 }
 
@@ -225,7 +257,11 @@ pub fn mirror_from_list(text: &str, suite: &str) -> Option<String> {
             Some((dist.to_string(), uri.trim_end_matches('/').to_string()))
         })
         .collect();
-    entries.iter().find(|(d, _)| d == suite).or_else(|| entries.first()).map(|(_, u)| u.clone())
+    entries
+        .iter()
+        .find(|(d, _)| d == suite)
+        .or_else(|| entries.first())
+        .map(|(_, u)| u.clone())
 }
 
 fn is_http(u: &str) -> bool {
@@ -289,8 +325,13 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             if let Ok(byte) = u8::try_from(v) {
                 out.push(byte);
                 i += 4;
@@ -314,16 +355,22 @@ pub fn human_size(bytes: u64) -> String {
 }
 
 pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Result<()> {
-    let needs: &[Need] = if args.print_env { &[Need::Engine] } else { &[Need::Engine, Need::Tool(Tool::Debootstrap)] };
-    let engine = crate::tools::require(needs)?.context("no container engine; run `cargo xtask doctor`")?;
+    let needs: &[Need] = if args.print_env {
+        &[Need::Engine]
+    } else {
+        &[Need::Engine, Need::Tool(Tool::Debootstrap)]
+    };
+    let engine =
+        crate::tools::require(needs)?.context("no container engine; run `cargo xtask doctor`")?;
 
     // The images of infra.toml we have a recipe for.
     let mut wanted: Vec<(Recipe, &Image)> = Vec::new();
     for (name, image) in &config.images {
         match recipe(name) {
             Some(r) => wanted.push((r, image)),
-            None => progress
-                .println(&format!("[images.{name}] has no stand-in recipe (known: postgres, redis, runtime); skipped")),
+            None => progress.println(&format!(
+                "[images.{name}] has no stand-in recipe (known: postgres, redis, runtime); skipped"
+            )),
         }
     }
 
@@ -341,14 +388,19 @@ pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Resu
     if unsafe { libc::geteuid() } != 0 {
         bail!("{NEED_ROOT}");
     }
-    crate::signals::install("the stand-in builds".to_string(), "run `cargo xtask standins` again to finish")?;
+    crate::signals::install(
+        "the stand-in builds".to_string(),
+        "run `cargo xtask standins` again to finish",
+    )?;
 
     let mut todo: Vec<(Recipe, Arc<Line>, Option<String>)> = Vec::new();
     for (r, _) in &wanted {
         let line = Arc::new(progress.line(r.service));
         let existing = image_id(&engine, r.reference)?;
         match existing {
-            Some(_) if !args.force => line.finish(true, &format!("exists, skipped ({})", r.reference)),
+            Some(_) if !args.force => {
+                line.finish(true, &format!("exists, skipped ({})", r.reference))
+            }
             old => todo.push((*r, line, old)),
         }
     }
@@ -365,13 +417,20 @@ pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Resu
 fn print_env(engine: &Engine, wanted: &[(Recipe, &Image)], progress: &Progress) -> Result<()> {
     let missing = print_exports(engine, wanted, progress)?;
     if !missing.is_empty() {
-        bail!("stand-in images not built yet: {}; build them with `sudo -E cargo xtask standins`", missing.join(", "));
+        bail!(
+            "stand-in images not built yet: {}; build them with `sudo -E cargo xtask standins`",
+            missing.join(", ")
+        );
     }
     Ok(())
 }
 
 /// Prints an export line (stdout) for every stand-in that exists; returns the missing ones.
-fn print_exports(engine: &Engine, wanted: &[(Recipe, &Image)], progress: &Progress) -> Result<Vec<String>> {
+fn print_exports(
+    engine: &Engine,
+    wanted: &[(Recipe, &Image)],
+    progress: &Progress,
+) -> Result<Vec<String>> {
     let mut missing = Vec::new();
     let mut lines = Vec::new();
     for (r, image) in wanted {
@@ -406,14 +465,25 @@ fn image_id(engine: &Engine, reference: &str) -> Result<Option<String>> {
         match out.status.code() {
             Some(0) => {}
             Some(1) => return Ok(None),
-            _ => bail!("`podman image exists {reference}` failed: {}; check podman with `podman info`", out.tail(5)),
+            _ => bail!(
+                "`podman image exists {reference}` failed: {}; check podman with `podman info`",
+                out.tail(5)
+            ),
         }
     }
-    let out = engine.cmd().args(["image", "inspect", "--format", "{{.Id}}", reference]).output()?;
+    let out = engine
+        .cmd()
+        .args(["image", "inspect", "--format", "{{.Id}}", reference])
+        .output()?;
     if !out.success() {
         return Ok(None);
     }
-    Ok(out.stdout.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string))
+    Ok(out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string))
 }
 
 /// The base rootfs, then every image in its own thread.
@@ -424,7 +494,9 @@ fn build_all(
     force: bool,
     progress: &Progress,
 ) -> Result<()> {
-    let dir = crate::record::target_dir(&config.root).join("xtask").join("standins");
+    let dir = crate::record::target_dir(&config.root)
+        .join("xtask")
+        .join("standins");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let _lock = DirLock::take(&dir.join(".lock"))?;
 
@@ -448,11 +520,25 @@ fn build_all(
                 let (dir, base, owner) = (&dir, &base, &owner);
                 let h = s.spawn(move || {
                     let started = Instant::now();
-                    let res = build_one(engine, r, dir, base, owner, created, old.as_deref(), line, progress);
+                    let res = build_one(
+                        engine,
+                        r,
+                        dir,
+                        base,
+                        owner,
+                        created,
+                        old.as_deref(),
+                        line,
+                        progress,
+                    );
                     match &res {
                         Ok(size) => line.finish(
                             true,
-                            &format!("built {} ({size}) in {}s", r.reference, started.elapsed().as_secs()),
+                            &format!(
+                                "built {} ({size}) in {}s",
+                                r.reference,
+                                started.elapsed().as_secs()
+                            ),
                         ),
                         Err(e) => {
                             let first = format!("{e:#}");
@@ -467,15 +553,23 @@ fn build_all(
             .collect();
         handles
             .into_iter()
-            .map(|(r, h)| (r, h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the build thread panicked")))))
+            .map(|(r, h)| {
+                (
+                    r,
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the build thread panicked"))),
+                )
+            })
             .collect()
     });
 
     if crate::signals::interrupted() {
         bail!("interrupted: nothing half-built was kept; run `sudo -E cargo xtask standins` again to finish");
     }
-    let failed: Vec<String> =
-        results.iter().filter_map(|(r, res)| res.as_ref().err().map(|e| format!("{}: {e:#}", r.service))).collect();
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(r, res)| res.as_ref().err().map(|e| format!("{}: {e:#}", r.service)))
+        .collect();
     if !failed.is_empty() {
         bail!(
             "{} of {} stand-ins failed:\n{}\nfix the cause above and run `sudo -E cargo xtask standins` again \
@@ -495,12 +589,19 @@ fn host_mirror() -> Result<String> {
 }
 
 /// The cached base rootfs (debootstrap once; again with `--force` or when the mirror changed).
-fn ensure_base(dir: &Path, mirror: &str, force: bool, lines: &[Arc<Line>], progress: &Progress) -> Result<PathBuf> {
+fn ensure_base(
+    dir: &Path,
+    mirror: &str,
+    force: bool,
+    lines: &[Arc<Line>],
+    progress: &Progress,
+) -> Result<PathBuf> {
     let base = dir.join(format!("base-{SUITE}"));
     let stamp_file = dir.join(format!("base-{SUITE}.stamp"));
     let stamp = base_stamp(mirror);
-    let cached =
-        !force && base.join("usr/bin/apt-get").is_file() && fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp);
+    let cached = !force
+        && base.join("usr/bin/apt-get").is_file()
+        && fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp);
     if cached {
         return Ok(base);
     }
@@ -508,7 +609,10 @@ fn ensure_base(dir: &Path, mirror: &str, force: bool, lines: &[Arc<Line>], progr
     let tmp = dir.join(format!("base-{SUITE}.tmp"));
     remove_tree(&tmp)?;
     for l in lines {
-        l.state("debootstrap", &format!("shared base rootfs ({SUITE} minbase) from {mirror}"));
+        l.state(
+            "debootstrap",
+            &format!("shared base rootfs ({SUITE} minbase) from {mirror}"),
+        );
     }
     let watchers: Vec<Arc<Line>> = lines.to_vec();
     let out = Cmd::new("debootstrap")
@@ -534,7 +638,8 @@ fn ensure_base(dir: &Path, mirror: &str, force: bool, lines: &[Arc<Line>], progr
         )));
     }
     remove_tree(&base)?;
-    fs::rename(&tmp, &base).with_context(|| format!("renaming {} to {}", tmp.display(), base.display()))?;
+    fs::rename(&tmp, &base)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), base.display()))?;
     crate::record::write_atomically(&stamp_file, stamp.as_bytes())?;
     progress.println(&format!("base rootfs ready in {}", base.display()));
     Ok(base)
@@ -553,11 +658,19 @@ fn build_one(
     line: &Arc<Line>,
     progress: &Progress,
 ) -> Result<String> {
-    let work = Work::new(dir.join(format!("work-{}", r.service)), dir.join(format!("{}.tar", r.service)), progress)?;
+    let work = Work::new(
+        dir.join(format!("work-{}", r.service)),
+        dir.join(format!("{}.tar", r.service)),
+        progress,
+    )?;
     let root = work.root.clone();
 
     line.state("copying", "the base rootfs");
-    Cmd::new("cp").args(["-a", "--reflink=auto"]).arg(base).arg(&root).run()?;
+    Cmd::new("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(base)
+        .arg(&root)
+        .run()?;
     stop_if_interrupted()?;
 
     if !r.rounds.is_empty() {
@@ -597,7 +710,12 @@ fn build_one(
         .arg(r.reference)
         .timeout(Duration::from_secs(20 * 60))
         .run_streaming(move |s| l.detail(s))
-        .with_context(|| format!("importing {} failed; check `podman info` and free disk space", r.reference))?;
+        .with_context(|| {
+            format!(
+                "importing {} failed; check `podman info` and free disk space",
+                r.reference
+            )
+        })?;
     drop(work);
 
     if let Some(old) = old_id {
@@ -619,12 +737,16 @@ fn install_packages(r: &Recipe, root: &Path, line: &Arc<Line>) -> Result<()> {
     // The chroot resolves names like the host for the time of the install.
     let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
     let _ = fs::remove_file(root.join("etc/resolv.conf"));
-    fs::write(root.join("etc/resolv.conf"), resolv).context("writing resolv.conf into the chroot")?;
+    fs::write(root.join("etc/resolv.conf"), resolv)
+        .context("writing resolv.conf into the chroot")?;
     write_file(&root.join("usr/sbin/policy-rc.d"), POLICY_RC_D, 0o755)?;
 
     {
         let _proc = ProcMount::mount(root)?;
-        line.state("apt-get update", &format!("then install {}", r.packages().join(" ")));
+        line.state(
+            "apt-get update",
+            &format!("then install {}", r.packages().join(" ")),
+        );
         // An unreachable mirror is an error here, not a warning followed by stale lists.
         chroot(root, &["apt-get", "update", "--error-on=any"], line)?;
         for round in r.rounds {
@@ -634,7 +756,8 @@ fn install_packages(r: &Recipe, root: &Path, line: &Arc<Line>) -> Result<()> {
             chroot(root, &argv, line)?;
             let cc = root.join("etc/postgresql-common/createcluster.conf");
             if let Ok(text) = fs::read_to_string(&cc) {
-                fs::write(&cc, disable_main_cluster(&text)).with_context(|| format!("writing {}", cc.display()))?;
+                fs::write(&cc, disable_main_cluster(&text))
+                    .with_context(|| format!("writing {}", cc.display()))?;
             }
         }
         for cmd in r.setup {
@@ -643,7 +766,8 @@ fn install_packages(r: &Recipe, root: &Path, line: &Arc<Line>) -> Result<()> {
         chroot(root, &["apt-get", "clean"], line)?;
     }
 
-    fs::remove_file(root.join("usr/sbin/policy-rc.d")).context("removing policy-rc.d from the chroot")?;
+    fs::remove_file(root.join("usr/sbin/policy-rc.d"))
+        .context("removing policy-rc.d from the chroot")?;
     Ok(())
 }
 
@@ -682,10 +806,18 @@ fn stop_if_interrupted() -> Result<()> {
 /// files are kept), the host's resolv.conf and hostname.
 fn trim_rootfs(root: &Path) -> Result<()> {
     empty_dir(&root.join("var/lib/apt/lists"), |_| true)?;
-    empty_dir(&root.join("var/cache/apt/archives"), |p| p.extension().is_some_and(|e| e == "deb"))?;
-    empty_dir(&root.join("var/cache/apt"), |p| p.extension().is_some_and(|e| e == "bin"))?;
+    empty_dir(&root.join("var/cache/apt/archives"), |p| {
+        p.extension().is_some_and(|e| e == "deb")
+    })?;
+    empty_dir(&root.join("var/cache/apt"), |p| {
+        p.extension().is_some_and(|e| e == "bin")
+    })?;
     empty_dir(&root.join("var/log/apt"), |_| true)?;
-    for f in ["var/log/dpkg.log", "var/log/alternatives.log", "var/log/bootstrap.log"] {
+    for f in [
+        "var/log/dpkg.log",
+        "var/log/alternatives.log",
+        "var/log/bootstrap.log",
+    ] {
         let _ = fs::remove_file(root.join(f));
     }
     empty_dir(&root.join("usr/share/man"), |_| true)?;
@@ -707,14 +839,20 @@ fn trim_rootfs(root: &Path) -> Result<()> {
 /// Removes the entries of `dir` that `pick` selects (directories recursively; never following
 /// symlinks). A missing `dir` is fine.
 fn empty_dir(dir: &Path, pick: impl Fn(&Path) -> bool) -> Result<()> {
-    let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
     for e in entries.flatten() {
         let p = e.path();
         if !pick(&p) {
             continue;
         }
         let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        let res = if is_dir { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+        let res = if is_dir {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
         res.with_context(|| format!("removing {}", p.display()))?;
     }
     Ok(())
@@ -741,7 +879,13 @@ fn remove_replaced(engine: &Engine, reference: &str, old: &str, progress: &Progr
     }
     let label = engine
         .cmd()
-        .args(["image", "inspect", "--format", &format!("{{{{index .Labels \"{STANDIN}\"}}}}"), old])
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            &format!("{{{{index .Labels \"{STANDIN}\"}}}}"),
+            old,
+        ])
         .read()
         .unwrap_or_default();
     if label != "1" {
@@ -789,14 +933,21 @@ impl ProcMount {
     fn mount(root: &Path) -> Result<ProcMount> {
         let target = root.join("proc");
         fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
-        Cmd::new("mount").args(["-t", "proc", "proc"]).arg(&target).run().context("mounting proc in the chroot")?;
+        Cmd::new("mount")
+            .args(["-t", "proc", "proc"])
+            .arg(&target)
+            .run()
+            .context("mounting proc in the chroot")?;
         Ok(ProcMount { target })
     }
 }
 
 impl Drop for ProcMount {
     fn drop(&mut self) {
-        let ok = Cmd::new("umount").arg(&self.target).output().is_ok_and(|o| o.success());
+        let ok = Cmd::new("umount")
+            .arg(&self.target)
+            .output()
+            .is_ok_and(|o| o.success());
         if !ok {
             // Something still runs in the chroot: detach now, the kernel finishes later.
             let _ = Cmd::new("umount").arg("-l").arg(&self.target).output();
@@ -815,7 +966,11 @@ impl<'a> Work<'a> {
     fn new(root: PathBuf, tar: PathBuf, progress: &'a Progress) -> Result<Work<'a>> {
         remove_tree(&root)?;
         let _ = fs::remove_file(&tar);
-        Ok(Work { root, tar, progress })
+        Ok(Work {
+            root,
+            tar,
+            progress,
+        })
     }
 
     fn remove_root(&self) -> Result<()> {
@@ -877,14 +1032,23 @@ Components: main
 
     #[test]
     fn mirror_from_deb822_takes_the_main_suite() {
-        assert_eq!(mirror_from_deb822(DEB822, "bookworm").as_deref(), Some("http://deb.debian.org/debian"));
+        assert_eq!(
+            mirror_from_deb822(DEB822, "bookworm").as_deref(),
+            Some("http://deb.debian.org/debian")
+        );
         // Security first in the file: still the main archive.
         let swapped = "Types: deb\nURIs: http://sec.example/debian-security\nSuites: bookworm-security\n\n\
                        Types: deb deb-src\nURIs: https://mirror.example/debian/\nSuites: bookworm\n";
-        assert_eq!(mirror_from_deb822(swapped, "bookworm").as_deref(), Some("https://mirror.example/debian"));
+        assert_eq!(
+            mirror_from_deb822(swapped, "bookworm").as_deref(),
+            Some("https://mirror.example/debian")
+        );
         // Another release on the host: the first non-security mirror.
         let trixie = "Types: deb\nURIs: http://m.example/debian\nSuites: trixie\n";
-        assert_eq!(mirror_from_deb822(trixie, "bookworm").as_deref(), Some("http://m.example/debian"));
+        assert_eq!(
+            mirror_from_deb822(trixie, "bookworm").as_deref(),
+            Some("http://m.example/debian")
+        );
         // Source-only, disabled and non-http stanzas are ignored.
         let none = "Types: deb-src\nURIs: http://a/debian\nSuites: bookworm\n\n\
                     Types: deb\nEnabled: no\nURIs: http://b/debian\nSuites: bookworm\n\n\
@@ -897,8 +1061,14 @@ Components: main
         let list = "# comment\ndeb-src http://src.example/debian bookworm main\n\
                     deb [signed-by=/k.gpg arch=amd64] http://sec.example/debian-security bookworm-security main\n\
                     deb http://mirror.example/debian/ bookworm main # trailing\n";
-        assert_eq!(mirror_from_list(list, "bookworm").as_deref(), Some("http://mirror.example/debian"));
-        assert_eq!(mirror_from_list("deb cdrom:[x]/ bookworm main\n", "bookworm"), None);
+        assert_eq!(
+            mirror_from_list(list, "bookworm").as_deref(),
+            Some("http://mirror.example/debian")
+        );
+        assert_eq!(
+            mirror_from_list("deb cdrom:[x]/ bookworm main\n", "bookworm"),
+            None
+        );
         assert_eq!(
             mirror_from_list("deb http://only.example/debian trixie main\n", "bookworm").as_deref(),
             Some("http://only.example/debian")
@@ -908,12 +1078,24 @@ Components: main
     #[test]
     fn find_mirror_falls_back_and_explains() {
         let list = "deb http://list.example/debian bookworm main\n";
-        assert_eq!(find_mirror(Some(DEB822), Some(list), "bookworm").unwrap(), "http://deb.debian.org/debian");
-        assert_eq!(find_mirror(None, Some(list), "bookworm").unwrap(), "http://list.example/debian");
-        assert_eq!(find_mirror(Some("garbage"), Some(list), "bookworm").unwrap(), "http://list.example/debian");
+        assert_eq!(
+            find_mirror(Some(DEB822), Some(list), "bookworm").unwrap(),
+            "http://deb.debian.org/debian"
+        );
+        assert_eq!(
+            find_mirror(None, Some(list), "bookworm").unwrap(),
+            "http://list.example/debian"
+        );
+        assert_eq!(
+            find_mirror(Some("garbage"), Some(list), "bookworm").unwrap(),
+            "http://list.example/debian"
+        );
         let err = find_mirror(None, None, "bookworm").unwrap_err().to_string();
         assert!(err.contains("no Debian mirror found"), "{err}");
-        assert!(err.contains(DEBIAN_SOURCES) && err.contains(SOURCES_LIST), "{err}");
+        assert!(
+            err.contains(DEBIAN_SOURCES) && err.contains(SOURCES_LIST),
+            "{err}"
+        );
         assert!(!err.ends_with('.'), "{err}");
     }
 
@@ -927,12 +1109,18 @@ Components: main
         assert_eq!(redis.packages(), vec!["redis-server"]);
         let rt = recipe("runtime").unwrap();
         assert_eq!(rt.reference, "localhost/xtask-standin/runtime:bookworm");
-        assert!(rt.packages().is_empty(), "ca-certificates comes with the base");
+        assert!(
+            rt.packages().is_empty(),
+            "ca-certificates comes with the base"
+        );
         assert_eq!(BASE_INCLUDE, "ca-certificates");
         assert!(recipe("datastorage").is_none());
         for r in RECIPES {
             assert!(r.reference.starts_with("localhost/xtask-standin/"));
-            assert_eq!(r.entrypoint.is_some(), r.config.iter().any(|c| c.starts_with("ENTRYPOINT")));
+            assert_eq!(
+                r.entrypoint.is_some(),
+                r.config.iter().any(|c| c.starts_with("ENTRYPOINT"))
+            );
         }
     }
 
@@ -953,8 +1141,12 @@ Components: main
         ] {
             assert!(c.iter().any(|x| x == want), "missing {want} in {c:?}");
         }
-        assert!(c.iter().any(|x| x.starts_with("ENV PATH=") && x.contains("/usr/lib/postgresql/15/bin")));
-        assert!(c.iter().any(|x| x.starts_with("LABEL org.opencontainers.image.title=")));
+        assert!(c
+            .iter()
+            .any(|x| x.starts_with("ENV PATH=") && x.contains("/usr/lib/postgresql/15/bin")));
+        assert!(c
+            .iter()
+            .any(|x| x.starts_with("LABEL org.opencontainers.image.title=")));
         let rt = recipe("runtime").unwrap().changes("bob", 1);
         assert!(rt.contains(&"CMD [\"/bin/bash\"]".to_string()));
         assert!(!rt.iter().any(|x| x.starts_with("ENTRYPOINT")));
@@ -966,7 +1158,10 @@ Components: main
     #[test]
     fn export_lines_are_shell_safe() {
         assert_eq!(
-            export_line("XTASK_IMAGE_POSTGRES", "localhost/xtask-standin/postgres:15-bookworm"),
+            export_line(
+                "XTASK_IMAGE_POSTGRES",
+                "localhost/xtask-standin/postgres:15-bookworm"
+            ),
             "export XTASK_IMAGE_POSTGRES=localhost/xtask-standin/postgres:15-bookworm"
         );
         assert_eq!(export_line("X", "a b"), "export X='a b'");
@@ -975,9 +1170,18 @@ Components: main
     #[test]
     fn main_cluster_is_disabled() {
         let conf = "# comment\n#create_main_cluster = true\nstart_conf = 'auto'\n";
-        assert_eq!(disable_main_cluster(conf), "# comment\ncreate_main_cluster = false\nstart_conf = 'auto'\n");
-        assert_eq!(disable_main_cluster("create_main_cluster = true"), "create_main_cluster = false\n");
-        assert_eq!(disable_main_cluster("a = 1\n"), "a = 1\ncreate_main_cluster = false\n");
+        assert_eq!(
+            disable_main_cluster(conf),
+            "# comment\ncreate_main_cluster = false\nstart_conf = 'auto'\n"
+        );
+        assert_eq!(
+            disable_main_cluster("create_main_cluster = true"),
+            "create_main_cluster = false\n"
+        );
+        assert_eq!(
+            disable_main_cluster("a = 1\n"),
+            "a = 1\ncreate_main_cluster = false\n"
+        );
     }
 
     #[test]
@@ -997,7 +1201,10 @@ Components: main
                 PathBuf::from("/w/target/work-postgres/proc")
             ]
         );
-        assert_eq!(mounts_under(info, Path::new("/w/target/work two")), vec![PathBuf::from("/w/target/work two/proc")]);
+        assert_eq!(
+            mounts_under(info, Path::new("/w/target/work two")),
+            vec![PathBuf::from("/w/target/work two/proc")]
+        );
         assert!(mounts_under(info, Path::new("/elsewhere")).is_empty());
     }
 
@@ -1012,10 +1219,16 @@ Components: main
     #[test]
     fn entrypoints_exec_their_servers() {
         assert!(POSTGRES_ENTRYPOINT.starts_with("#!/bin/bash"));
-        assert!(POSTGRES_ENTRYPOINT.contains("PostgreSQL init process complete; ready for start up."));
-        assert!(POSTGRES_ENTRYPOINT.contains("--pwfile=<("), "the password goes through a file");
+        assert!(
+            POSTGRES_ENTRYPOINT.contains("PostgreSQL init process complete; ready for start up.")
+        );
+        assert!(
+            POSTGRES_ENTRYPOINT.contains("--pwfile=<("),
+            "the password goes through a file"
+        );
         assert!(POSTGRES_ENTRYPOINT.trim_end().ends_with("exec \"$@\""));
-        assert!(REDIS_ENTRYPOINT.contains("--bind 0.0.0.0 --protected-mode no --save \"\" --appendonly no"));
+        assert!(REDIS_ENTRYPOINT
+            .contains("--bind 0.0.0.0 --protected-mode no --save \"\" --appendonly no"));
         assert!(REDIS_ENTRYPOINT.trim_end().ends_with("exec \"$@\""));
     }
 }

@@ -30,7 +30,11 @@ pub fn tag(config: &Config, args: &flags::Tag, facts: &Facts) -> Result<String> 
         Some(consumer) => {
             config.consumer(consumer)?;
             if component.is_job() {
-                bail!("`{}` is a job; it runs the image of `{}`", args.name, component.image_service().unwrap_or("?"));
+                bail!(
+                    "`{}` is a job; it runs the image of `{}`",
+                    args.name,
+                    component.image_service().unwrap_or("?")
+                );
             }
             Ok(facts.infra_ref(&args.name, consumer))
         }

@@ -39,7 +39,11 @@ impl Facts {
         let revision = git_revision(root);
         Ok(Facts {
             user: sanitize_user(&login_name()),
-            git7: if revision == "unknown" { revision.clone() } else { revision[..7].to_string() },
+            git7: if revision == "unknown" {
+                revision.clone()
+            } else {
+                revision[..7].to_string()
+            },
             revision,
             unix: unix_now(),
             image_tag,
@@ -79,7 +83,13 @@ pub fn sanitize_user(name: &str) -> String {
     let s: String = name
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.is_empty() {
         "unknown".to_string()
@@ -91,8 +101,13 @@ pub fn sanitize_user(name: &str) -> String {
 /// A valid image tag that is not `latest` (test images must never be pulled).
 pub fn check_tag(tag: &str) -> Result<()> {
     let valid = tag.len() <= 128
-        && tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        && tag
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if !valid {
         bail!("`{tag}` is not a valid image tag (letters, digits, `_`, `.`, `-`; at most 128; no leading `.` or `-`)");
     }
@@ -129,7 +144,11 @@ pub fn login_name() -> String {
 
 /// The full hex revision of HEAD, or `unknown` (no git, not a checkout, or no commit yet).
 pub fn git_revision(root: &Path) -> String {
-    let out = Cmd::new("git").arg("-C").arg(root).args(["rev-parse", "HEAD"]).output();
+    let out = Cmd::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "HEAD"])
+        .output();
     match out {
         Ok(o) if o.success() => {
             let h = o.stdout.trim();
@@ -157,11 +176,19 @@ pub fn rfc3339(unix: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Eight hex digits from the OS's random source (not from the clock).
@@ -171,7 +198,9 @@ pub fn random_hex8() -> String {
     if from_os.is_err() {
         // RandomState is seeded from the OS's random source as well.
         use std::hash::{BuildHasher, Hasher};
-        let h = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let h = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
         b.copy_from_slice(&h.to_le_bytes()[..4]);
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -195,15 +224,27 @@ mod tests {
     #[test]
     fn service_tags_follow_the_format() {
         let f = facts();
-        assert_eq!(f.service_tag("notification"), "notification-alice-abc1234-1734278400");
-        assert_eq!(f.service_ref("notification"), "localhost/notification:notification-alice-abc1234-1734278400");
+        assert_eq!(
+            f.service_tag("notification"),
+            "notification-alice-abc1234-1734278400"
+        );
+        assert_eq!(
+            f.service_ref("notification"),
+            "localhost/notification:notification-alice-abc1234-1734278400"
+        );
     }
 
     #[test]
     fn image_tag_overrides_service_tags_only() {
-        let f = Facts { image_tag: Some("ci-deadbee-42".into()), ..facts() };
+        let f = Facts {
+            image_tag: Some("ci-deadbee-42".into()),
+            ..facts()
+        };
         assert_eq!(f.service_tag("notification"), "ci-deadbee-42");
-        assert_eq!(f.infra_ref("datastorage", "notification"), "localhost/datastorage:notification-1884d074");
+        assert_eq!(
+            f.infra_ref("datastorage", "notification"),
+            "localhost/datastorage:notification-1884d074"
+        );
     }
 
     #[test]
@@ -216,7 +257,10 @@ mod tests {
     #[test]
     fn tags_are_checked() {
         assert!(check_tag("ci-abc-1").is_ok());
-        assert!(check_tag("latest").unwrap_err().to_string().contains("refused"));
+        assert!(check_tag("latest")
+            .unwrap_err()
+            .to_string()
+            .contains("refused"));
         assert!(check_tag("a b").is_err());
         assert!(check_tag("-x").is_err());
         assert!(check_tag(&"a".repeat(129)).is_err());

@@ -35,8 +35,14 @@ pub enum OsFamily {
 }
 
 impl Tool {
-    pub const ALL: [Tool; 6] =
-        [Tool::Podman, Tool::Docker, Tool::Kind, Tool::Kubectl, Tool::Git, Tool::Debootstrap];
+    pub const ALL: [Tool; 6] = [
+        Tool::Podman,
+        Tool::Docker,
+        Tool::Kind,
+        Tool::Kubectl,
+        Tool::Git,
+        Tool::Debootstrap,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -78,12 +84,16 @@ impl Tool {
         match (self, os) {
             (Tool::Podman, Apt) => "sudo apt-get install -y podman runc".into(),
             (Tool::Podman, Dnf) => "sudo dnf install -y podman".into(),
-            (Tool::Podman, Brew) => "brew install podman && podman machine init && podman machine start".into(),
+            (Tool::Podman, Brew) => {
+                "brew install podman && podman machine init && podman machine start".into()
+            }
             (Tool::Docker, Apt) => "sudo apt-get install -y docker.io".into(),
             (Tool::Docker, Dnf) => "sudo dnf install -y moby-engine".into(),
             (Tool::Docker, Brew) => "brew install --cask docker".into(),
             (Tool::Kind, Brew) => "brew install kind".into(),
-            (Tool::Kind, Apt | Dnf) => format!("{kind_bin}   (or: go install sigs.k8s.io/kind@v0.27.0)"),
+            (Tool::Kind, Apt | Dnf) => {
+                format!("{kind_bin}   (or: go install sigs.k8s.io/kind@v0.27.0)")
+            }
             (Tool::Kubectl, Brew) => "brew install kubectl".into(),
             (Tool::Kubectl, Apt) => "sudo apt-get install -y kubectl   (from the Kubernetes apt \
                 repository: https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/)"
@@ -96,7 +106,9 @@ impl Tool {
             (Tool::Git, Brew) => "brew install git".into(),
             (Tool::Debootstrap, Apt) => "sudo apt-get install -y debootstrap".into(),
             (Tool::Debootstrap, Dnf) => "sudo dnf install -y debootstrap".into(),
-            (Tool::Debootstrap, Brew) => "not available on macOS: build stand-ins on a Linux host".into(),
+            (Tool::Debootstrap, Brew) => {
+                "not available on macOS: build stand-ins on a Linux host".into()
+            }
             (t, Other) => format!("install `{}` with your system's package manager", t.name()),
         }
     }
@@ -114,7 +126,10 @@ pub fn os_family() -> OsFamily {
 pub fn os_family_from(os_release: &str) -> OsFamily {
     let mut ids = String::new();
     for line in os_release.lines() {
-        if let Some(v) = line.strip_prefix("ID=").or_else(|| line.strip_prefix("ID_LIKE=")) {
+        if let Some(v) = line
+            .strip_prefix("ID=")
+            .or_else(|| line.strip_prefix("ID_LIKE="))
+        {
             ids.push(' ');
             ids.push_str(&v.trim_matches('"').to_lowercase());
         }
@@ -140,11 +155,26 @@ pub struct Found {
 pub fn probe(tool: Tool) -> Found {
     let path = find_in_path(tool.name(), None);
     let version = path.as_ref().and_then(|p| {
-        let out = Cmd::new(p).args(tool.version_args()).timeout(std::time::Duration::from_secs(10)).output().ok()?;
-        let text = if out.stdout.trim().is_empty() { out.stderr } else { out.stdout };
-        text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
+        let out = Cmd::new(p)
+            .args(tool.version_args())
+            .timeout(std::time::Duration::from_secs(10))
+            .output()
+            .ok()?;
+        let text = if out.stdout.trim().is_empty() {
+            out.stderr
+        } else {
+            out.stdout
+        };
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_string)
     });
-    Found { tool, path, version }
+    Found {
+        tool,
+        path,
+        version,
+    }
 }
 
 /// The container engine: podman (preferred) or docker. `XTASK_ENGINE` picks one explicitly.
@@ -165,15 +195,6 @@ impl Engine {
 
     pub fn is_podman(&self) -> bool {
         self.tool == Tool::Podman
-    }
-
-    /// How a container reaches a service on the host.
-    pub fn host_gateway(&self) -> &'static str {
-        if self.is_podman() {
-            "host.containers.internal"
-        } else {
-            "host.docker.internal"
-        }
     }
 
     /// Finds the engine (honouring `XTASK_ENGINE`), or explains how to install one.
@@ -228,7 +249,10 @@ pub fn require(needs: &[Need]) -> Result<Option<Engine>> {
         }
     }
     if !missing.is_empty() {
-        bail!("{}\nnothing was done; run `cargo xtask doctor` to see every tool", missing.join("\n"));
+        bail!(
+            "{}\nnothing was done; run `cargo xtask doctor` to see every tool",
+            missing.join("\n")
+        );
     }
     Ok(engine)
 }
@@ -240,20 +264,33 @@ mod tests {
     #[test]
     fn os_family_from_os_release() {
         assert_eq!(os_family_from("ID=debian\nVERSION_ID=12\n"), OsFamily::Apt);
-        assert_eq!(os_family_from("ID=linuxmint\nID_LIKE=\"ubuntu debian\"\n"), OsFamily::Apt);
-        assert_eq!(os_family_from("ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n"), OsFamily::Dnf);
+        assert_eq!(
+            os_family_from("ID=linuxmint\nID_LIKE=\"ubuntu debian\"\n"),
+            OsFamily::Apt
+        );
+        assert_eq!(
+            os_family_from("ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n"),
+            OsFamily::Dnf
+        );
         assert_eq!(os_family_from("ID=alpine\n"), OsFamily::Other);
     }
 
     #[test]
     fn every_tool_has_advice_for_every_family() {
         for t in Tool::ALL {
-            for os in [OsFamily::Apt, OsFamily::Dnf, OsFamily::Brew, OsFamily::Other] {
+            for os in [
+                OsFamily::Apt,
+                OsFamily::Dnf,
+                OsFamily::Brew,
+                OsFamily::Other,
+            ] {
                 assert!(!t.install(os).is_empty());
             }
             assert!(!t.needed_by().is_empty());
         }
-        assert!(Tool::Kind.install(OsFamily::Apt).contains("kind.sigs.k8s.io"));
+        assert!(Tool::Kind
+            .install(OsFamily::Apt)
+            .contains("kind.sigs.k8s.io"));
         assert_eq!(Tool::Kind.install(OsFamily::Brew), "brew install kind");
     }
 
@@ -261,10 +298,14 @@ mod tests {
     fn engine_choice_is_honoured_and_explained() {
         let empty = std::env::temp_dir().join(format!("xtask-empty-path-{}", std::process::id()));
         std::fs::create_dir_all(&empty).unwrap();
-        let err = Engine::detect_in(None, Some(empty.as_os_str())).unwrap_err().to_string();
+        let err = Engine::detect_in(None, Some(empty.as_os_str()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no container engine found"), "{err}");
         assert!(err.contains("podman, docker"), "{err}");
-        let err = Engine::detect_in(Some("lxc"), Some(empty.as_os_str())).unwrap_err().to_string();
+        let err = Engine::detect_in(Some("lxc"), Some(empty.as_os_str()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("XTASK_ENGINE=`lxc`"), "{err}");
         std::fs::remove_dir_all(&empty).unwrap();
     }

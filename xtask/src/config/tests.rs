@@ -70,10 +70,15 @@ store = { node_port = 30081, host_port = 28121 }
 "#;
 
 fn parse_str(text: &str) -> std::result::Result<Config, Diagnostics> {
-    parse(Path::new("infra.toml"), Path::new("/repo"), text, &|p: &Path| {
-        // Everything exists except paths containing "missing".
-        !p.to_string_lossy().contains("missing")
-    })
+    parse(
+        Path::new("infra.toml"),
+        Path::new("/repo"),
+        text,
+        &|p: &Path| {
+            // Everything exists except paths containing "missing".
+            !p.to_string_lossy().contains("missing")
+        },
+    )
 }
 
 /// The rendered errors of a file that must fail.
@@ -86,7 +91,11 @@ fn errors(text: &str) -> String {
 
 /// `GOOD` with `from` replaced by `to` (which must occur once).
 fn variant(from: &str, to: &str) -> String {
-    assert_eq!(GOOD.matches(from).count(), 1, "fixture must contain `{from}` once");
+    assert_eq!(
+        GOOD.matches(from).count(),
+        1,
+        "fixture must contain `{from}` once"
+    );
     GOOD.replacen(from, to, 1)
 }
 
@@ -106,7 +115,13 @@ fn the_fixture_is_valid_and_modelled() {
     assert_eq!(c.components["migrate"].timeout, Duration::from_secs(120));
     let notify = &c.consumers["notify"];
     assert_eq!(notify.integration[&PortRef::parse("store.metrics")], 19096);
-    assert_eq!(notify.e2e[&PortRef::parse("notify")], NodePort { node_port: 30086, host_port: 28120 });
+    assert_eq!(
+        notify.e2e[&PortRef::parse("notify")],
+        NodePort {
+            node_port: 30086,
+            host_port: 28120
+        }
+    );
     assert_eq!(notify.integration_test, "integration");
 }
 
@@ -130,9 +145,15 @@ fn syntax_error_has_line_and_column() {
 
 #[test]
 fn unknown_key_is_rejected_with_its_place() {
-    let text = variant("binary = \"notify\"", "binary = \"notify\"\nhealth_path = \"/x\"");
+    let text = variant(
+        "binary = \"notify\"",
+        "binary = \"notify\"\nhealth_path = \"/x\"",
+    );
     let e = errors(&text);
-    assert!(e.contains(&format!("infra.toml:{}:", line_of(&text, "health_path"))), "{e}");
+    assert!(
+        e.contains(&format!("infra.toml:{}:", line_of(&text, "health_path"))),
+        "{e}"
+    );
     assert!(e.contains("unknown field `health_path`"), "{e}");
     assert!(e.contains("check the spelling"), "{e}");
 }
@@ -141,14 +162,23 @@ fn unknown_key_is_rejected_with_its_place() {
 fn unknown_need_names_service_and_suggests() {
     let text = variant("needs = [\"store\"]", "needs = [\"stroe\"]");
     let e = errors(&text);
-    assert!(e.contains("services.notify.needs: unknown component `stroe`"), "{e}");
+    assert!(
+        e.contains("services.notify.needs: unknown component `stroe`"),
+        "{e}"
+    );
     assert!(e.contains("did you mean `store`?"), "{e}");
-    assert!(e.contains(&format!("infra.toml:{}:", line_of(&text, "stroe"))), "{e}");
+    assert!(
+        e.contains(&format!("infra.toml:{}:", line_of(&text, "stroe"))),
+        "{e}"
+    );
 }
 
 #[test]
 fn cycle_is_named() {
-    let text = variant("needs = [\"postgres\"]", "needs = [\"postgres\", \"notify\"]");
+    let text = variant(
+        "needs = [\"postgres\"]",
+        "needs = [\"postgres\", \"notify\"]",
+    );
     let e = errors(&text);
     assert!(e.contains("dependency cycle:"), "{e}");
     for n in ["migrate", "notify", "store"] {
@@ -186,17 +216,32 @@ fn host_port_collision_across_tiers() {
 #[test]
 fn ports_out_of_range() {
     let e = errors(&variant("port = 6379", "port = 70000"));
-    assert!(e.contains("infra.redis.port: port 70000 is outside 1-65535"), "{e}");
+    assert!(
+        e.contains("infra.redis.port: port 70000 is outside 1-65535"),
+        "{e}"
+    );
     let e = errors(&variant("redis = 16385", "redis = 0"));
-    assert!(e.contains("consumers.notify.integration.redis: port 0 is outside 1-65535"), "{e}");
+    assert!(
+        e.contains("consumers.notify.integration.redis: port 0 is outside 1-65535"),
+        "{e}"
+    );
     let e = errors(&variant("node_port = 30086", "node_port = 8080"));
-    assert!(e.contains("8080 is outside Kubernetes' NodePort range 30000-32767"), "{e}");
+    assert!(
+        e.contains("8080 is outside Kubernetes' NodePort range 30000-32767"),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_dockerfile_is_named() {
-    let e = errors(&variant("services/notify/Dockerfile", "services/notify/missing.Dockerfile"));
-    assert!(e.contains("services.notify.dockerfile: services/notify/missing.Dockerfile does not exist"), "{e}");
+    let e = errors(&variant(
+        "services/notify/Dockerfile",
+        "services/notify/missing.Dockerfile",
+    ));
+    assert!(
+        e.contains("services.notify.dockerfile: services/notify/missing.Dockerfile does not exist"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -216,46 +261,78 @@ fn several_errors_are_all_reported() {
 #[test]
 fn unknown_image_for_infra() {
     let e = errors(&variant("image = \"redis\"", "image = \"rediss\""));
-    assert!(e.contains("infra.redis.image: no [images.rediss] (did you mean `redis`?)"), "{e}");
+    assert!(
+        e.contains("infra.redis.image: no [images.rediss] (did you mean `redis`?)"),
+        "{e}"
+    );
 }
 
 #[test]
 fn job_must_run_a_service_image() {
     let e = errors(&variant("service = \"store\"", "service = \"postgres\""));
-    assert!(e.contains("jobs.migrate.service: `postgres` is not a service"), "{e}");
+    assert!(
+        e.contains("jobs.migrate.service: `postgres` is not a service"),
+        "{e}"
+    );
 }
 
 #[test]
 fn consumer_must_be_a_service() {
-    let e = errors(&format!("{GOOD}\n[consumers.redis.integration]\npostgres = 15999\n"));
-    assert!(e.contains("consumers.redis: `redis` is not a service"), "{e}");
+    let e = errors(&format!(
+        "{GOOD}\n[consumers.redis.integration]\npostgres = 15999\n"
+    ));
+    assert!(
+        e.contains("consumers.redis: `redis` is not a service"),
+        "{e}"
+    );
 }
 
 #[test]
 fn integration_stack_needs_host_ports() {
     let e = errors(&variant("store = 18096\n", ""));
-    assert!(e.contains("consumers.notify.integration: no host port for `store`"), "{e}");
+    assert!(
+        e.contains("consumers.notify.integration: no host port for `store`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn ports_of_components_outside_the_stack() {
     let e = errors(&format!("{GOOD}\n[consumers.store.e2e]\nstore = {{ node_port = 30081, host_port = 28100 }}\nnotify = {{ node_port = 30082, host_port = 28101 }}\n"));
-    assert!(e.contains("consumers.store.e2e.notify: `notify` is not part of store's E2E stack"), "{e}");
-    let e = errors(&variant("\"store.metrics\" = 19096", "\"store.metric\" = 19096"));
-    assert!(e.contains("`store` has no port called `metric` (did you mean `metrics`?)"), "{e}");
+    assert!(
+        e.contains("consumers.store.e2e.notify: `notify` is not part of store's E2E stack"),
+        "{e}"
+    );
+    let e = errors(&variant(
+        "\"store.metrics\" = 19096",
+        "\"store.metric\" = 19096",
+    ));
+    assert!(
+        e.contains("`store` has no port called `metric` (did you mean `metrics`?)"),
+        "{e}"
+    );
 }
 
 #[test]
 fn node_ports_unique_within_a_cluster() {
     let e = errors(&variant("node_port = 30081", "node_port = 30086"));
-    assert!(e.contains("NodePort 30086 is also used by consumers.notify.e2e.notify"), "{e}");
+    assert!(
+        e.contains("NodePort 30086 is also used by consumers.notify.e2e.notify"),
+        "{e}"
+    );
 }
 
 #[test]
 fn templates_name_reachable_components() {
-    let e = errors(&variant("DATABASE_URL = \"{postgres.url}\"", "DATABASE_URL = \"{notify.url}\""));
+    let e = errors(&variant(
+        "DATABASE_URL = \"{postgres.url}\"",
+        "DATABASE_URL = \"{notify.url}\"",
+    ));
     assert!(e.contains("services.store.env.DATABASE_URL: `{notify.url}` names `notify`, which is not among what this component needs"), "{e}");
-    let e = errors(&variant("STORE_URL = \"{store.url}\"", "STORE_URL = \"{store.uri}\""));
+    let e = errors(&variant(
+        "STORE_URL = \"{store.url}\"",
+        "STORE_URL = \"{store.uri}\"",
+    ));
     assert!(e.contains("unknown placeholder `{store.uri}`"), "{e}");
     let e = errors(&variant("{store.metrics.url}", "{store.admin.url}"));
     assert!(e.contains("`store` has no port called `admin`"), "{e}");
@@ -265,39 +342,71 @@ fn templates_name_reachable_components() {
 fn component_names_are_checked() {
     let text = GOOD.replace("[services.notify]", "[services.Notify]");
     let e = errors(&text);
-    assert!(e.contains("component name `Notify` must be lowercase"), "{e}");
+    assert!(
+        e.contains("component name `Notify` must be lowercase"),
+        "{e}"
+    );
 }
 
 #[test]
 fn duplicate_component_names_across_tables() {
     let e = errors(&format!("{GOOD}\n[jobs.redis]\nservice = \"store\"\n"));
-    assert!(e.contains("`redis` is defined in [jobs] and also in [infra]"), "{e}");
+    assert!(
+        e.contains("`redis` is defined in [jobs] and also in [infra]"),
+        "{e}"
+    );
 }
 
 #[test]
 fn wrong_types_and_bad_ready_kinds() {
     let e = errors(&variant("port = 6379", "port = \"6379\""));
     assert!(e.contains("invalid type"), "{e}");
-    let e = errors(&variant("ready = { kind = \"redis\" }", "ready = { kind = \"ping\" }"));
+    let e = errors(&variant(
+        "ready = { kind = \"redis\" }",
+        "ready = { kind = \"ping\" }",
+    ));
     assert!(e.contains("unknown variant `ping`"), "{e}");
-    let e = errors(&variant("path = \"/readyz\" }\nneeds = [\"migrate\"", "path = \"readyz\" }\nneeds = [\"migrate\""));
-    assert!(e.contains("services.store.ready.path `readyz` must start with /"), "{e}");
+    let e = errors(&variant(
+        "path = \"/readyz\" }\nneeds = [\"migrate\"",
+        "path = \"readyz\" }\nneeds = [\"migrate\"",
+    ));
+    assert!(
+        e.contains("services.store.ready.path `readyz` must start with /"),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_postgres_table_and_bad_timeout() {
-    let text = GOOD.replace("[postgres]\nuser = \"u\"\npassword = \"p\"\ndatabase = \"d\"\n", "");
+    let text = GOOD.replace(
+        "[postgres]\nuser = \"u\"\npassword = \"p\"\ndatabase = \"d\"\n",
+        "",
+    );
     assert!(errors(&text).contains("missing [postgres] table"));
-    let e = errors(&variant("args = [\"migrate\"]", "args = [\"migrate\"]\ntimeout = \"soon\""));
-    assert!(e.contains("jobs.migrate.timeout: `soon` is not a duration"), "{e}");
+    let e = errors(&variant(
+        "args = [\"migrate\"]",
+        "args = [\"migrate\"]\ntimeout = \"soon\"",
+    ));
+    assert!(
+        e.contains("jobs.migrate.timeout: `soon` is not a duration"),
+        "{e}"
+    );
 }
 
 #[test]
 fn garbage_never_panics() {
     let cases = [
-        "", "[", "]]]", "x = ", "[services]\nfoo = 1", "[consumers.a]\nintegration = 3",
-        "[infra.a]\nport = -1", "\u{0}\u{1}", "[postgres]\nuser = []",
-        "[consumers.x.e2e]\ny = { node_port = 1 }", "[[services]]",
+        "",
+        "[",
+        "]]]",
+        "x = ",
+        "[services]\nfoo = 1",
+        "[consumers.a]\nintegration = 3",
+        "[infra.a]\nport = -1",
+        "\u{0}\u{1}",
+        "[postgres]\nuser = []",
+        "[consumers.x.e2e]\ny = { node_port = 1 }",
+        "[[services]]",
     ];
     for c in cases {
         let _ = parse_str(c);
@@ -311,16 +420,28 @@ fn image_env_override() {
     let c = parse_str(GOOD).unwrap();
     let img = &c.images["postgres"];
     assert_eq!(img.resolve(&|_| None), "docker.io/library/postgres:15");
-    assert_eq!(img.resolve(&|k| (k == "XTASK_IMAGE_POSTGRES").then(|| "localhost/pg:1".into())), "localhost/pg:1");
-    assert_eq!(img.resolve(&|_| Some("  ".into())), "docker.io/library/postgres:15");
+    assert_eq!(
+        img.resolve(&|k| (k == "XTASK_IMAGE_POSTGRES").then(|| "localhost/pg:1".into())),
+        "localhost/pg:1"
+    );
+    assert_eq!(
+        img.resolve(&|_| Some("  ".into())),
+        "docker.io/library/postgres:15"
+    );
 }
 
 #[test]
 fn durations_and_line_columns() {
     assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
     assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
-    assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
-    assert!(parse_duration("3w").unwrap_err().to_string().contains("unknown unit"));
+    assert_eq!(
+        parse_duration("1500ms").unwrap(),
+        Duration::from_millis(1500)
+    );
+    assert!(parse_duration("3w")
+        .unwrap_err()
+        .to_string()
+        .contains("unknown unit"));
     assert_eq!(line_col("ab\ncd", 4), (2, 2));
     assert_eq!(line_col("ab", 99), (1, 3));
 }
@@ -328,11 +449,21 @@ fn durations_and_line_columns() {
 #[test]
 fn overrides_change_env_and_timeouts_only_as_asked() {
     let mut c = parse_str(GOOD).unwrap();
-    c.apply_overrides(&["store.env.DATABASE_URL=postgres://u:wrong@{postgres.url}".into(), "store.timeout=15s".into()]).unwrap();
-    assert_eq!(c.components["store"].env["DATABASE_URL"], "postgres://u:wrong@{postgres.url}");
+    c.apply_overrides(&[
+        "store.env.DATABASE_URL=postgres://u:wrong@{postgres.url}".into(),
+        "store.timeout=15s".into(),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.components["store"].env["DATABASE_URL"],
+        "postgres://u:wrong@{postgres.url}"
+    );
     assert_eq!(c.components["store"].timeout, Duration::from_secs(15));
     for (bad, want) in [
-        ("stroe.timeout=1s", "unknown component `stroe` (did you mean `store`?)"),
+        (
+            "stroe.timeout=1s",
+            "unknown component `stroe` (did you mean `store`?)",
+        ),
         ("store.env.X", "expected <component>.env.<VAR>=<value>"),
         ("store.port=1", "expected <component>.env.<VAR>=<value>"),
         ("store.timeout=soon", "not a duration"),
