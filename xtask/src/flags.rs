@@ -16,12 +16,28 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     max_term_width = 100
 )]
 pub struct Xtask {
-    /// The infrastructure file to use instead of the repository's `infra.toml`.
-    #[arg(long, global = true, value_name = "PATH", env = "XTASK_CONFIG")]
+    /// Use this file instead of the repository's `infra.toml` (or set XTASK_CONFIG).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "XTASK_CONFIG",
+        hide_env = true
+    )]
     pub config: Option<PathBuf>,
 
-    /// Progress output: bars on a terminal, plain timestamped lines otherwise.
-    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto, env = "XTASK_PROGRESS")]
+    /// `auto` (bars on a terminal unless CI is set), `bars`, or `plain` timestamped lines.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "MODE",
+        default_value_t = ProgressMode::Auto,
+        env = "XTASK_PROGRESS",
+        hide_env = true,
+        hide_possible_values = true,
+        hide_default_value = true
+    )]
     pub progress: ProgressMode,
 
     #[command(subcommand)]
@@ -154,12 +170,14 @@ pub struct E2e {
     /// How many image builds may run at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub jobs: usize,
-    /// How many kind clusters may be created at once on this host, across all users.
+    /// How many kind clusters may be created at once on this host, across all users
+    /// (or set XTASK_CLUSTER_SLOTS).
     #[arg(
         long,
         default_value_t = 2,
         value_name = "N",
-        env = "XTASK_CLUSTER_SLOTS"
+        env = "XTASK_CLUSTER_SLOTS",
+        hide_env = true
     )]
     pub cluster_slots: usize,
     /// Override a component for this run without editing infra.toml (repeatable):

@@ -78,6 +78,11 @@ impl Filter {
         }
     }
 
+    /// Stand-in images (long-lived, never part of a run).
+    pub fn standins() -> Filter {
+        Filter { terms: vec![(STANDIN.to_string(), None)] }
+    }
+
     /// Narrows the filter by one more of our labels.
     pub fn and(mut self, key: &str, value: &str) -> Filter {
         debug_assert!(

@@ -877,23 +877,18 @@ fn remove_replaced(engine: &Engine, reference: &str, old: &str, progress: &Progr
     if new.as_deref() == Some(old) {
         return;
     }
-    let label = engine
-        .cmd()
-        .args([
-            "image",
-            "inspect",
-            "--format",
-            &format!("{{{{index .Labels \"{STANDIN}\"}}}}"),
-            old,
-        ])
-        .read()
-        .unwrap_or_default();
-    if label != "1" {
+    // Selected by our stand-in label only, like every removal (engine.rs).
+    let old_id = old.trim_start_matches("sha256:");
+    let ours: Vec<_> = match engine.images(&crate::labels::Filter::standins()) {
+        Ok(all) => all.into_iter().filter(|i| i.id.starts_with(old_id) || old_id.starts_with(i.id.as_str())).collect(),
+        Err(_) => return,
+    };
+    if ours.is_empty() || !ours.iter().all(|i| i.tags.is_empty()) {
         return;
     }
-    if let Err(e) = engine.cmd().args(["rmi", old]).run() {
+    if let Err(e) = engine.remove_images(&ours) {
         progress.println(&format!(
-            "the replaced image {old} of {reference} was kept ({}); remove it with `podman rmi {old}` when unused",
+            "the replaced image {old} of {reference} was kept ({}); `cargo xtask clean-images` does not touch stand-ins: remove it with `podman rmi {old}` when unused",
             format!("{e:#}").lines().last().map(str::trim).unwrap_or("in use")
         ));
     }

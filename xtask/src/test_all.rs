@@ -35,10 +35,27 @@ pub fn steps(
         ProgressMode::Bars => "bars",
         ProgressMode::Plain => "plain",
     };
-    let mut out = vec![Step {
-        name: "unit and tidy tests (workspace)".into(),
-        cmd: cargo().current_dir(root).args(["test", "--workspace"]),
-    }];
+    let mut out = vec![
+        Step {
+            name: "formatting".into(),
+            cmd: cargo().current_dir(root).args(["fmt", "--all", "--check"]),
+        },
+        Step {
+            name: "clippy (warnings are errors)".into(),
+            cmd: cargo().current_dir(root).args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        },
+        Step {
+            name: "unit and tidy tests (workspace)".into(),
+            cmd: cargo().current_dir(root).args(["test", "--workspace"]),
+        },
+    ];
     if quick {
         return out;
     }

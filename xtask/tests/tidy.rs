@@ -1,0 +1,372 @@
+//! Tidy tests: the conventions of this repository, checked on every `cargo test` rather than
+//! remembered by reviewers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n == "target") {
+                continue;
+            }
+            out.extend(rust_files(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn our_rust_files() -> Vec<PathBuf> {
+    let r = root();
+    let mut files = rust_files(&r.join("xtask"));
+    files.extend(rust_files(&r.join("services")));
+    files
+}
+
+fn xtask_src() -> Vec<(PathBuf, String)> {
+    rust_files(&root().join("xtask/src"))
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect()
+}
+
+/// Lines of code without `//` comments (good enough for these checks).
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+        .filter(|(_, l)| !l.trim_start().starts_with("//"))
+}
+
+fn rel(p: &Path) -> String {
+    p.strip_prefix(root()).unwrap_or(p).display().to_string()
+}
+
+#[test]
+fn every_module_starts_with_a_doc_line() {
+    let bad: Vec<String> = our_rust_files()
+        .into_iter()
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            !text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .is_some_and(|l| l.starts_with("//!"))
+        })
+        .map(|p| rel(&p))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "these files do not start with a `//!` line saying what they are for:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn only_the_process_module_starts_processes() {
+    let mut bad = Vec::new();
+    for (p, text) in xtask_src() {
+        if p.ends_with("process.rs") {
+            continue;
+        }
+        for (n, l) in code_lines(&text) {
+            if l.contains("process::Command")
+                || l.contains("Command::new(")
+                || l.contains(".spawn()")
+            {
+                bad.push(format!("{}:{n}: {}", rel(&p), l.trim()));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "start processes through crate::process::Cmd only:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn no_shell_strings_anywhere() {
+    let mut bad = Vec::new();
+    for p in our_rust_files() {
+        if p.ends_with("tidy.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        for (n, l) in code_lines(&text) {
+            let squeezed: String = l.split_whitespace().collect();
+            for shell in [
+                "\"sh\",\"-c\"",
+                "\"bash\",\"-c\"",
+                "Cmd::new(\"sh\")",
+                "Cmd::new(\"bash\")",
+                "Command::new(\"sh\")",
+                "Command::new(\"bash\")",
+            ] {
+                if squeezed.contains(shell) {
+                    bad.push(format!("{}:{n}: {}", rel(&p), l.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "processes are argv vectors, never shell strings:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// Architecture invariant: a run never deletes what it did not label. Removal commands exist
+/// only in engine.rs, whose removal functions accept only resources selected by our labels.
+#[test]
+fn removal_only_through_label_filtered_selections() {
+    let mut bad = Vec::new();
+    for (p, text) in xtask_src() {
+        for (n, l) in code_lines(&text) {
+            if l.contains("prune") {
+                bad.push(format!(
+                    "{}:{n}: an unfiltered prune: {}",
+                    rel(&p),
+                    l.trim()
+                ));
+            }
+            let removal = ["\"rm\"", "\"rmi\"", "\"rm\",", "\"--force\""]
+                .iter()
+                .any(|w| l.contains(w));
+            if removal && !p.ends_with("engine.rs") {
+                bad.push(format!(
+                    "{}:{n}: removal outside engine.rs: {}",
+                    rel(&p),
+                    l.trim()
+                ));
+            }
+        }
+    }
+    let engine = std::fs::read_to_string(root().join("xtask/src/engine.rs")).unwrap();
+    for f in [
+        "pub fn remove_containers(&self, items: &[Ours<",
+        "pub fn remove_networks(&self, items: &[Ours<",
+        "pub fn remove_images(&self, items: &[Ours<",
+    ] {
+        assert!(
+            engine.contains(f),
+            "engine.rs must keep `{f}...` (removal accepts only label-selected resources)"
+        );
+    }
+    // `Ours` can only be made inside engine.rs: its field is private and no constructor is public.
+    assert!(engine.contains("pub struct Ours<T>(T);"));
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn errors_are_lowercase_without_a_trailing_period() {
+    let mut bad = Vec::new();
+    for (p, text) in xtask_src() {
+        for (n, l) in code_lines(&text) {
+            for opener in [
+                "bail!(\"",
+                "context(\"",
+                "anyhow!(\"",
+                "with_context(|| format!(\"",
+            ] {
+                let Some(i) = l.find(opener) else { continue };
+                let msg = &l[i + opener.len()..];
+                let mut chars = msg.chars();
+                let (a, b) = (chars.next().unwrap_or(' '), chars.next().unwrap_or(' '));
+                if a.is_ascii_uppercase() && b.is_ascii_lowercase() {
+                    bad.push(format!(
+                        "{}:{n}: starts with a capital: {}",
+                        rel(&p),
+                        l.trim()
+                    ));
+                }
+                if let Some(end) = msg.find("\"") {
+                    if msg[..end].ends_with('.') {
+                        bad.push(format!("{}:{n}: ends with a period: {}", rel(&p), l.trim()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "error messages: lowercase, no trailing period:\n{}",
+        bad.join("\n")
+    );
+}
+
+fn xtask(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+fn subcommands() -> Vec<String> {
+    let help = String::from_utf8(xtask(&["--help"]).stdout).unwrap();
+    let mut in_cmds = false;
+    let mut out = Vec::new();
+    for l in help.lines() {
+        if l.starts_with("Commands:") {
+            in_cmds = true;
+            continue;
+        }
+        if in_cmds {
+            if l.trim().is_empty() {
+                break;
+            }
+            let name = l.split_whitespace().next().unwrap_or_default();
+            if name != "help" {
+                out.push(name.to_string());
+            }
+        }
+    }
+    assert!(
+        out.len() >= 10,
+        "could not read the subcommands from --help:\n{help}"
+    );
+    out
+}
+
+#[test]
+fn the_repository_infra_toml_passes_check() {
+    let out = xtask(&["check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn readme_mentions_every_subcommand_and_architecture_every_module() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let missing: Vec<String> = subcommands()
+        .into_iter()
+        .filter(|c| !readme.contains(&format!("cargo xtask {c}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README.md does not mention: {}",
+        missing.join(", ")
+    );
+
+    let arch = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let modules: Vec<String> = rust_files(&root().join("xtask/src"))
+        .iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != "tests.rs"))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|n| !arch.contains(&format!("`{n}`")))
+        .collect();
+    assert!(
+        modules.is_empty(),
+        "ARCHITECTURE.md's code map lacks: {}",
+        modules.join(", ")
+    );
+    assert!(arch.contains("**Architecture Invariant:**"));
+}
+
+#[test]
+fn every_help_fits_one_screen() {
+    for c in subcommands() {
+        let out = xtask(&[&c, "--help"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines = text.lines().count();
+        assert!(
+            out.status.success() && lines <= 45,
+            "`cargo xtask {c} --help` has {lines} lines:\n{text}"
+        );
+    }
+}
+
+/// The README's first code block holds the two commands a newcomer needs; CI runs the second.
+#[test]
+fn ci_runs_the_readme_test_command() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block: Vec<&str> = readme
+        .split("```")
+        .nth(1)
+        .expect("a code block in README.md")
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .collect();
+    assert_eq!(
+        block.len(),
+        2,
+        "the README's first code block has the main job and the test command: {block:?}"
+    );
+    let test_cmd = block[1].trim();
+    let ci = std::fs::read_to_string(root().join(".ci/run")).expect(".ci/run");
+    assert!(
+        ci.lines().any(|l| l.trim() == test_cmd),
+        ".ci/run must run `{test_cmd}` exactly as the README gives it"
+    );
+}
+
+#[test]
+fn xtask_dependencies_stay_few() {
+    let manifest = std::fs::read_to_string(root().join("xtask/Cargo.toml")).unwrap();
+    let deps: Vec<&str> = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split(['=', ' ']).next())
+        .collect();
+    // Adding one is a decision: every contributor compiles the xtask. Update this list (and the
+    // cold-build figure in the README) when you make it.
+    assert_eq!(
+        deps,
+        [
+            "anyhow",
+            "clap",
+            "indicatif",
+            "libc",
+            "serde",
+            "serde_json",
+            "signal-hook",
+            "toml",
+            "yaml-rust2"
+        ]
+    );
+}
+
+#[test]
+fn lockfile_is_committed() {
+    let out = Command::new("git")
+        .args(["ls-files", "--error-unmatch", "Cargo.lock"])
+        .current_dir(root())
+        .output();
+    if let Ok(o) = out {
+        // Outside a git checkout (a source tarball) there is nothing to check.
+        if String::from_utf8_lossy(&o.stderr).contains("not a git repository") {
+            return;
+        }
+        assert!(o.status.success(), "Cargo.lock must be committed");
+    }
+}
