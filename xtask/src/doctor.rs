@@ -29,6 +29,22 @@ pub fn report(found: &[Found], os: OsFamily) -> String {
             (None, _) => "MISSING".to_string(),
         };
         out.push_str(&format!("{:<width$}  {status}\n", f.tool.name()));
+        match &f.engine {
+            Some(Ok(detail)) if f.tool == Tool::Podman => out.push_str(&format!(
+                "{:<width$}    engine:    answers (OCI runtime {detail})\n",
+                ""
+            )),
+            Some(Ok(detail)) => out.push_str(&format!(
+                "{:<width$}    engine:    answers (server {detail})\n",
+                ""
+            )),
+            Some(Err(why)) => out.push_str(&format!(
+                "{:<width$}    engine:    DOES NOT ANSWER ({}): only the client is usable\n",
+                "",
+                why.trim()
+            )),
+            None => {}
+        }
         out.push_str(&format!(
             "{:<width$}    needed by: {}\n",
             "",
@@ -42,7 +58,11 @@ pub fn report(found: &[Found], os: OsFamily) -> String {
             ));
         }
     }
-    let has = |t: Tool| found.iter().any(|f| f.tool == t && f.path.is_some());
+    let has = |t: Tool| {
+        found
+            .iter()
+            .any(|f| f.tool == t && f.path.is_some() && !matches!(f.engine, Some(Err(_))))
+    };
     out.push('\n');
     if has(Tool::Podman) {
         out.push_str("engine: podman (set XTASK_ENGINE=docker to use docker)\n");
@@ -80,11 +100,19 @@ mod tests {
                 tool: Tool::Kubectl,
                 path: Some(PathBuf::from("/usr/bin/kubectl")),
                 version: Some("Client Version: v1.32.0".into()),
+                engine: None,
             },
             Found {
                 tool: Tool::Kind,
                 path: None,
                 version: None,
+                engine: None,
+            },
+            Found {
+                tool: Tool::Docker,
+                path: Some(PathBuf::from("/usr/bin/docker")),
+                version: Some("Docker 28".into()),
+                engine: Some(Err("Cannot connect to the Docker daemon".into())),
             },
         ];
         let text = report(&found, OsFamily::Apt);
@@ -99,6 +127,14 @@ mod tests {
         assert!(
             !text.contains("install:   sudo apt-get install -y kubectl"),
             "{text}"
+        );
+        assert!(
+            text.contains("engine:    DOES NOT ANSWER (Cannot connect to the Docker daemon)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("engine: NONE"),
+            "a docker client without an engine is no engine: {text}"
         );
     }
 }

@@ -80,7 +80,9 @@ impl Filter {
 
     /// Stand-in images (long-lived, never part of a run).
     pub fn standins() -> Filter {
-        Filter { terms: vec![(STANDIN.to_string(), None)] }
+        Filter {
+            terms: vec![(STANDIN.to_string(), None)],
+        }
     }
 
     /// Narrows the filter by one more of our labels.

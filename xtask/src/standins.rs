@@ -880,7 +880,10 @@ fn remove_replaced(engine: &Engine, reference: &str, old: &str, progress: &Progr
     // Selected by our stand-in label only, like every removal (engine.rs).
     let old_id = old.trim_start_matches("sha256:");
     let ours: Vec<_> = match engine.images(&crate::labels::Filter::standins()) {
-        Ok(all) => all.into_iter().filter(|i| i.id.starts_with(old_id) || old_id.starts_with(i.id.as_str())).collect(),
+        Ok(all) => all
+            .into_iter()
+            .filter(|i| i.id.starts_with(old_id) || old_id.starts_with(i.id.as_str()))
+            .collect(),
         Err(_) => return,
     };
     if ours.is_empty() || !ours.iter().all(|i| i.tags.is_empty()) {

@@ -150,6 +150,8 @@ pub struct Found {
     pub tool: Tool,
     pub path: Option<PathBuf>,
     pub version: Option<String>,
+    /// For engines: whether the engine answers (`podman info` / `docker info`), or why not.
+    pub engine: Option<std::result::Result<String, String>>,
 }
 
 pub fn probe(tool: Tool) -> Found {
@@ -170,10 +172,30 @@ pub fn probe(tool: Tool) -> Found {
             .find(|l| !l.is_empty())
             .map(str::to_string)
     });
+    let engine = match (tool, &path) {
+        (Tool::Podman | Tool::Docker, Some(p)) => {
+            let format = if tool == Tool::Podman {
+                "{{.Host.OCIRuntime.Name}}"
+            } else {
+                "{{.ServerVersion}}"
+            };
+            let out = Cmd::new(p)
+                .args(["info", "--format", format])
+                .timeout(std::time::Duration::from_secs(20))
+                .output();
+            Some(match out {
+                Ok(o) if o.success() => Ok(o.stdout.trim().to_string()),
+                Ok(o) => Err(o.tail(1)),
+                Err(e) => Err(format!("{e:#}")),
+            })
+        }
+        _ => None,
+    };
     Found {
         tool,
         path,
         version,
+        engine,
     }
 }
 
