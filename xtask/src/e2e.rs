@@ -24,12 +24,12 @@ use crate::flags::{self, ProgressMode};
 use crate::images;
 use crate::kube::{self, Kind, Kubectl, Verdict};
 use crate::labels::RunLabels;
+use crate::lifecycle;
 use crate::preflight::{self, Claim};
 use crate::process::Cmd;
 use crate::progress::Progress;
 use crate::record::{self, Event, Record};
 use crate::render::{self, Manifests};
-use crate::report::Report;
 use crate::stack;
 use crate::tags::Facts;
 use crate::tools::{self, Engine, Need, Tool};
@@ -524,18 +524,7 @@ fn print_plan(
 }
 
 fn test_cmd(plan: &Plan, extra: &[String]) -> Cmd {
-    images::cargo()
-        .args([
-            "test",
-            "--package",
-            &plan.test_package,
-            "--test",
-            &plan.test_target,
-            "--",
-            "--include-ignored",
-        ])
-        .args(extra)
-        .envs(&plan.test_env)
+    lifecycle::test_cmd(&plan.test_package, &plan.test_target, extra, &plan.test_env)
 }
 
 /// The entry point of the command.
@@ -608,47 +597,21 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
     };
 
     preflight::check_ports(&engine, &plan.host_ports, &BTreeMap::new())?;
-    let record = Record::create(
-        &plan.run_dir,
-        Event::Run {
-            run_id: plan.run_id.clone(),
-            pid,
-            pid_start: record::pid_start(pid),
-            owner: facts.user.clone(),
-            consumer: plan.consumer.clone(),
-            tier: TIER.into(),
-            created: facts.unix,
-            engine: engine.name().into(),
-            argv: std::env::args().collect(),
-        },
-    )?;
-    crate::signals::install(
-        format!("e2e run {} of {}", plan.run_id, plan.consumer),
-        "`cargo xtask clean --orphans` then removes what is left",
-    )?;
-    write_rendered(&plan, &plan.run_dir)?;
-
     let width = plan.nodes.iter().map(|n| n.id.len()).max().unwrap_or(8);
-    let progress = Progress::new(mode, width);
-    progress.println(&format!(
-        "e2e {}: run {}, cluster {}, {} images",
-        plan.consumer,
-        plan.run_id,
-        plan.cluster,
-        plan.images.values().collect::<BTreeSet<_>>().len()
+    let run = lifecycle::begin(&plan.labels, &plan.run_dir, &engine, width, mode)?;
+    write_rendered(&plan, &plan.run_dir)?;
+    let images = plan.images.values().collect::<BTreeSet<_>>().len();
+    run.progress.println(&format!(
+        "e2e {}: run {}, cluster {}, {images} images",
+        plan.consumer, plan.run_id, plan.cluster
     ));
-    let started_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let t0 = Instant::now();
     let runner = Runner {
         config,
         engine: &engine,
         kind: &kind,
         kubectl: &kubectl,
         plan: &plan,
-        record: &record,
+        record: &run.record,
         slots: args.cluster_slots,
         artifacts: Mutex::new(BTreeMap::new()),
     };
@@ -656,57 +619,31 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
     limits.insert("build", args.jobs.max(1));
     limits.insert("save", args.jobs.max(1));
     limits.insert("load", 2);
-    let ex = dag::execute(&plan.nodes, &limits, &progress, |n, ctx| {
+    let ex = dag::execute(&plan.nodes, &limits, &run.progress, |n, ctx| {
         runner.step(n, ctx)
     });
-    let mut report = Report::new(
-        &plan.run_id,
-        &plan.consumer,
-        TIER,
-        started_ms,
-        &ex.timings,
-        ex.total,
-        "",
-    );
-
+    let mut report = run.report(&ex);
     let mut outcome: Result<ExitCode> = match ex.error {
-        Some(e) => {
-            let diag = runner.diagnostics(&progress);
-            Err(e.context(format!("diagnostics: {}", diag.display())))
-        }
+        Some(e) => Err(e.context(format!(
+            "diagnostics: {}",
+            runner.diagnostics(&run.progress).display()
+        ))),
         None => Ok(ExitCode::SUCCESS),
     };
     if outcome.is_ok() && !crate::signals::interrupted() {
-        progress.println(&format!("deployed in {:.1}s", t0.elapsed().as_secs_f64()));
-        let t = Instant::now();
+        run.progress
+            .println(&format!("deployed in {:.1}s", ex.total.as_secs_f64()));
         let cmd = test_cmd(&plan, &args.test_args).current_dir(&config.root);
-        progress.println(&format!(
-            "running {} e2e tests against {}",
-            plan.consumer,
-            url_summary(&plan.test_env)
-        ));
-        let status = progress.suspend(|| cmd.run_inherit());
-        report
-            .extra
-            .insert("tests_ms".into(), t.elapsed().as_millis() as u64);
-        outcome = match status {
-            Ok(s) if s.success() => Ok(ExitCode::SUCCESS),
-            Ok(s) => {
-                eprintln!(
-                    "{} e2e tests failed ({})",
-                    plan.consumer,
-                    crate::process::describe_status(s)
-                );
-                let diag = runner.diagnostics(&progress);
-                eprintln!("diagnostics: {}", diag.display());
-                Ok(ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8))
-            }
-            Err(e) => Err(e),
-        };
+        outcome = run.run_tests(cmd, &mut report);
+        if matches!(&outcome, Ok(c) if *c != ExitCode::SUCCESS) {
+            eprintln!(
+                "diagnostics: {}",
+                runner.diagnostics(&run.progress).display()
+            );
+        }
     }
-    let interrupted = crate::signals::interrupted();
-    if args.keep && !interrupted {
-        record.add(&Event::Kept)?;
+    if args.keep && !crate::signals::interrupted() {
+        run.keep()?;
         println!(
             "kept cluster {} (kubeconfig {}), images and archives of run {}",
             plan.cluster,
@@ -720,46 +657,9 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         );
         println!("remove them with: cargo xtask clean --run {}", plan.run_id);
     } else {
-        let t = Instant::now();
-        match cleanup(&engine, &kind, &plan) {
-            Ok(summary) => {
-                record.add(&Event::Finished)?;
-                progress.println(&format!("cleaned up: {summary}"));
-            }
-            Err(e) => eprintln!(
-                "warning: cleanup of run {} failed: {e:#}\nretry with: cargo xtask clean --run {}",
-                plan.run_id, plan.run_id
-            ),
-        }
-        report
-            .extra
-            .insert("cleanup_ms".into(), t.elapsed().as_millis() as u64);
+        run.teardown(&mut report, || cleanup(&engine, &kind, &plan))?;
     }
-    report.outcome = match (&outcome, interrupted) {
-        (_, true) => "interrupted".into(),
-        (Ok(c), _) if *c == ExitCode::SUCCESS => "passed".into(),
-        (Ok(_), _) => "tests failed".into(),
-        (Err(_), _) => "failed".into(),
-    };
-    report
-        .extra
-        .insert("wall_ms".into(), t0.elapsed().as_millis() as u64);
-    let path = plan.run_dir.join("report.json");
-    report.write(&path)?;
-    eprint!("{}", report.table());
-    eprintln!("run report: {}", path.display());
-    if interrupted {
-        bail!("interrupted; run {} was cleaned up", plan.run_id);
-    }
-    outcome
-}
-
-fn url_summary(env: &BTreeMap<String, String>) -> String {
-    env.iter()
-        .filter(|(k, _)| k.ends_with("_URL"))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    run.finish(report, outcome)
 }
 
 /// Writes what phase 0 rendered: the kind config and all manifests in apply order.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -20,12 +20,12 @@ use crate::engine::{BuildSpec, ContainerSpec};
 use crate::flags::{self, ProgressMode};
 use crate::images;
 use crate::labels::RunLabels;
+use crate::lifecycle;
 use crate::preflight::{self, Claim, EarlierState};
 use crate::process::Cmd;
 use crate::progress::Progress;
 use crate::ready::{self, Probe};
 use crate::record::{self, Event, Record};
-use crate::report::Report;
 use crate::stack::{self, Site};
 use crate::tags::Facts;
 use crate::tools::{self, Engine, Need};
@@ -250,7 +250,6 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
         return down(&engine, &runs_dir, &args.consumer).map(|_| ExitCode::SUCCESS);
     }
     let facts = Facts::gather(&config.root)?;
-    let pid = std::process::id();
     let env = |k: &str| std::env::var(k).ok();
     let with_tests = !args.no_tests;
     let plan = plan(
@@ -258,118 +257,48 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
         &args.consumer,
         &facts,
         &runs_dir,
-        pid,
+        std::process::id(),
         &env,
         with_tests,
     )?;
-    let keep = args.keep || args.no_tests;
 
     prepare(&engine, &runs_dir, &plan)?;
-    let record = Record::create(
-        &plan.run_dir,
-        Event::Run {
-            run_id: plan.run_id.clone(),
-            pid,
-            pid_start: record::pid_start(pid),
-            owner: facts.user.clone(),
-            consumer: plan.consumer.clone(),
-            tier: TIER.into(),
-            created: facts.unix,
-            engine: engine.name().into(),
-            argv: std::env::args().collect(),
-        },
-    )?;
-    crate::signals::install(
-        format!("integration run {} of {}", plan.run_id, plan.consumer),
-        "`cargo xtask clean --orphans` then removes what is left",
-    )?;
-
     let width = plan.nodes.iter().map(|n| n.id.len()).max().unwrap_or(8);
-    let progress = Progress::new(mode, width);
-    progress.println(&format!(
-        "integration {}: run {} ({} containers on {}, {} engine)",
+    let run = lifecycle::begin(&plan.labels, &plan.run_dir, &engine, width, mode)?;
+    let containers = plan
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.action, Step::Container { .. }))
+        .count();
+    run.progress.println(&format!(
+        "integration {}: run {} ({containers} containers on {}, {} engine)",
         plan.consumer,
         plan.run_id,
-        plan.nodes
-            .iter()
-            .filter(|n| matches!(n.action, Step::Container { .. }))
-            .count(),
         plan.network,
         engine.name()
     ));
-    let started_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let t0 = Instant::now();
-    let ex = execute(config, &engine, &plan, &record, &progress);
-    let stack_ready = t0.elapsed();
-
-    let mut report = Report::new(
-        &plan.run_id,
-        &plan.consumer,
-        TIER,
-        started_ms,
-        &ex.timings,
-        ex.total,
-        "",
-    );
-    let mut outcome: Result<ExitCode> = match ex.error {
-        Some(e) => Err(e),
-        None => Ok(ExitCode::SUCCESS),
-    };
+    let ex = execute(config, &engine, &plan, &run.record, &run.progress);
+    let mut report = run.report(&ex);
+    let mut outcome: Result<ExitCode> = ex.error.map_or(Ok(ExitCode::SUCCESS), Err);
     if outcome.is_ok() && !crate::signals::interrupted() {
-        progress.println(&format!("stack ready in {:.1}s", stack_ready.as_secs_f64()));
+        run.progress
+            .println(&format!("stack ready in {:.1}s", ex.total.as_secs_f64()));
         if with_tests {
-            let t = Instant::now();
-            outcome = run_tests(config, &plan, &args.test_args, &progress);
-            report
-                .extra
-                .insert("tests_ms".into(), t.elapsed().as_millis() as u64);
+            let cmd = test_cmd(&plan, &args.test_args).current_dir(&config.root);
+            outcome = run.run_tests(cmd, &mut report);
         }
     }
-    let interrupted = crate::signals::interrupted();
-    let keep_now = keep && !interrupted;
-    if keep_now {
-        record.add(&Event::Kept)?;
+    if (args.keep || args.no_tests) && !crate::signals::interrupted() {
+        run.keep()?;
         print_kept(&plan);
     } else {
-        let t = Instant::now();
-        let removed = crate::cleanup::remove_run(&engine, &plan.run_id, false);
-        report
-            .extra
-            .insert("teardown_ms".into(), t.elapsed().as_millis() as u64);
-        match removed {
-            Ok(r) => {
-                let _ = std::fs::remove_dir_all(plan.run_dir.join("context"));
-                record.add(&Event::Finished)?;
-                progress.println(&format!("removed {r}"));
-            }
-            Err(e) => {
-                eprintln!(
-                    "warning: cleanup of run {} failed: {e:#}\nrun `cargo xtask clean --run {}` to retry",
-                    plan.run_id, plan.run_id
-                );
-            }
-        }
+        run.teardown(&mut report, || {
+            let removed = crate::cleanup::remove_run(&engine, &plan.run_id, false)?;
+            let _ = std::fs::remove_dir_all(plan.run_dir.join("context"));
+            Ok(removed.to_string())
+        })?;
     }
-    report.outcome = match (&outcome, interrupted) {
-        (_, true) => "interrupted".into(),
-        (Ok(c), _) if *c == ExitCode::SUCCESS => "passed".into(),
-        (Ok(_), _) => "tests failed".into(),
-        (Err(_), _) => "failed".into(),
-    };
-    report
-        .extra
-        .insert("wall_ms".into(), t0.elapsed().as_millis() as u64);
-    let report_path = plan.run_dir.join("report.json");
-    report.write(&report_path)?;
-    eprint!("{}", report.table());
-    eprintln!("run report: {}", report_path.display());
-    if interrupted {
-        bail!("interrupted; run {} was cleaned up", plan.run_id);
-    }
-    outcome
+    run.finish(report, outcome)
 }
 
 /// Stale runs of this consumer are removed; a taken port (naming its holder), a kept stack or
@@ -537,51 +466,7 @@ fn execute(
 }
 
 fn test_cmd(plan: &Plan, extra: &[String]) -> Cmd {
-    images::cargo()
-        .args([
-            "test",
-            "--package",
-            &plan.test_package,
-            "--test",
-            &plan.test_target,
-            "--",
-            "--include-ignored",
-        ])
-        .args(extra)
-        .envs(&plan.test_env)
-}
-
-fn run_tests(
-    config: &Config,
-    plan: &Plan,
-    extra: &[String],
-    progress: &Progress,
-) -> Result<ExitCode> {
-    let cmd = test_cmd(plan, extra).current_dir(&config.root);
-    progress.println(&format!(
-        "running {} {} tests with {}",
-        plan.consumer,
-        plan.test_target,
-        plan.test_env
-            .iter()
-            .filter(|(k, _)| k.ends_with("_URL"))
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    ));
-    let status = progress.suspend(|| cmd.run_inherit())?;
-    if status.success() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!(
-            "{} integration tests failed ({})",
-            plan.consumer,
-            crate::process::describe_status(status)
-        );
-        Ok(ExitCode::from(
-            status.code().unwrap_or(1).clamp(1, 255) as u8
-        ))
-    }
+    lifecycle::test_cmd(&plan.test_package, &plan.test_target, extra, &plan.test_env)
 }
 
 fn print_kept(plan: &Plan) {

@@ -332,7 +332,7 @@ mod tests {
             ["kind", "load", "image-archive", "/r/a.tar", "--name", "n"]
         );
         assert_eq!(
-            c.env_set(),
+            c.env_vars(),
             [(
                 "KIND_EXPERIMENTAL_PROVIDER".to_string(),
                 "podman".to_string()

@@ -15,6 +15,7 @@ mod images;
 mod integration;
 mod kube;
 mod labels;
+mod lifecycle;
 mod ports;
 mod preflight;
 mod process;

@@ -129,8 +129,7 @@ impl Cmd {
     }
 
     /// The environment this command sets (not the inherited one).
-    #[cfg(test)]
-    pub fn env_set(&self) -> Vec<(String, String)> {
+    pub fn env_vars(&self) -> Vec<(String, String)> {
         self.env
             .iter()
             .filter_map(|(k, v)| {
@@ -512,7 +511,10 @@ mod tests {
     fn env_is_passed_and_listed() {
         let c = Cmd::new("printenv").arg("XTASK_T").env("XTASK_T", "v1");
         assert_eq!(c.read().unwrap(), "v1");
-        assert_eq!(c.env_set(), vec![("XTASK_T".to_string(), "v1".to_string())]);
+        assert_eq!(
+            c.env_vars(),
+            vec![("XTASK_T".to_string(), "v1".to_string())]
+        );
     }
 
     #[test]
