@@ -311,12 +311,15 @@ impl Engine {
             .and_then(|v| v["Size"].as_u64())
     }
 
-    /// Image ids used by any container (ours or not): such images are never removed.
+    /// Images used by any container (ours or not), as ids or references: such images are never
+    /// removed. (`{{.ImageID}}` is podman's; docker's `ps` only has `{{.Image}}`.)
     pub fn images_in_use(&self) -> Result<Vec<String>> {
-        let out = self
-            .cmd()
-            .args(["ps", "-a", "--format", "{{.ImageID}}"])
-            .read()?;
+        let format = if self.is_podman() {
+            "{{.ImageID}}"
+        } else {
+            "{{.Image}}"
+        };
+        let out = self.cmd().args(["ps", "-a", "--format", format]).read()?;
         Ok(out
             .lines()
             .map(|l| l.trim().trim_start_matches("sha256:").to_string())
