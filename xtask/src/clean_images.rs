@@ -51,6 +51,22 @@ pub fn run(config: &Config, args: &flags::CleanImages) -> Result<()> {
     for i in &skipped {
         println!("skipped {} (used by a container)", describe(i, now));
     }
+    // A run in progress may not have started the container of an image it just built.
+    let (live, remove): (Vec<_>, Vec<_>) = remove.into_iter().partition(|i| {
+        let pid = i
+            .labels
+            .get(labels::PID)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        crate::process::pid_alive(pid)
+    });
+    for i in &live {
+        println!(
+            "skipped {} (its run {} is in progress)",
+            describe(i, now),
+            i.labels.get(labels::RUN).map_or("?", String::as_str)
+        );
+    }
     if remove.is_empty() {
         println!(
             "no test images of {} older than {} to remove",

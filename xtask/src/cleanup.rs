@@ -6,7 +6,6 @@ use std::fmt;
 
 use anyhow::Result;
 
-use crate::engine::{ContainerInfo, ImageInfo, NetworkInfo, Ours};
 use crate::labels::Filter;
 use crate::tools::Engine;
 
@@ -43,29 +42,56 @@ impl fmt::Display for Removed {
     }
 }
 
-/// Everything selected by `filter`: containers first, then networks, then images.
+/// Everything selected by `filter`: containers first, then networks, then images. Each kind
+/// is listed and removed on its own, so one failure does not leave the rest standing; the
+/// error names every failure.
 pub fn remove(engine: &Engine, filter: &Filter, dry_run: bool) -> Result<Removed> {
-    let containers: Vec<Ours<ContainerInfo>> = engine.containers(filter)?;
-    let networks: Vec<Ours<NetworkInfo>> = engine.networks(filter)?;
-    let images: Vec<Ours<ImageInfo>> = engine.images(filter)?;
-    let removed = Removed {
-        containers: containers.iter().map(|c| c.name.clone()).collect(),
-        networks: networks.iter().map(|n| n.name.clone()).collect(),
-        images: images
-            .iter()
-            .flat_map(|i| {
-                if i.tags.is_empty() {
-                    vec![i.id.clone()]
-                } else {
-                    i.tags.clone()
+    let mut removed = Removed::default();
+    let mut errors = Vec::new();
+    match engine.containers(filter) {
+        Ok(cs) => {
+            removed.containers = cs.iter().map(|c| c.name.clone()).collect();
+            if !dry_run {
+                if let Err(e) = engine.remove_containers(&cs) {
+                    errors.push(format!("{e:#}"));
                 }
-            })
-            .collect(),
-    };
-    if !dry_run {
-        engine.remove_containers(&containers)?;
-        engine.remove_networks(&networks)?;
-        engine.remove_images(&images)?;
+            }
+        }
+        Err(e) => errors.push(format!("listing containers: {e:#}")),
+    }
+    match engine.networks(filter) {
+        Ok(ns) => {
+            removed.networks = ns.iter().map(|n| n.name.clone()).collect();
+            if !dry_run {
+                if let Err(e) = engine.remove_networks(&ns) {
+                    errors.push(format!("{e:#}"));
+                }
+            }
+        }
+        Err(e) => errors.push(format!("listing networks: {e:#}")),
+    }
+    match engine.images(filter) {
+        Ok(is) => {
+            removed.images = is
+                .iter()
+                .flat_map(|i| {
+                    if i.tags.is_empty() {
+                        vec![i.id.clone()]
+                    } else {
+                        i.tags.clone()
+                    }
+                })
+                .collect();
+            if !dry_run {
+                if let Err(e) = engine.remove_images(&is) {
+                    errors.push(format!("{e:#}"));
+                }
+            }
+        }
+        Err(e) => errors.push(format!("listing images: {e:#}")),
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("\n"));
     }
     Ok(removed)
 }

@@ -657,7 +657,7 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         );
         println!("remove them with: cargo xtask clean --run {}", plan.run_id);
     } else {
-        run.teardown(&mut report, || cleanup(&engine, &kind, &plan))?;
+        outcome = run.teardown(&mut report, outcome, || cleanup(&engine, &kind, &plan))?;
     }
     run.finish(report, outcome)
 }

@@ -66,8 +66,6 @@ pub struct ContainerSpec {
     /// (host port, container port), published on all addresses.
     pub publish: Vec<(u16, u16)>,
     pub args: Vec<String>,
-    /// `run -d` (a service) or attached until it exits (a job).
-    pub detach: bool,
 }
 
 /// What `podman build` needs for one image.
@@ -82,11 +80,12 @@ pub struct BuildSpec {
 
 impl Engine {
     pub fn run_args(&self, s: &ContainerSpec) -> Vec<String> {
-        let mut a = vec!["run".to_string()];
-        if s.detach {
-            a.push("-d".into());
-        }
-        a.extend(["--name".into(), s.name.clone()]);
+        let mut a = vec![
+            "run".to_string(),
+            "-d".into(),
+            "--name".into(),
+            s.name.clone(),
+        ];
         a.extend(["--network".into(), s.network.clone()]);
         for (k, v) in &s.labels {
             a.extend(["--label".into(), format!("{k}={v}")]);
@@ -105,8 +104,10 @@ impl Engine {
     pub fn build_args(&self, s: &BuildSpec) -> Vec<String> {
         let mut a = vec!["build".to_string()];
         if self.is_podman() {
-            // No registry is needed or wanted: bases must already be local.
+            // No registry is needed or wanted: bases must already be local. No intermediate
+            // images: they would carry our labels and be shared as cache between runs.
             a.push("--pull=never".into());
+            a.push("--layers=false".into());
         }
         a.extend(["--file".into(), s.dockerfile.display().to_string()]);
         a.extend(["--tag".into(), s.reference.clone()]);
@@ -136,6 +137,7 @@ impl Engine {
     pub fn run_container(&self, s: &ContainerSpec) -> Result<String> {
         self.cmd()
             .args(self.run_args(s))
+            .uninterruptible()
             .read()
             .with_context(|| format!("starting container {}", s.name))
     }
@@ -143,13 +145,33 @@ impl Engine {
     pub fn create_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
         self.cmd()
             .args(self.network_create_args(name, labels))
+            .uninterruptible()
             .run()
             .with_context(|| format!("creating network {name}"))?;
         Ok(())
     }
 
     pub fn build_cmd(&self, s: &BuildSpec) -> Cmd {
-        self.cmd().args(self.build_args(s))
+        self.cmd().args(self.build_args(s)).uninterruptible()
+    }
+
+    /// Waits for a container to exit (Ctrl-C may stop the waiting, not the container) and
+    /// returns its exit code.
+    pub fn wait_exit(&self, container: &str, timeout: Duration) -> Result<i64> {
+        let out = self
+            .cmd()
+            .args(["wait", container])
+            .timeout(timeout)
+            .read()?;
+        out.lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .with_context(|| {
+                format!(
+                    "`{} wait {container}` printed no exit code: {out}",
+                    self.name()
+                )
+            })
     }
 
     pub fn image_exists(&self, reference: &str) -> bool {
@@ -165,7 +187,10 @@ impl Engine {
         if self.is_podman() {
             c = c.arg("--format=docker-archive");
         }
-        c.arg("--output").arg(archive).arg(reference)
+        c.arg("--output")
+            .arg(archive)
+            .arg(reference)
+            .uninterruptible()
     }
 
     pub fn exec(&self, container: &str, argv: &[String], env: &[(String, String)]) -> Cmd {
@@ -256,7 +281,8 @@ impl Engine {
     }
 
     pub fn images(&self, filter: &Filter) -> Result<Vec<Ours<ImageInfo>>> {
-        let ids = self.ids(&["images"], filter, "{{.ID}}")?;
+        // --all: also intermediate images (older runs built with layers).
+        let ids = self.ids(&["images", "--all"], filter, "{{.ID}}")?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -328,12 +354,24 @@ impl Engine {
     }
 
     fn ids(&self, verb: &[&str], filter: &Filter, format: &str) -> Result<Vec<String>> {
-        let out = self
+        // A listing can fail while another process removes what it is reading ("image not
+        // known"); that passes in a moment.
+        let cmd = self
             .cmd()
             .args(verb)
             .args(filter.args())
-            .args(["--format", format])
-            .read()?;
+            .args(["--format", format]);
+        let mut tries = 0;
+        let out = loop {
+            match cmd.read() {
+                Ok(o) => break o,
+                Err(_) if tries < 5 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(out
             .lines()
             .map(str::trim)
@@ -354,6 +392,7 @@ impl Engine {
             c = c.args(["--time", "0"]);
         }
         c.args(items.iter().map(|i| i.id.as_str()))
+            .uninterruptible()
             .run()
             .context("removing containers")?;
         Ok(())
@@ -366,6 +405,7 @@ impl Engine {
         self.cmd()
             .args(["network", "rm"])
             .args(items.iter().map(|n| n.name.as_str()))
+            .uninterruptible()
             .run()
             .context("removing networks")?;
         Ok(())
@@ -395,6 +435,7 @@ impl Engine {
         self.cmd()
             .arg("rmi")
             .args(&refs)
+            .uninterruptible()
             .run()
             .context("removing images")
     }
@@ -529,7 +570,6 @@ mod tests {
             env: [("POSTGRES_PASSWORD".to_string(), "a b;$(x)".to_string())].into(),
             publish: vec![(15440, 5432)],
             args: vec!["-c".into(), "fsync=off".into()],
-            detach: true,
         };
         assert_eq!(
             podman().run_args(&spec),
@@ -564,6 +604,10 @@ mod tests {
         };
         let a = podman().build_args(&spec);
         assert!(a.contains(&"--pull=never".to_string()));
+        assert!(
+            a.contains(&"--layers=false".to_string()),
+            "no labelled intermediate images"
+        );
         assert_eq!(a.last().unwrap(), "target/xtask/ctx");
         let docker = Engine {
             tool: Tool::Docker,

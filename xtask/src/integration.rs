@@ -48,11 +48,13 @@ pub enum Step {
         name: String,
         labels: BTreeMap<String, String>,
     },
+    /// A long-running component (ready when its probe passes) or a job (ready when it exited 0).
     Container {
         component: String,
         spec: ContainerSpec,
         probe: Option<Probe>,
         timeout: Duration,
+        job: bool,
     },
 }
 
@@ -179,7 +181,6 @@ pub fn plan(
             env: stack::env(config, comp, Site::Network { consumer })?,
             publish,
             args,
-            detach: !comp.is_job(),
         };
         let host_port = |p: Option<&str>| {
             c.integration
@@ -204,6 +205,7 @@ pub fn plan(
                 spec,
                 probe,
                 timeout: comp.timeout,
+                job: comp.is_job(),
             },
         });
     }
@@ -288,11 +290,13 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
             outcome = run.run_tests(cmd, &mut report);
         }
     }
-    if (args.keep || args.no_tests) && !crate::signals::interrupted() {
+    // --no-tests keeps a stack that came up; --keep keeps it whatever happened (to debug it).
+    let keep = args.keep || (args.no_tests && outcome.is_ok());
+    if keep && !crate::signals::interrupted() {
         run.keep()?;
         print_kept(&plan);
     } else {
-        run.teardown(&mut report, || {
+        outcome = run.teardown(&mut report, outcome, || {
             let removed = crate::cleanup::remove_run(&engine, &plan.run_id, false)?;
             let _ = std::fs::remove_dir_all(plan.run_dir.join("context"));
             Ok(removed.to_string())
@@ -430,25 +434,25 @@ fn execute(
                 spec,
                 probe,
                 timeout,
+                job,
             } => {
                 record.add(&Event::Container {
                     name: spec.name.clone(),
                 })?;
-                if !spec.detach {
-                    ctx.line.state("running", &spec.args.join(" "));
-                    let show = ctx.line.detail_sink();
-                    engine
-                        .cmd()
-                        .args(engine.run_args(spec))
-                        .timeout(*timeout)
-                        .run_streaming(move |l| show(l.trim()))
-                        .with_context(|| {
-                            format!("{component} (a one-shot job in {}) failed", spec.name)
-                        })?;
-                    return Ok("completed".into());
-                }
                 ctx.line.state("starting", &spec.image);
                 engine.run_container(spec)?;
+                if *job {
+                    ctx.line.state("running", &spec.args.join(" "));
+                    let code = engine.wait_exit(&spec.name, *timeout)?;
+                    if code != 0 {
+                        bail!(
+                            "{component} (a one-shot job in {}) exited with {code}; its last log lines:\n{}",
+                            spec.name,
+                            ready::indent(&engine.logs_tail(&spec.name, 30))
+                        );
+                    }
+                    return Ok("completed".into());
+                }
                 match probe {
                     Some(p) => {
                         let took = ready::wait(engine, &spec.name, p, *timeout, ctx)?;
@@ -614,7 +618,14 @@ mod tests {
         assert_eq!(pg.env["POSTGRES_DB"], "action_history");
         assert_eq!(pg.publish, vec![(15440, 5432)]);
         let job = container(&p, "migrations");
-        assert!(!job.detach);
+        assert!(matches!(
+            node(&p, "migrations").action,
+            Step::Container { job: true, .. }
+        ));
+        assert!(matches!(
+            node(&p, "datastorage").action,
+            Step::Container { job: false, .. }
+        ));
         assert_eq!(job.args, ["migrate"]);
         assert!(job.publish.is_empty());
         assert_eq!(p.test_env["DATASTORAGE_URL"], "http://localhost:18096");

@@ -146,29 +146,40 @@ impl Run {
         ))
     }
 
-    /// Runs the teardown, records the run as finished when it worked, and tells how to retry
-    /// when it did not.
+    /// Runs the teardown and records the run as finished when it worked. A failed teardown
+    /// fails the run (whatever the tests said), telling how to retry.
     pub fn teardown(
         &self,
         report: &mut Report,
+        outcome: Result<ExitCode>,
         work: impl FnOnce() -> Result<String>,
-    ) -> Result<()> {
+    ) -> Result<Result<ExitCode>> {
         let t = Instant::now();
         let result = work();
         report
             .extra
             .insert("teardown_ms".into(), t.elapsed().as_millis() as u64);
-        match result {
+        Ok(match result {
             Ok(summary) => {
                 self.record.add(&Event::Finished)?;
                 self.progress.println(&format!("removed {summary}"));
+                outcome
             }
-            Err(e) => eprintln!(
-                "warning: cleanup of run {run} failed: {e:#}\nretry with: cargo xtask clean --run {run}",
-                run = self.labels.run
-            ),
-        }
-        Ok(())
+            Err(e) => {
+                let e = e.context(format!(
+                    "cleanup of run {run} failed; retry with `cargo xtask clean --run {run}`",
+                    run = self.labels.run
+                ));
+                match outcome {
+                    // The run's own failure comes first; the cleanup's is printed too.
+                    Err(first) => {
+                        eprintln!("error: {e:#}");
+                        Err(first)
+                    }
+                    Ok(_) => Err(e),
+                }
+            }
+        })
     }
 
     /// Marks the run as kept on purpose (`--keep`): not an orphan.

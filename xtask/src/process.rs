@@ -2,17 +2,22 @@
 //!
 //! Every child runs in its own process group and is registered while it runs, so that Ctrl-C
 //! handling ([`terminate_all`]) can stop every child (and its children) before cleaning up.
-//! Output is captured (and kept for error messages) or streamed line by line to a callback, so
-//! workers never write to the terminal themselves; only [`Cmd::run_inherit`] (the test phase)
-//! hands the terminal to the child.
+//! Commands that change the container engine's state are [`Cmd::uninterruptible`]: they are
+//! never signalled (stopping `podman build` or `podman run` half-way can leave the engine's
+//! storage or network rules broken for every user of the host) and they write to files, not
+//! pipes, so they finish even if this process is killed. Output is captured (and kept for
+//! error messages) or streamed line by line to a callback, so workers never write to the
+//! terminal themselves; only [`Cmd::run_inherit`] (the test phase) hands the terminal over.
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -28,6 +33,7 @@ pub struct Cmd {
     cwd: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
+    uninterruptible: bool,
 }
 
 /// What a finished command left: exit status and its output (lossy UTF-8).
@@ -117,6 +123,13 @@ impl Cmd {
 
     pub fn timeout(mut self, t: Duration) -> Cmd {
         self.timeout = Some(t);
+        self
+    }
+
+    /// For commands that change the engine's state: never signalled by [`terminate_all`], and
+    /// writing to files instead of pipes so that they finish even if this process dies.
+    pub fn uninterruptible(mut self) -> Cmd {
+        self.uninterruptible = true;
         self
     }
 
@@ -223,6 +236,9 @@ impl Cmd {
     }
 
     fn exec<F: FnMut(&str) + Send + 'static>(&self, on_line: Option<F>) -> Result<Output> {
+        if self.uninterruptible {
+            return self.exec_to_files(on_line);
+        }
         let mut command = self.command();
         command
             .stdin(if self.stdin.is_some() {
@@ -253,6 +269,85 @@ impl Cmd {
             let _ = f.join();
         }
         let combined = combined.lock().map(|c| c.clone()).unwrap_or_default();
+        Ok(Output {
+            status: status?,
+            stdout,
+            stderr,
+            combined,
+        })
+    }
+
+    /// Like `exec`, with output to files (followed for `on_line`) and no registration.
+    fn exec_to_files<F: FnMut(&str) + Send + 'static>(&self, on_line: Option<F>) -> Result<Output> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let base = std::env::temp_dir().join(format!("xtask-{}-{n}", std::process::id()));
+        let (out_path, err_path) = (base.with_extension("out"), base.with_extension("err"));
+        let out_file =
+            File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
+        let err_file =
+            File::create(&err_path).with_context(|| format!("creating {}", err_path.display()))?;
+        let mut command = self.command();
+        command
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(out_file)
+            .stderr(err_file);
+        let spawned = self.spawn(&mut command);
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(&out_path);
+                let _ = std::fs::remove_file(&err_path);
+                return Err(e);
+            }
+        };
+        if let (Some(bytes), Some(mut pipe)) = (self.stdin.clone(), child.stdin.take()) {
+            let _ = pipe.write_all(&bytes);
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let follower = on_line.map(|mut f| {
+            let (done, paths) = (done.clone(), [out_path.clone(), err_path.clone()]);
+            thread::spawn(move || {
+                let mut offsets = [0u64; 2];
+                let mut partial = [String::new(), String::new()];
+                loop {
+                    let finished = done.load(Ordering::SeqCst);
+                    for i in 0..2 {
+                        let Ok(mut file) = File::open(&paths[i]) else {
+                            continue;
+                        };
+                        let mut buf = String::new();
+                        if file.seek(SeekFrom::Start(offsets[i])).is_ok() {
+                            let _ = file.read_to_string(&mut buf);
+                        }
+                        offsets[i] += buf.len() as u64;
+                        partial[i].push_str(&buf);
+                        while let Some(nl) = partial[i].find('\n') {
+                            let line: String = partial[i].drain(..=nl).collect();
+                            f(line.trim_end_matches(['\n', '\r']));
+                        }
+                    }
+                    if finished {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(100));
+                }
+            })
+        });
+        let status = self.wait(&mut child);
+        done.store(true, Ordering::SeqCst);
+        if let Some(t) = follower {
+            let _ = t.join();
+        }
+        let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&out_path);
+        let _ = std::fs::remove_file(&err_path);
+        let combined = format!("{stdout}{stderr}");
         Ok(Output {
             status: status?,
             stdout,
@@ -486,6 +581,26 @@ mod tests {
             .run_streaming(move |l| s.lock().unwrap().push(l.to_string()))
             .unwrap();
         assert_eq!(*seen.lock().unwrap(), vec!["a", "b", " c"]);
+    }
+
+    #[test]
+    fn uninterruptible_commands_are_not_registered_and_still_report() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let out = Cmd::new("cat")
+            .stdin("one\ntwo\n")
+            .uninterruptible()
+            .run_streaming(move |l| s.lock().unwrap().push(l.to_string()))
+            .unwrap();
+        assert_eq!(out.stdout, "one\ntwo\n");
+        assert_eq!(*seen.lock().unwrap(), vec!["one", "two"]);
+        let err = Cmd::new("ls")
+            .arg("/surely/not/here")
+            .uninterruptible()
+            .run()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("No such file"), "{err}");
     }
 
     #[test]

@@ -129,11 +129,13 @@ impl Probe {
                 }
             }
             Probe::Http { port, path } => {
-                let status = http_get_status(*port, path, short)?;
+                let (status, body) = http_get(*port, path, short)?;
                 if (200..300).contains(&status) {
                     Ok(())
-                } else {
+                } else if body.is_empty() {
                     bail!("GET {path} answered {status}")
+                } else {
+                    bail!("GET {path} answered {status}: {}", one_line(&body, 400))
                 }
             }
             Probe::Tcp { port } => connect(*port, short).map(|_| ()),
@@ -240,20 +242,47 @@ fn read_line(s: &mut TcpStream) -> Result<String> {
     Ok(String::from_utf8_lossy(&got).into_owned())
 }
 
-/// Status code of `GET path` on localhost:port (HTTP/1.1, connection closed after).
-pub fn http_get_status(port: u16, path: &str, t: Duration) -> Result<u16> {
+/// Status code and (the start of) the body of `GET path` on localhost:port (HTTP/1.1, the
+/// connection closed after the answer).
+pub fn http_get(port: u16, path: &str, t: Duration) -> Result<(u16, String)> {
     let mut s = connect(port, t)?;
     // One write: the request goes out in one segment.
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
     s.write_all(request.as_bytes())?;
-    let head = read_line(&mut s)?;
-    parse_status(&head).with_context(|| {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while got.len() < 4096 {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A server that keeps the connection open: use what came.
+            Err(_) if !got.is_empty() => break,
+            Err(e) => return Err(anyhow::Error::new(e).context("no answer")),
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = parse_status(&text).with_context(|| {
         format!(
             "not an HTTP answer: {:?}",
-            head.lines().next().unwrap_or("")
+            text.lines().next().unwrap_or("")
         )
-    })
+    })?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A body on one line, cut to `max` characters, for messages.
+pub fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        format!("{}...", flat.chars().take(max).collect::<String>())
+    } else {
+        flat
+    }
 }
 
 pub fn parse_status(head: &str) -> Option<u16> {
@@ -303,25 +332,34 @@ mod tests {
                 if !req.starts_with(b"GET /readyz") {
                     continue;
                 }
-                let status = if served == 0 {
-                    "503 Service Unavailable"
+                let (status, body) = if served == 0 {
+                    (
+                        "503 Service Unavailable",
+                        "{\"unavailable\":[\"postgres\"],\n \"error\":\"password authentication failed\"}",
+                    )
                 } else {
-                    "200 OK"
+                    ("200 OK", "")
                 };
-                let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
                 served += 1;
                 if served == 2 {
                     break;
                 }
             }
         });
+        let (status, body) = http_get(port, "/readyz", Duration::from_secs(1)).unwrap();
+        assert_eq!(status, 503);
         assert_eq!(
-            http_get_status(port, "/readyz", Duration::from_secs(1)).unwrap(),
-            503
+            one_line(&body, 400),
+            "{\"unavailable\":[\"postgres\"], \"error\":\"password authentication failed\"}"
         );
         assert_eq!(
-            http_get_status(port, "/readyz", Duration::from_secs(1)).unwrap(),
-            200
+            http_get(port, "/readyz", Duration::from_secs(1)).unwrap(),
+            (200, String::new())
         );
         t.join().unwrap();
     }
