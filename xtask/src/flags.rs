@@ -259,7 +259,7 @@ pub struct Bench {
     /// Consumers to bench.
     #[arg(default_values_t = ["notification".to_string()])]
     pub consumers: Vec<String>,
-    /// Cycles per consumer.
+    /// Cycles per consumer (0: none, e.g. with --cold-build alone).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
     /// Also time full E2E runs.

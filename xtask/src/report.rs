@@ -23,6 +23,8 @@ pub struct Report {
     pub critical_path_ms: u64,
     /// total / critical path: 1.0 means nothing waited on anything it did not need.
     pub total_over_critical_path: f64,
+    /// Every task's duration added up: what starting one thing at a time would take.
+    pub serial_ms: u64,
     pub tasks: Vec<TaskReport>,
     /// Timings after the graph: `tests_ms`, `teardown_ms`, `wall_ms`, ...
     #[serde(flatten)]
@@ -117,6 +119,7 @@ impl Report {
             total_ms: ms(total),
             critical_path: path,
             critical_path_ms: ms(cp),
+            serial_ms: timings.iter().map(|t| ms(t.duration())).sum(),
             total_over_critical_path: if cp.is_zero() {
                 0.0
             } else {
@@ -190,11 +193,12 @@ impl Report {
             ));
         }
         s.push_str(&format!(
-            "stack {:.1}s, critical path (*) {:.1}s: {}; ratio {:.2}\n",
+            "graph {:.1}s, critical path (*) {:.1}s: {}; ratio {:.2}; one at a time it would take {:.1}s\n",
             self.total_ms as f64 / 1000.0,
             self.critical_path_ms as f64 / 1000.0,
             self.critical_path.join(" -> "),
-            self.total_over_critical_path
+            self.total_over_critical_path,
+            self.serial_ms as f64 / 1000.0
         ));
         s
     }
