@@ -177,6 +177,35 @@ fn removal_only_through_label_filtered_selections() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
+/// Architecture invariant: engine commands that change state are never interrupted.
+#[test]
+fn engine_changes_are_uninterruptible() {
+    let engine = std::fs::read_to_string(root().join("xtask/src/engine.rs")).unwrap();
+    for f in [
+        "run_container",
+        "create_network",
+        "build_cmd",
+        "save_cmd",
+        "remove_containers",
+        "remove_networks",
+        "remove_images",
+    ] {
+        let start = engine
+            .find(&format!("pub fn {f}("))
+            .unwrap_or_else(|| panic!("engine.rs has no `{f}`"));
+        let rest = &engine[start + 4..];
+        let end = ["\n    pub fn ", "\n    fn ", "\n}\n"]
+            .iter()
+            .filter_map(|m| rest.find(m))
+            .min()
+            .unwrap_or(rest.len());
+        assert!(
+            rest[..end].contains(".uninterruptible()"),
+            "engine.rs `{f}` must use Cmd::uninterruptible()"
+        );
+    }
+}
+
 #[test]
 fn errors_are_lowercase_without_a_trailing_period() {
     let mut bad = Vec::new();
