@@ -128,6 +128,7 @@ pub struct Standins {
 /// DataStorage, ...) on its own network in dependency order, independent parts in parallel, each
 /// checked for readiness; runs `cargo test -p <consumer> --test integration` with the URLs in the
 /// environment; removes containers, network and this run's images. The exit code is the tests'.
+/// A taken host port or another stack of the same consumer stops it at once, naming the holder.
 #[derive(Debug, Args)]
 pub struct Integration {
     /// The service whose integration tests run (a consumer in `infra.toml`).
@@ -272,11 +273,13 @@ pub struct Bench {
 
 /// Run every test of the workspace: what CI runs (`.ci/run`).
 ///
-/// Unit and tidy tests, the services' tests, the podman-backed xtask tests, stand-in images,
-/// the integration runs of every consumer, and the E2E runs against the fake kind/kubectl.
+/// In order: formatting, clippy, unit and tidy tests, the fake kind/kubectl against podman,
+/// the integration run of every consumer, the E2E run of every consumer against the fake
+/// kind/kubectl, and the podman-backed xtask scenarios. Builds the stand-in images first when
+/// they are missing (as root). Every step runs; a summary lists the failed ones.
 #[derive(Debug, Args)]
 pub struct Test {
-    /// Only what needs no container engine (unit, tidy and fake-tool tests).
+    /// Only what needs no container engine (formatting, clippy, unit and tidy tests).
     #[arg(long)]
     pub quick: bool,
 }
