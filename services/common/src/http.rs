@@ -1,6 +1,6 @@
-//! HTTP helpers shared by the services: JSON error bodies, body parsing with clear messages,
-//! 404/405 fallbacks, request metrics, `/healthz`, `/readyz` and `/metrics` responses, and a
-//! server handle for running a router in-process.
+//! HTTP helpers shared by the services: JSON error bodies, body parsing and validation with clear
+//! messages, 404/405 fallbacks, request metrics, `/healthz`, `/readyz` and `/metrics` responses,
+//! and a server handle for running a router in-process.
 
 use crate::metrics::Registry;
 use axum::body::Bytes;
@@ -9,6 +9,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -119,6 +120,17 @@ pub fn parse_json_body(
         .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))
 }
 
+/// Parses a request body as JSON (see [`parse_json_body`]) and validates it with `validate`;
+/// invalid input is a 400 `{"error":"validation failed","fields":[...]}`.
+pub fn validated_json<T>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+    validate: impl FnOnce(&Value) -> Result<T, Vec<FieldError>>,
+) -> Result<T, ApiError> {
+    let value = parse_json_body(body, limit)?;
+    validate(&value).map_err(ApiError::validation)
+}
+
 /// Fallback for unknown routes: 404 with a JSON body.
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError {
@@ -148,6 +160,20 @@ pub fn finish_router(router: Router, registry: Registry) -> Router {
             registry,
             track_requests,
         ))
+}
+
+/// A service's router: `routes` plus `GET /healthz` and `GET /metrics` (of `registry`), with
+/// the fallbacks and request metrics of [`finish_router`].
+pub fn service_router(routes: Router, registry: Registry) -> Router {
+    let metrics = registry.clone();
+    let routes = routes.route("/healthz", get(healthz)).route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move { metrics_response(&metrics) }
+        }),
+    );
+    finish_router(routes, registry)
 }
 
 /// Middleware counting requests by route template, method and status in
@@ -422,6 +448,59 @@ mod tests {
             text.contains(
                 "http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1"
             ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn service_routers_answer_health_and_metrics_and_validate_bodies() {
+        async fn create(body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+            let name = validated_json(body, 64, |v| match v["name"].as_str() {
+                Some(n) => Ok(n.to_string()),
+                None => Err(vec![FieldError::new("name", "is required")]),
+            })?;
+            Ok(Json(json!({ "name": name })))
+        }
+        let registry = Registry::new();
+        let app = service_router(Router::new().route("/x", post(create)), registry.clone());
+        let send = |req: Request<Body>| {
+            let app = app.clone();
+            async move {
+                let res = app.oneshot(req).await.unwrap();
+                let status = res.status();
+                let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (status, String::from_utf8_lossy(&bytes).into_owned())
+            }
+        };
+        let post_x = |body: &'static str| Request::post("/x").body(Body::from(body)).unwrap();
+
+        let (s, b) = send(Request::get("/healthz").body(Body::empty()).unwrap()).await;
+        assert_eq!((s, b.as_str()), (StatusCode::OK, r#"{"status":"ok"}"#));
+        let (s, b) = send(post_x(r#"{"name":"a"}"#)).await;
+        assert_eq!((s, b.as_str()), (StatusCode::OK, r#"{"name":"a"}"#));
+        let (s, b) = send(post_x("{}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let v: Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(
+            v,
+            json!({"error": "validation failed", "fields": [{"field": "name", "message": "is required"}]})
+        );
+        let (s, b) = send(post_x("{oops")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(b.contains("not valid JSON"), "{b}");
+
+        let (s, text) = send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(
+            text.contains(
+                "http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("http_requests_total{route=\"/x\",method=\"POST\",status=\"400\"} 2"),
             "{text}"
         );
     }

@@ -1,7 +1,12 @@
-//! Test helpers (feature `test-util`): polling with a deadline, environment checks, DataStorage
-//! audit queries, and a TCP proxy that can be cut and restored, to make a
-//! real dependency (PostgreSQL, DataStorage) unreachable for a service under test.
+//! Test helpers (feature `test-util`): polling with a deadline, environment checks, HTTP calls
+//! (to a router in-process or to a service over the network), audit queries over DataStorage
+//! and PostgreSQL, and a TCP proxy that can be cut and restored, to make a real dependency
+//! (PostgreSQL, Redis, DataStorage) unreachable for a service under test.
 
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::Value;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -109,12 +114,100 @@ where
     }
 }
 
+/// Variables for a service started in-process: `pairs`, with `extra` added over them.
+pub fn env_map(pairs: &[(&str, &str)], extra: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A local address that nothing listens on (bound to a free port, then released): connections
+/// to it are refused.
+pub async fn closed_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address")
+}
+
+/// Sends `req` to `app` in-process: the status and the body as JSON (a body that is not JSON,
+/// such as `/metrics`, as a JSON string).
+pub async fn call(app: axum::Router, req: Request<Body>) -> (StatusCode, Value) {
+    use tower::ServiceExt;
+    let res = app.oneshot(req).await.expect("the router answers");
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .expect("a body of at most 1 MiB");
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, v)
+}
+
+/// The `field` of each entry of a validation error body's `fields`, in order.
+pub fn field_names(body: &Value) -> Vec<&str> {
+    body["fields"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no \"fields\" array in {body}"))
+        .iter()
+        .map(|f| {
+            f["field"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a field without a name in {body}"))
+        })
+        .collect()
+}
+
 /// An HTTP client for tests (15 s timeout).
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(15))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// `POST {url}` with a JSON body: the status and the answer as JSON (null when it is not JSON).
+/// Panics when nothing answers.
+pub async fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    let res = http()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .expect("POST answers");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// `GET {url}`: the status and the answer as JSON (null when it is not JSON). Panics when
+/// nothing answers.
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let res = http().get(url).send().await.expect("GET answers");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// The body of `GET {url}` as text (e.g. `/metrics`). Panics when nothing answers.
+pub async fn get_text(url: &str) -> String {
+    http()
+        .get(url)
+        .send()
+        .await
+        .expect("GET answers")
+        .text()
+        .await
+        .expect("a text body")
+}
+
+/// Waits until `GET {base}/readyz` answers 2xx.
+pub async fn wait_ready(base: &str, timeout: std::time::Duration) {
+    eventually(&format!("{base}/readyz to answer 200"), timeout, || async {
+        let res = http().get(format!("{base}/readyz")).send().await.ok()?;
+        res.status().is_success().then_some(())
+    })
+    .await;
 }
 
 /// Audit events of DataStorage at `base` with `correlation_id` and `event_type`, newest first;
@@ -158,6 +251,25 @@ pub async fn wait_for_audit(
         },
     )
     .await
+}
+
+/// The `event_type` of every row of `audit_events` with `correlation_id`, read straight from
+/// the PostgreSQL of DataStorage at `postgres_url`.
+pub async fn postgres_audit_event_types(postgres_url: &str, correlation_id: &str) -> Vec<String> {
+    let (client, conn) = tokio_postgres::connect(postgres_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to POSTGRES_URL");
+    tokio::spawn(conn);
+    client
+        .query(
+            "SELECT event_type FROM audit_events WHERE correlation_id = $1",
+            &[&correlation_id],
+        )
+        .await
+        .expect("query audit_events")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
 }
 
 /// The host:port of a URL (default ports filled in).

@@ -67,28 +67,17 @@ pub fn router(state: AppState) -> Router {
     let registry = state.registry.clone();
     let limit = state.max_body_bytes;
     let api = Router::new()
-        .route("/healthz", get(h::healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/api/v1/audit/events", post(create_event).get(list_events))
         .route("/api/v1/audit/events/batch", post(create_batch))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state);
-    h::finish_router(api, registry)
+    h::service_router(api, registry)
 }
 
 /// The router of the metrics port: `/metrics` and `/healthz` only.
 pub fn metrics_router(state: AppState) -> Router {
-    let registry = state.registry.clone();
-    let r = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(h::healthz))
-        .with_state(state);
-    h::finish_router(r, registry)
-}
-
-async fn metrics(State(s): State<AppState>) -> Response {
-    h::metrics_response(&s.registry)
+    h::service_router(Router::new(), state.registry)
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -127,35 +116,25 @@ fn write_response(
     (status, Json(body)).into_response()
 }
 
-async fn create_event(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let value = match h::parse_json_body(body, s.max_body_bytes) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let event = match validate_event(&value, "") {
-        Ok(e) => e,
-        Err(fields) => {
-            s.rejected.inc();
-            return ApiError::validation(fields).into_response();
-        }
-    };
+async fn create_event(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let event = h::validated_json(body, s.max_body_bytes, |v| {
+        validate_event(v, "").inspect_err(|_| s.rejected.inc())
+    })?;
     let events = [event];
-    write_response(s.store.write(&events).await, &events, true)
+    Ok(write_response(s.store.write(&events).await, &events, true))
 }
 
-async fn create_batch(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let value = match h::parse_json_body(body, s.max_body_bytes) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let events = match validate_batch(&value) {
-        Ok(e) => e,
-        Err(fields) => {
-            s.rejected.inc();
-            return ApiError::validation(fields).into_response();
-        }
-    };
-    write_response(s.store.write(&events).await, &events, false)
+async fn create_batch(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let events = h::validated_json(body, s.max_body_bytes, |v| {
+        validate_batch(v).inspect_err(|_| s.rejected.inc())
+    })?;
+    Ok(write_response(s.store.write(&events).await, &events, false))
 }
 
 /// Parses the query string of `GET /api/v1/audit/events`.
@@ -224,15 +203,12 @@ mod tests {
     use crate::config::Config;
     use axum::body::Body;
     use axum::http::Request;
-    use serde_json::Value;
-    use tower::ServiceExt;
+    use svc_common::testing::{call, closed_addr, field_names};
 
     /// A router whose PostgreSQL and Redis point at a closed port: enough for everything that
     /// fails before storage, and for checking that nothing is acknowledged without storage.
     async fn app() -> Router {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        drop(l);
+        let port = closed_addr().await.port();
         let env = svc_common::Env::from_pairs(&[
             (
                 "DATABASE_URL",
@@ -251,17 +227,6 @@ mod tests {
             config.max_body_bytes,
             config.query_limit_max,
         ))
-    }
-
-    async fn call(app: Router, req: Request<Body>) -> (StatusCode, Value) {
-        let res = app.oneshot(req).await.unwrap();
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, v)
     }
 
     fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
@@ -328,14 +293,8 @@ mod tests {
         .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert_eq!(b["error"], "validation failed");
-        let fields: Vec<&str> = b["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["field"].as_str().unwrap())
-            .collect();
         assert_eq!(
-            fields,
+            field_names(&b),
             vec![
                 "event_category",
                 "event_action",
@@ -446,12 +405,6 @@ mod tests {
                 .contains("1 to 1000"));
         }
         let e = parse_query(Some("corelation_id=x&limit=0"), 1000).unwrap_err();
-        let fields: Vec<&str> = e.body["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["field"].as_str().unwrap())
-            .collect();
-        assert_eq!(fields, vec!["corelation_id", "limit"]);
+        assert_eq!(field_names(&e.body), vec!["corelation_id", "limit"]);
     }
 }

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use svc_common::cli;
 use svc_common::config::Env;
-use svc_common::logging::{self, LogConfig};
 
 const HELP: &str = "\
 datastorage: audit event store (HTTP over PostgreSQL, Redis dead-letter queue)
@@ -68,16 +68,6 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     Ok(cmd)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("datastorage: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        })
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = match parse_args(&args) {
@@ -102,54 +92,35 @@ fn main() -> ExitCode {
 }
 
 fn serve() -> ExitCode {
-    let (log, config) = match svc_common::config::load(|env| {
-        (LogConfig::read(env), datastorage::Config::read(env))
-    }) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("datastorage: configuration error:\n{e}");
-            return ExitCode::from(2);
-        }
-    };
-    logging::init(&log);
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    match rt.block_on(datastorage::serve(
-        config,
-        svc_common::shutdown::shutdown_signal(),
-    )) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "datastorage failed");
-            eprintln!("datastorage: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::run(
+        "datastorage",
+        datastorage::Config::read,
+        |config, stop| async move {
+            let result = datastorage::serve(config, stop).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %format!("{e:#}"), "datastorage failed");
+            }
+            result
+        },
+    )
 }
 
 fn migrate(dir_arg: Option<PathBuf>) -> ExitCode {
     let read = |env: &mut Env<'static>| {
-        let log = LogConfig::read(env);
         let url = env.required_url(
             "DATABASE_URL",
             &["postgres", "postgresql"],
             datastorage::config::DATABASE_URL_EXAMPLE,
         );
         let dir = PathBuf::from(env.string("MIGRATIONS_DIR", "migrations"));
-        (log, url, dir)
+        (url, dir)
     };
-    let (log, url, env_dir) = match svc_common::config::load(read) {
+    let (url, env_dir) = match cli::configure("datastorage migrate", read) {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("datastorage migrate: configuration error:\n{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    logging::init(&log);
     let dir = dir_arg.unwrap_or(env_dir);
-    let rt = match runtime() {
+    let rt = match cli::runtime("datastorage") {
         Ok(rt) => rt,
         Err(code) => return code,
     };

@@ -15,6 +15,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use svc_common::audit::{AuditEvent, AuditOutcome};
 use svc_common::http::FieldError;
+pub use svc_common::validate::kind;
+use svc_common::validate::Fields;
 use uuid::Uuid;
 
 /// Longest accepted string field.
@@ -41,163 +43,73 @@ const OPTIONAL: [&str; 6] = [
 
 /// Validates one event. `prefix` is put before field names (`events[3].` in a batch).
 pub fn validate_event(value: &Value, prefix: &str) -> Result<AuditEvent, Vec<FieldError>> {
-    let mut errors = Vec::new();
-    let Some(obj) = value.as_object() else {
-        let what = if prefix.is_empty() {
-            "request body".to_string()
-        } else {
-            prefix.trim_end_matches('.').to_string()
-        };
-        return Err(vec![FieldError::new(
-            what,
-            format!("must be a JSON object, got {}", kind(value)),
-        )]);
-    };
-    let field = |name: &str| format!("{prefix}{name}");
-
-    let required = |name: &str, errors: &mut Vec<FieldError>| -> String {
-        match obj.get(name) {
-            None | Some(Value::Null) => {
-                errors.push(FieldError::new(field(name), "is required"));
-                String::new()
-            }
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                errors.push(FieldError::new(field(name), "must not be empty"));
-                String::new()
-            }
-            Some(Value::String(s)) if s.chars().count() > MAX_FIELD_CHARS => {
-                errors.push(FieldError::new(
-                    field(name),
-                    format!("must be at most {MAX_FIELD_CHARS} characters"),
-                ));
-                String::new()
-            }
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => {
-                errors.push(FieldError::new(
-                    field(name),
-                    format!("must be a string, got {}", kind(other)),
-                ));
-                String::new()
-            }
-        }
-    };
+    let mut f = Fields::prefixed(value, prefix)?;
     let [event_type, event_category, event_action, correlation_id] =
-        REQUIRED.map(|n| required(n, &mut errors));
-
-    let event_outcome = match obj.get("event_outcome") {
-        None | Some(Value::Null) => {
-            errors.push(FieldError::new(
-                field("event_outcome"),
-                "is required; allowed values: success, failure, pending",
-            ));
-            AuditOutcome::Pending
-        }
-        Some(Value::String(s)) => match s.parse::<AuditOutcome>() {
-            Ok(o) => o,
-            Err(msg) => {
-                errors.push(FieldError::new(field("event_outcome"), msg));
-                AuditOutcome::Pending
-            }
-        },
-        Some(other) => {
-            errors.push(FieldError::new(
-                field("event_outcome"),
-                format!(
-                    "must be a string (success, failure or pending), got {}",
-                    kind(other)
-                ),
-            ));
-            AuditOutcome::Pending
-        }
-    };
-
-    let optional = |name: &str, errors: &mut Vec<FieldError>| -> Option<String> {
-        match obj.get(name) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.chars().count() > MAX_FIELD_CHARS => {
-                errors.push(FieldError::new(
-                    field(name),
-                    format!("must be at most {MAX_FIELD_CHARS} characters"),
-                ));
-                None
-            }
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => {
-                errors.push(FieldError::new(
-                    field(name),
-                    format!("must be a string or null, got {}", kind(other)),
-                ));
-                None
-            }
-        }
-    };
+        REQUIRED.map(|n| f.required_string(n, MAX_FIELD_CHARS));
+    let event_outcome = f
+        .choice("event_outcome", &AuditOutcome::ALLOWED, str::parse)
+        .unwrap_or(AuditOutcome::Pending);
     let [actor_type, actor_id, resource_type, resource_id, namespace, severity] =
-        OPTIONAL.map(|n| optional(n, &mut errors));
+        OPTIONAL.map(|n| optional(&mut f, n));
 
-    let event_id = match obj.get("event_id") {
+    let event_id = match f.get("event_id") {
         None | Some(Value::Null) => Uuid::new_v4(),
         Some(Value::String(s)) => match Uuid::parse_str(s) {
             Ok(u) => u,
             Err(_) => {
-                errors.push(FieldError::new(
-                    field("event_id"),
-                    format!("{s:?} is not a UUID"),
-                ));
+                f.error("event_id", format!("{s:?} is not a UUID"));
                 Uuid::nil()
             }
         },
         Some(other) => {
-            errors.push(FieldError::new(
-                field("event_id"),
+            f.error(
+                "event_id",
                 format!("must be a UUID string, got {}", kind(other)),
-            ));
+            );
             Uuid::nil()
         }
     };
 
-    let event_timestamp = match obj.get("event_timestamp") {
+    let event_timestamp = match f.get("event_timestamp") {
         None | Some(Value::Null) => Utc::now(),
         Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
             Ok(t) => t.with_timezone(&Utc),
             Err(e) => {
-                errors.push(FieldError::new(
-                    field("event_timestamp"),
-                    format!("{s:?} is not an RFC 3339 timestamp ({e}); expected e.g. 2024-05-01T12:00:00Z"),
-                ));
+                f.error("event_timestamp", format!("{s:?} is not an RFC 3339 timestamp ({e}); expected e.g. 2024-05-01T12:00:00Z"));
                 Utc::now()
             }
         },
         Some(other) => {
-            errors.push(FieldError::new(
-                field("event_timestamp"),
+            f.error(
+                "event_timestamp",
                 format!("must be an RFC 3339 string, got {}", kind(other)),
-            ));
+            );
             Utc::now()
         }
     };
 
-    let event_data = match obj.get("event_data") {
+    let event_data = match f.get("event_data") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => {
             let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
             if size > MAX_EVENT_DATA_BYTES {
-                errors.push(FieldError::new(
-                    field("event_data"),
+                f.error(
+                    "event_data",
                     format!("is {size} bytes; at most {MAX_EVENT_DATA_BYTES} bytes are accepted"),
-                ));
+                );
             }
             m.clone()
         }
         Some(other) => {
-            errors.push(FieldError::new(
-                field("event_data"),
+            f.error(
+                "event_data",
                 format!("must be a JSON object, got {}", kind(other)),
-            ));
+            );
             Map::new()
         }
     };
 
+    let errors = f.into_errors();
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -258,15 +170,25 @@ pub fn validate_batch(value: &Value) -> Result<Vec<AuditEvent>, Vec<FieldError>>
     }
 }
 
-/// A JSON value's kind, for messages.
-pub fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// An optional string (null = absent) of at most [`MAX_FIELD_CHARS`] characters.
+fn optional(f: &mut Fields<'_>, name: &str) -> Option<String> {
+    match f.get(name) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() > MAX_FIELD_CHARS => {
+            f.error(
+                name,
+                format!("must be at most {MAX_FIELD_CHARS} characters"),
+            );
+            None
+        }
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            f.error(
+                name,
+                format!("must be a string or null, got {}", kind(other)),
+            );
+            None
+        }
     }
 }
 

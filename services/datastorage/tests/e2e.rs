@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use svc_common::testing::{eventually, http, required_env};
+use svc_common::testing::{field_names, get_json, get_text, http, post_json, required_env};
 use uuid::Uuid;
 
 const HOW: &str = "`cargo xtask e2e datastorage`";
@@ -21,15 +21,7 @@ fn event(corr: &str, ts: &str) -> Value {
 }
 
 async fn wait_ready(base: &str) {
-    eventually(
-        &format!("{base}/readyz to answer 200"),
-        Duration::from_secs(60),
-        || async {
-            let res = http().get(format!("{base}/readyz")).send().await.ok()?;
-            res.status().is_success().then_some(())
-        },
-    )
-    .await;
+    svc_common::testing::wait_ready(base, Duration::from_secs(60)).await;
 }
 
 #[tokio::test]
@@ -38,26 +30,11 @@ async fn health_readiness_and_metrics() {
     let base = required_env("DATASTORAGE_URL", HOW);
     let metrics_base = required_env("DATASTORAGE_METRICS_URL", HOW);
     wait_ready(&base).await;
-    let res = http().get(format!("{base}/healthz")).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    let body: Value = http()
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(get_json(&format!("{base}/healthz")).await.0, 200);
+    let (_, body) = get_json(&format!("{base}/readyz")).await;
     assert_eq!(body["checks"]["postgres"]["ok"], true);
     assert_eq!(body["checks"]["redis"]["ok"], true);
-    let text = http()
-        .get(format!("{metrics_base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&format!("{metrics_base}/metrics")).await;
     for name in [
         "datastorage_events_written_total",
         "datastorage_dlq_depth",
@@ -76,37 +53,18 @@ async fn events_round_trip_newest_first() {
     let base = required_env("DATASTORAGE_URL", HOW);
     wait_ready(&base).await;
     let corr = format!("e2e-ds-{}", Uuid::new_v4());
-    let res = http()
-        .post(format!("{base}/api/v1/audit/events"))
-        .json(&event(&corr, "2024-06-01T00:00:01Z"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 201);
+    let events = format!("{base}/api/v1/audit/events");
+    let (status, _) = post_json(&events, &event(&corr, "2024-06-01T00:00:01Z")).await;
+    assert_eq!(status, 201);
     let batch = json!([
         event(&corr, "2024-06-01T00:00:03Z"),
         event(&corr, "2024-06-01T00:00:02Z")
     ]);
-    let res = http()
-        .post(format!("{base}/api/v1/audit/events/batch"))
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 201);
-    let body: Value = res.json().await.unwrap();
+    let (status, body) = post_json(&format!("{events}/batch"), &batch).await;
+    assert_eq!(status, 201);
     assert_eq!(body["count"], 2);
 
-    let body: Value = http()
-        .get(format!(
-            "{base}/api/v1/audit/events?correlation_id={corr}&limit=2"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, body) = get_json(&format!("{events}?correlation_id={corr}&limit=2")).await;
     let times: Vec<&str> = body["events"]
         .as_array()
         .unwrap()
@@ -121,22 +79,14 @@ async fn events_round_trip_newest_first() {
 async fn bad_requests_get_json_errors() {
     let base = required_env("DATASTORAGE_URL", HOW);
     wait_ready(&base).await;
-    let res = http()
-        .post(format!("{base}/api/v1/audit/events"))
-        .json(&json!({"event_type": "x", "event_outcome": "maybe", "event_data": "no"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 400);
-    let body: Value = res.json().await.unwrap();
-    let fields: Vec<&str> = body["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["field"].as_str())
-        .collect();
+    let (status, body) = post_json(
+        &format!("{base}/api/v1/audit/events"),
+        &json!({"event_type": "x", "event_outcome": "maybe", "event_data": "no"}),
+    )
+    .await;
+    assert_eq!(status, 400);
     assert_eq!(
-        fields,
+        field_names(&body),
         vec![
             "event_category",
             "event_action",
@@ -146,19 +96,11 @@ async fn bad_requests_get_json_errors() {
         ]
     );
 
-    let res = http()
-        .get(format!("{base}/api/v1/audit/events?limit=abc"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 400);
-    let res = http()
-        .get(format!("{base}/no/such/route"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 404);
-    assert!(res.json::<Value>().await.unwrap()["error"].is_string());
+    let (status, _) = get_json(&format!("{base}/api/v1/audit/events?limit=abc")).await;
+    assert_eq!(status, 400);
+    let (status, body) = get_json(&format!("{base}/no/such/route")).await;
+    assert_eq!(status, 404);
+    assert!(body["error"].is_string());
     let res = http()
         .delete(format!("{base}/api/v1/audit/events"))
         .send()

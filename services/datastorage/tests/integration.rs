@@ -4,37 +4,31 @@
 
 use datastorage::{Config, Running};
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::future::Future;
-use std::time::{Duration, Instant};
-use svc_common::testing::TcpProxy;
+use std::time::Duration;
+use svc_common::testing::{
+    env_map, eventually, field_names, get_json, get_text, http, post_json, via_proxy, TcpProxy,
+};
 use uuid::Uuid;
 
+const HOW: &str = "`cargo xtask integration datastorage`";
+
 fn required_env(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v,
-        _ => panic!(
-            "{name} is not set: these tests need PostgreSQL and Redis; run them with \
-             `cargo xtask integration datastorage`, or set POSTGRES_URL=postgres://... and \
-             REDIS_URL=redis://... yourself"
-        ),
-    }
+    svc_common::testing::required_env(name, HOW)
 }
 
 fn config(database_url: &str, extra: &[(&str, &str)]) -> Config {
-    let mut map: HashMap<String, String> = HashMap::new();
-    map.insert("DATABASE_URL".into(), database_url.into());
-    map.insert("REDIS_URL".into(), required_env("REDIS_URL"));
-    map.insert("LISTEN_ADDR".into(), "127.0.0.1:0".into());
-    map.insert("METRICS_ADDR".into(), "127.0.0.1:0".into());
     // Each test gets its own dead-letter list so parallel tests do not drain each other's.
-    map.insert(
-        "DLQ_REDIS_KEY".into(),
-        format!("datastorage:dlq:test:{}", Uuid::new_v4()),
+    let dlq_key = format!("datastorage:dlq:test:{}", Uuid::new_v4());
+    let map = env_map(
+        &[
+            ("DATABASE_URL", database_url),
+            ("REDIS_URL", &required_env("REDIS_URL")),
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("METRICS_ADDR", "127.0.0.1:0"),
+            ("DLQ_REDIS_KEY", &dlq_key),
+        ],
+        extra,
     );
-    for (k, v) in extra {
-        map.insert(k.to_string(), v.to_string());
-    }
     Config::from_map(&map).expect("test configuration is valid")
 }
 
@@ -45,13 +39,6 @@ async fn start(database_url: &str, extra: &[(&str, &str)]) -> (Running, String) 
         .expect("datastorage starts");
     let base = format!("http://{}", running.addr());
     (running, base)
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap()
 }
 
 fn event(correlation_id: &str, event_type: &str, ts: &str) -> Value {
@@ -67,24 +54,11 @@ fn event(correlation_id: &str, event_type: &str, ts: &str) -> Value {
 }
 
 async fn post(base: &str, path: &str, body: &Value) -> (u16, Value) {
-    let res = http()
-        .post(format!("{base}{path}"))
-        .json(body)
-        .send()
-        .await
-        .expect("POST answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    post_json(&format!("{base}{path}"), body).await
 }
 
 async fn query(base: &str, q: &str) -> (u16, Value) {
-    let res = http()
-        .get(format!("{base}/api/v1/audit/events?{q}"))
-        .send()
-        .await
-        .expect("GET answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    get_json(&format!("{base}/api/v1/audit/events?{q}")).await
 }
 
 fn timestamps(body: &Value) -> Vec<String> {
@@ -96,24 +70,6 @@ fn timestamps(body: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Polls `check` until it returns `Some` or `timeout` passes.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn metric(base: &str, name: &str) -> Option<f64> {
@@ -219,23 +175,11 @@ async fn batches_are_stored_all_together_and_idempotently() {
     bad[2] = json!({"event_type": "x"});
     let (status, body) = post(&base, "/api/v1/audit/events/batch", &json!(bad)).await;
     assert_eq!(status, 400);
-    let fields: Vec<&str> = body["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["field"].as_str())
-        .collect();
+    let fields = field_names(&body);
     assert!(fields.contains(&"events[1].event_outcome"), "{body}");
     assert!(fields.contains(&"events[2].correlation_id"), "{body}");
 
-    let text = http()
-        .get(format!("http://{}/metrics", running.metrics_addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&format!("http://{}/metrics", running.metrics_addr())).await;
     assert!(
         text.contains("datastorage_events_written_total{path=\"direct\"} 3"),
         "{text}"
@@ -247,13 +191,11 @@ async fn batches_are_stored_all_together_and_idempotently() {
 #[ignore = "needs PostgreSQL and Redis: run by `cargo xtask integration datastorage`"]
 async fn readiness_health_and_error_bodies() {
     let (running, base) = start(&required_env("POSTGRES_URL"), &[]).await;
-    let res = http().get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    let res = http().get(format!("{base}/healthz")).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    let res = http().get(format!("{base}/nope")).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 404);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"], "no such route");
+    assert_eq!(get_json(&format!("{base}/readyz")).await.0, 200);
+    assert_eq!(get_json(&format!("{base}/healthz")).await.0, 200);
+    let (status, body) = get_json(&format!("{base}/nope")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"], "no such route");
     let res = http()
         .put(format!("{base}/api/v1/audit/events"))
         .send()
@@ -392,23 +334,12 @@ fn pg_host_port(url: &str) -> String {
     )
 }
 
-fn through_proxy(url: &str, proxy: &TcpProxy) -> String {
-    let mut u = reqwest::Url::parse(url).unwrap();
-    u.set_host(Some("127.0.0.1")).unwrap();
-    u.set_port(Some(proxy.addr().port())).unwrap();
-    u.to_string()
-}
-
 #[tokio::test]
 #[ignore = "needs PostgreSQL and Redis: run by `cargo xtask integration datastorage`"]
 async fn dead_letter_queue_holds_events_while_postgres_is_cut() {
     let pg = required_env("POSTGRES_URL");
     let proxy = TcpProxy::start(&pg_host_port(&pg)).await.unwrap();
-    let (running, base) = start(
-        &through_proxy(&pg, &proxy),
-        &[("DLQ_RETRY_INTERVAL_MS", "200")],
-    )
-    .await;
+    let (running, base) = start(&via_proxy(&pg, &proxy), &[("DLQ_RETRY_INTERVAL_MS", "200")]).await;
     let corr = format!("it-dlq-{}", Uuid::new_v4());
 
     let (status, _) = post(
@@ -443,9 +374,8 @@ async fn dead_letter_queue_holds_events_while_postgres_is_cut() {
 
     let depth = metric(&base, "datastorage_dlq_depth").await.unwrap_or(0.0);
     assert!(depth >= 5.0, "dead-letter depth while cut: {depth}");
-    let res = http().get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 503);
-    let body: Value = res.json().await.unwrap();
+    let (status, body) = get_json(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503);
     assert_eq!(body["unavailable"], json!(["postgres"]), "{body}");
     let (status, _) = query(&base, &format!("correlation_id={corr}")).await;
     assert_eq!(status, 503, "queries need PostgreSQL");
@@ -467,20 +397,12 @@ async fn dead_letter_queue_holds_events_while_postgres_is_cut() {
     )
     .await;
     let replayed = svc_common::metrics::parse_value(
-        &http()
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+        &get_text(&format!("{base}/metrics")).await,
         "datastorage_events_written_total",
         "{path=\"dlq_replay\"}",
     );
     assert_eq!(replayed, Some(5.0));
-    let res = http().get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(get_json(&format!("{base}/readyz")).await.0, 200);
     running.shutdown().await.unwrap();
 }
 
@@ -495,7 +417,7 @@ async fn queued_events_survive_a_restart() {
         ("DLQ_RETRY_INTERVAL_MS", "200"),
         ("DLQ_REDIS_KEY", dlq_key.as_str()),
     ];
-    let (first, base) = start(&through_proxy(&pg, &proxy), &extra).await;
+    let (first, base) = start(&via_proxy(&pg, &proxy), &extra).await;
     let corr = format!("it-restart-{}", Uuid::new_v4());
     let (status, body) = post(
         &base,

@@ -53,17 +53,11 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let registry = state.registry.clone();
     let r = Router::new()
-        .route("/healthz", get(h::healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/api/v1/signals", post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
-    h::finish_router(r, registry)
-}
-
-async fn metrics(State(s): State<AppState>) -> Response {
-    h::metrics_response(&s.registry)
+    h::service_router(r, registry)
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -94,15 +88,11 @@ fn signal_event(
         .severity(signal.severity.as_str())
 }
 
-async fn receive(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let value = match h::parse_json_body(body, MAX_BODY_BYTES) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let signal = match validate(&value) {
-        Ok(sig) => sig,
-        Err(fields) => return ApiError::validation(fields).into_response(),
-    };
+async fn receive(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let signal = h::validated_json(body, MAX_BODY_BYTES, validate)?;
     let fresh_corr = Uuid::new_v4().to_string();
     let (count, correlation_id) = match s
         .dedup
@@ -119,10 +109,9 @@ async fn receive(State(s): State<AppState>, body: Result<Bytes, BytesRejection>)
                 )
                 .inc();
             tracing::error!(error = %e, fingerprint = %signal.fingerprint, "cannot deduplicate: signal refused");
-            return ApiError::unavailable(format!(
+            return Err(ApiError::unavailable(format!(
                 "deduplication store unavailable, signal not processed: {e}; retry later"
-            ))
-            .into_response();
+            )));
         }
     };
     let decision = decide(count);
@@ -182,7 +171,7 @@ async fn receive(State(s): State<AppState>, body: Result<Bytes, BytesRejection>)
             });
         }
     }
-    (
+    Ok((
         StatusCode::ACCEPTED,
         Json(json!({
             "status": decision.as_str(),
@@ -191,7 +180,7 @@ async fn receive(State(s): State<AppState>, body: Result<Bytes, BytesRejection>)
             "correlation_id": correlation_id,
         })),
     )
-        .into_response()
+        .into_response())
 }
 
 #[cfg(test)]
@@ -199,16 +188,13 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
-    use serde_json::Value;
     use std::time::Duration;
     use svc_common::audit::AuditClientConfig;
     use svc_common::redis_conn::LazyRedis;
-    use tower::ServiceExt;
+    use svc_common::testing::{call, closed_addr, field_names};
 
     async fn state() -> AppState {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        drop(l);
+        let addr = closed_addr().await;
         let registry = Registry::new();
         let audit_config = AuditClientConfig {
             datastorage_url: format!("http://{addr}"),
@@ -231,18 +217,6 @@ mod tests {
             tasks: TaskTracker::new(),
             forward_backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(1)),
         }
-    }
-
-    async fn call(app: Router, req: Request<Body>) -> (StatusCode, Value) {
-        let res = app.oneshot(req).await.unwrap();
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
     }
 
     fn post(body: impl Into<Body>) -> Request<Body> {
@@ -273,14 +247,8 @@ mod tests {
         )
         .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
-        let fields: Vec<&str> = b["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|f| f["field"].as_str())
-            .collect();
         assert_eq!(
-            fields,
+            field_names(&b),
             vec!["alertname", "namespace", "severity", "labels.a"]
         );
     }

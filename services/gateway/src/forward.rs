@@ -123,9 +123,7 @@ mod tests {
 
     #[tokio::test]
     async fn dead_notification_fails_after_the_attempts() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", l.local_addr().unwrap());
-        drop(l);
+        let base = format!("http://{}", svc_common::testing::closed_addr().await);
         let f = forward(
             &reqwest::Client::new(),
             &base,

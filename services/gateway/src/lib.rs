@@ -10,57 +10,22 @@ pub mod signal;
 
 pub use config::Config;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use svc_common::audit::AuditClient;
-use svc_common::http::Server;
 use svc_common::metrics::Registry;
 use svc_common::redis_conn::LazyRedis;
+use svc_common::service::Background;
 use tokio_util::task::TaskTracker;
+
+pub use svc_common::service::AUDIT_GRACE;
 
 /// How long shutdown waits for forwards in progress.
 pub const FORWARD_GRACE: Duration = Duration::from_secs(10);
-/// How long shutdown tries to flush audit events.
-pub const AUDIT_GRACE: Duration = Duration::from_secs(5);
 
-/// A running Gateway.
-pub struct Running {
-    server: Server,
-    state: api::AppState,
-}
-
-impl Running {
-    /// Address of the API.
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    /// Audit events not yet acknowledged by DataStorage.
-    pub fn audit_pending(&self) -> usize {
-        self.state.audit.pending()
-    }
-
-    /// Graceful stop: stop accepting, finish in-flight requests, wait (bounded) for forwards,
-    /// flush audit events.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
-        let served = self.server.shutdown().await;
-        self.state.tasks.close();
-        if tokio::time::timeout(FORWARD_GRACE, self.state.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::error!(
-                abandoned = self.state.tasks.len(),
-                "forwards still in progress after the grace period are abandoned"
-            );
-        }
-        self.state.audit.shutdown(AUDIT_GRACE).await;
-        served?;
-        tracing::info!("gateway stopped");
-        Ok(())
-    }
-}
+/// A running Gateway: [`Running::shutdown`] stops accepting, finishes in-flight requests, waits
+/// (bounded) for forwards and flushes audit events.
+pub type Running = svc_common::service::Running;
 
 /// Builds the state and binds the listener. Redis, DataStorage and Notification need not be up.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
@@ -83,20 +48,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks: TaskTracker::new(),
         forward_backoff: forward::default_backoff(),
     };
-    let server = match Server::bind(config.listen_addr, api::router(state.clone())).await {
-        Ok(s) => s,
-        Err(e) => {
-            state.audit.shutdown(Duration::ZERO).await;
-            return Err(e);
-        }
+    let background = Background {
+        tasks: state.tasks.clone(),
+        what: "forwards",
+        grace: FORWARD_GRACE,
     };
+    let router = api::router(state.clone());
+    let running = Running::bind(
+        "gateway",
+        config.listen_addr,
+        router,
+        background,
+        state.audit,
+    )
+    .await?;
     tracing::info!(
-        addr = %server.addr(),
+        addr = %running.addr(),
         forwarding = config.notification_url.as_deref().unwrap_or("off"),
         window_s = config.dedup_window.as_secs(),
         "gateway listening"
     );
-    Ok(Running { server, state })
+    Ok(running)
 }
 
 /// Runs until `shutdown` completes, then stops gracefully.

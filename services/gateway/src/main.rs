@@ -1,7 +1,7 @@
 //! The `gateway` binary.
 
 use std::process::ExitCode;
-use svc_common::logging::{self, LogConfig};
+use svc_common::cli;
 
 const HELP: &str = "\
 gateway: deduplicates signals, audits them, forwards critical ones to Notification
@@ -27,48 +27,8 @@ EXIT CODES: 0 success, 1 failure, 2 bad usage or configuration.
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("serve") if args.len() <= 1 => {}
-        Some("-h" | "--help" | "help") => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Some("-V" | "--version") => {
-            println!("gateway {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        _ => {
-            eprintln!("gateway: unexpected arguments {args:?}; see gateway --help");
-            return ExitCode::from(2);
-        }
+    if let Some(code) = cli::serve_only_args("gateway", env!("CARGO_PKG_VERSION"), HELP, &args) {
+        return code;
     }
-    let (log, config) =
-        match svc_common::config::load(|env| (LogConfig::read(env), gateway::Config::read(env))) {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("gateway: configuration error:\n{e}");
-                return ExitCode::from(2);
-            }
-        };
-    logging::init(&log);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gateway: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(gateway::serve(
-        config,
-        svc_common::shutdown::shutdown_signal(),
-    )) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gateway: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::run("gateway", gateway::Config::read, gateway::serve)
 }

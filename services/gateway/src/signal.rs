@@ -3,6 +3,7 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 use svc_common::http::FieldError;
+use svc_common::validate::{kind, Fields};
 
 /// Longest fingerprint.
 pub const MAX_FINGERPRINT_CHARS: usize = 256;
@@ -46,95 +47,25 @@ pub struct Signal {
     pub labels: BTreeMap<String, String>,
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Validates a signal; every offending field is reported.
 pub fn validate(v: &Value) -> Result<Signal, Vec<FieldError>> {
-    let Some(obj) = v.as_object() else {
-        return Err(vec![FieldError::new(
-            "request body",
-            format!("must be a JSON object, got {}", kind(v)),
-        )]);
-    };
-    let mut errors = Vec::new();
-    let mut text = |name: &str, max: usize| -> String {
-        match obj.get(name) {
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                errors.push(FieldError::new(name, "must not be empty"));
-                String::new()
-            }
-            Some(Value::String(s)) if s.chars().count() > max => {
-                errors.push(FieldError::new(
-                    name,
-                    format!("must be at most {max} characters"),
-                ));
-                String::new()
-            }
-            Some(Value::String(s)) => s.clone(),
-            None | Some(Value::Null) => {
-                errors.push(FieldError::new(name, "is required"));
-                String::new()
-            }
-            Some(other) => {
-                errors.push(FieldError::new(
-                    name,
-                    format!("must be a string, got {}", kind(other)),
-                ));
-                String::new()
-            }
-        }
-    };
-    let fingerprint = text("fingerprint", MAX_FINGERPRINT_CHARS);
-    let alertname = text("alertname", 255);
-    let namespace = text("namespace", 253);
-    let severity = match obj.get("severity") {
-        Some(Value::String(s)) => match s.as_str() {
-            "critical" => Some(Severity::Critical),
-            "warning" => Some(Severity::Warning),
-            "info" => Some(Severity::Info),
-            other => {
-                errors.push(FieldError::new(
-                    "severity",
-                    format!("{other:?} is not allowed; allowed values: critical, warning, info"),
-                ));
-                None
-            }
-        },
-        None | Some(Value::Null) => {
-            errors.push(FieldError::new(
-                "severity",
-                "is required; allowed values: critical, warning, info",
-            ));
-            None
-        }
-        Some(other) => {
-            errors.push(FieldError::new(
-                "severity",
-                format!(
-                    "must be a string (critical, warning or info), got {}",
-                    kind(other)
-                ),
-            ));
-            None
-        }
-    };
+    let mut f = Fields::of(v)?;
+    let fingerprint = f.required_string("fingerprint", MAX_FINGERPRINT_CHARS);
+    let alertname = f.required_string("alertname", 255);
+    let namespace = f.required_string("namespace", 253);
+    let severity = f.one_of(
+        "severity",
+        &[
+            ("critical", Severity::Critical),
+            ("warning", Severity::Warning),
+            ("info", Severity::Info),
+        ],
+    );
     let mut labels = BTreeMap::new();
-    match obj.get("labels") {
+    match f.get("labels") {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) if m.len() > MAX_LABELS => {
-            errors.push(FieldError::new(
-                "labels",
-                format!("at most {MAX_LABELS} labels are allowed"),
-            ));
+            f.error("labels", format!("at most {MAX_LABELS} labels are allowed"));
         }
         Some(Value::Object(m)) => {
             for (k, v) in m {
@@ -142,18 +73,19 @@ pub fn validate(v: &Value) -> Result<Signal, Vec<FieldError>> {
                     Value::String(s) => {
                         labels.insert(k.clone(), s.clone());
                     }
-                    other => errors.push(FieldError::new(
-                        format!("labels.{k}"),
+                    other => f.error(
+                        &format!("labels.{k}"),
                         format!("must be a string, got {}", kind(other)),
-                    )),
+                    ),
                 }
             }
         }
-        Some(other) => errors.push(FieldError::new(
+        Some(other) => f.error(
             "labels",
             format!("must be an object of strings, got {}", kind(other)),
-        )),
+        ),
     }
+    let errors = f.into_errors();
     match (severity, errors.is_empty()) {
         (Some(severity), true) => Ok(Signal {
             fingerprint,

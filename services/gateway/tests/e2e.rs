@@ -3,21 +3,15 @@
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use svc_common::testing::{eventually, http, required_env, wait_for_audit};
+use svc_common::testing::{
+    audit_events, eventually, field_names, http, post_json, required_env, wait_for_audit,
+};
 use uuid::Uuid;
 
 const HOW: &str = "`cargo xtask e2e gateway`";
 
 async fn wait_ready(base: &str) {
-    eventually(
-        &format!("{base}/readyz to answer 200"),
-        Duration::from_secs(60),
-        || async {
-            let res = http().get(format!("{base}/readyz")).send().await.ok()?;
-            res.status().is_success().then_some(())
-        },
-    )
-    .await;
+    svc_common::testing::wait_ready(base, Duration::from_secs(60)).await;
 }
 
 fn signal(fingerprint: &str, severity: &str) -> Value {
@@ -25,14 +19,7 @@ fn signal(fingerprint: &str, severity: &str) -> Value {
 }
 
 async fn post(base: &str, body: &Value) -> (u16, Value) {
-    let res = http()
-        .post(format!("{base}/api/v1/signals"))
-        .json(body)
-        .send()
-        .await
-        .expect("POST answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    post_json(&format!("{base}/api/v1/signals"), body).await
 }
 
 #[tokio::test]
@@ -64,8 +51,7 @@ async fn signals_are_deduplicated_and_audited() {
         "two deduplicated audit events",
         Duration::from_secs(60),
         || async {
-            let events =
-                svc_common::testing::audit_events(&ds, corr, "gateway.signal.deduplicated").await;
+            let events = audit_events(&ds, corr, "gateway.signal.deduplicated").await;
             (events.len() == 2).then_some(events)
         },
     )
@@ -119,13 +105,10 @@ async fn bad_signals_are_refused() {
     )
     .await;
     assert_eq!(status, 400);
-    let fields: Vec<&str> = body["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["field"].as_str())
-        .collect();
-    assert_eq!(fields, vec!["alertname", "namespace", "severity"]);
+    assert_eq!(
+        field_names(&body),
+        vec!["alertname", "namespace", "severity"]
+    );
     let res = http()
         .get(format!("{base}/api/v1/signals"))
         .send()

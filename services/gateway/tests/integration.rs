@@ -4,10 +4,10 @@
 
 use gateway::{Config, Running};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::time::Duration;
 use svc_common::testing::{
-    eventually, host_port, http, required_env, via_proxy, wait_for_audit, TcpProxy,
+    audit_events, env_map, eventually, get_json, get_text, host_port, post_json,
+    postgres_audit_event_types, required_env, via_proxy, wait_for_audit, TcpProxy,
 };
 use uuid::Uuid;
 
@@ -19,14 +19,15 @@ fn env(name: &str) -> String {
 
 async fn start(extra: &[(&str, &str)]) -> (Running, String) {
     svc_common::logging::init_for_tests();
-    let mut map: HashMap<String, String> = HashMap::new();
-    map.insert("REDIS_URL".into(), env("REDIS_URL"));
-    map.insert("DATASTORAGE_URL".into(), env("DATASTORAGE_URL"));
-    map.insert("LISTEN_ADDR".into(), "127.0.0.1:0".into());
-    map.insert("AUDIT_FLUSH_INTERVAL_MS".into(), "50".into());
-    for (k, v) in extra {
-        map.insert(k.to_string(), v.to_string());
-    }
+    let map = env_map(
+        &[
+            ("REDIS_URL", &env("REDIS_URL")),
+            ("DATASTORAGE_URL", &env("DATASTORAGE_URL")),
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("AUDIT_FLUSH_INTERVAL_MS", "50"),
+        ],
+        extra,
+    );
     let running = gateway::start(Config::from_map(&map).expect("valid test configuration"))
         .await
         .expect("gateway starts");
@@ -45,14 +46,7 @@ fn signal(fingerprint: &str, severity: &str) -> Value {
 }
 
 async fn post(base: &str, body: &Value) -> (u16, Value) {
-    let res = http()
-        .post(format!("{base}/api/v1/signals"))
-        .json(body)
-        .send()
-        .await
-        .expect("POST answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    post_json(&format!("{base}/api/v1/signals"), body).await
 }
 
 #[tokio::test]
@@ -163,26 +157,9 @@ async fn signals_are_audited() {
     assert_eq!(dedup[0]["event_data"]["count"], 2);
 
     // Straight from PostgreSQL too.
-    let (client, conn) = tokio_postgres::connect(&env("POSTGRES_URL"), tokio_postgres::NoTls)
-        .await
-        .expect("connect to POSTGRES_URL");
-    tokio::spawn(conn);
-    let rows = client
-        .query(
-            "SELECT event_type FROM audit_events WHERE correlation_id = $1",
-            &[&corr],
-        )
-        .await
-        .unwrap();
+    let rows = postgres_audit_event_types(&env("POSTGRES_URL"), corr).await;
     assert_eq!(rows.len(), 2);
-    let metrics = http()
-        .get(format!("{}/metrics", env("DATASTORAGE_METRICS_URL")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{}/metrics", env("DATASTORAGE_METRICS_URL"))).await;
     assert!(
         metrics.contains("datastorage_events_written_total"),
         "{metrics}"
@@ -234,7 +211,7 @@ async fn critical_signals_are_forwarded_to_notification() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        svc_common::testing::audit_events(&ds, &corr, "notification.message.sent")
+        audit_events(&ds, &corr, "notification.message.sent")
             .await
             .len(),
         1
@@ -255,9 +232,8 @@ async fn redis_outage_is_503_then_recovers() {
     proxy.cut();
     let (status, body) = post(&base, &signal(&fp, "info")).await;
     assert_eq!(status, 503, "{body}");
-    let res = http().get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 503);
-    let ready: Value = res.json().await.unwrap();
+    let (status, ready) = get_json(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503);
     assert_eq!(ready["unavailable"], json!(["redis"]), "{ready}");
 
     proxy.restore();

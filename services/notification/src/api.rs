@@ -51,18 +51,12 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let registry = state.registry.clone();
     let r = Router::new()
-        .route("/healthz", get(h::healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/api/v1/notifications", post(create))
         .route("/api/v1/notifications/{id}", get(show))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
-    h::finish_router(r, registry)
-}
-
-async fn metrics(State(s): State<AppState>) -> Response {
-    h::metrics_response(&s.registry)
+    h::service_router(r, registry)
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -77,17 +71,15 @@ async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn create(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let value = match h::parse_json_body(body, MAX_BODY_BYTES) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let n = match validate(&value) {
-        Ok(n) => n,
-        Err(fields) => return ApiError::validation(fields).into_response(),
-    };
+async fn create(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let n = h::validated_json(body, MAX_BODY_BYTES, validate)?;
     if s.tasks.is_closed() {
-        return ApiError::unavailable("shutting down; retry on another instance").into_response();
+        return Err(ApiError::unavailable(
+            "shutting down; retry on another instance",
+        ));
     }
     let id = Uuid::new_v4();
     let correlation_id = n.correlation_id.clone().unwrap_or_else(|| id.to_string());
@@ -161,11 +153,11 @@ async fn create(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) 
             }));
         state.audit.record(event);
     });
-    (
+    Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "id": id, "status": "pending", "correlation_id": correlation_id })),
     )
-        .into_response()
+        .into_response())
 }
 
 #[cfg(test)]
@@ -174,14 +166,11 @@ mod tests {
     use crate::config::Config;
     use axum::body::Body;
     use axum::http::Request;
-    use serde_json::Value;
     use std::collections::HashMap;
-    use tower::ServiceExt;
+    use svc_common::testing::{call, closed_addr, field_names};
 
     async fn state() -> AppState {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dead = format!("http://{}", l.local_addr().unwrap());
-        drop(l);
+        let dead = format!("http://{}", closed_addr().await);
         let mut map = HashMap::new();
         map.insert("DATASTORAGE_URL".to_string(), dead.clone());
         map.insert("DELIVERY_BACKOFF_MS".to_string(), "1".to_string());
@@ -200,18 +189,6 @@ mod tests {
             http: reqwest::Client::new(),
             datastorage_url: dead,
         }
-    }
-
-    async fn call(app: Router, req: Request<Body>) -> (StatusCode, Value) {
-        let res = app.oneshot(req).await.unwrap();
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
     }
 
     fn post(body: impl Into<Body>) -> Request<Body> {
@@ -241,13 +218,10 @@ mod tests {
         assert_eq!(s, StatusCode::BAD_REQUEST);
         let (s, b) = call(app.clone(), post(r#"{"channel":"pigeon","recipients":[]}"#)).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
-        let fields: Vec<&str> = b["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|f| f["field"].as_str())
-            .collect();
-        assert_eq!(fields, vec!["channel", "recipients", "subject", "body"]);
+        assert_eq!(
+            field_names(&b),
+            vec!["channel", "recipients", "subject", "body"]
+        );
         let (s, _) = call(
             app.clone(),
             Request::get("/api/v1/notifications/not-a-uuid")

@@ -253,9 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn dead_webhook_fails_after_max_attempts() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", l.local_addr().unwrap());
-        drop(l);
+        let url = format!("http://{}/hook", svc_common::testing::closed_addr().await);
         let d = Deliverer::new(std::env::temp_dir(), 3, Duration::from_millis(5));
         let mut seen = Vec::new();
         let out = d

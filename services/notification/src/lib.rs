@@ -11,56 +11,21 @@ pub mod model;
 
 pub use config::Config;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use svc_common::audit::AuditClient;
-use svc_common::http::Server;
 use svc_common::metrics::Registry;
+use svc_common::service::Background;
 use tokio_util::task::TaskTracker;
+
+pub use svc_common::service::AUDIT_GRACE;
 
 /// How long shutdown waits for deliveries in progress.
 pub const DELIVERY_GRACE: Duration = Duration::from_secs(15);
-/// How long shutdown tries to flush audit events.
-pub const AUDIT_GRACE: Duration = Duration::from_secs(5);
 
-/// A running Notification service.
-pub struct Running {
-    server: Server,
-    state: api::AppState,
-}
-
-impl Running {
-    /// Address of the API.
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    /// Audit events not yet acknowledged by DataStorage.
-    pub fn audit_pending(&self) -> usize {
-        self.state.audit.pending()
-    }
-
-    /// Graceful stop: stop accepting, finish in-flight requests, wait (bounded) for
-    /// deliveries in progress, flush audit events.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
-        let served = self.server.shutdown().await;
-        self.state.tasks.close();
-        if tokio::time::timeout(DELIVERY_GRACE, self.state.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::error!(
-                abandoned = self.state.tasks.len(),
-                "deliveries still in progress after the grace period are abandoned"
-            );
-        }
-        self.state.audit.shutdown(AUDIT_GRACE).await;
-        served?;
-        tracing::info!("notification stopped");
-        Ok(())
-    }
-}
+/// A running Notification service: [`Running::shutdown`] stops accepting, finishes in-flight
+/// requests, waits (bounded) for deliveries in progress and flushes audit events.
+pub type Running = svc_common::service::Running;
 
 /// Builds the state and binds the listener. DataStorage need not be up: audit events wait in
 /// the buffer, and `/readyz` reports it.
@@ -84,15 +49,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http,
         datastorage_url: config.datastorage_url.clone(),
     };
-    let server = match Server::bind(config.listen_addr, api::router(state.clone())).await {
-        Ok(s) => s,
-        Err(e) => {
-            state.audit.shutdown(Duration::ZERO).await;
-            return Err(e);
-        }
+    let background = Background {
+        tasks: state.tasks.clone(),
+        what: "deliveries",
+        grace: DELIVERY_GRACE,
     };
-    tracing::info!(addr = %server.addr(), datastorage = %config.datastorage_url, "notification listening");
-    Ok(Running { server, state })
+    let router = api::router(state.clone());
+    let running = Running::bind(
+        "notification",
+        config.listen_addr,
+        router,
+        background,
+        state.audit,
+    )
+    .await?;
+    tracing::info!(addr = %running.addr(), datastorage = %config.datastorage_url, "notification listening");
+    Ok(running)
 }
 
 /// Runs until `shutdown` completes, then stops gracefully.

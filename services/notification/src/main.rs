@@ -1,7 +1,7 @@
 //! The `notification` binary.
 
 use std::process::ExitCode;
-use svc_common::logging::{self, LogConfig};
+use svc_common::cli;
 
 const HELP: &str = "\
 notification: delivers notifications (console, file, webhook) and audits the outcomes
@@ -27,49 +27,13 @@ EXIT CODES: 0 success, 1 failure, 2 bad usage or configuration.
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("serve") if args.len() <= 1 => {}
-        Some("-h" | "--help" | "help") => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Some("-V" | "--version") => {
-            println!("notification {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        _ => {
-            eprintln!("notification: unexpected arguments {args:?}; see notification --help");
-            return ExitCode::from(2);
-        }
-    }
-    let (log, config) = match svc_common::config::load(|env| {
-        (LogConfig::read(env), notification::Config::read(env))
-    }) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("notification: configuration error:\n{e}");
-            return ExitCode::from(2);
-        }
-    };
-    logging::init(&log);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    if let Some(code) = cli::serve_only_args("notification", env!("CARGO_PKG_VERSION"), HELP, &args)
     {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("notification: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(notification::serve(
-        config,
-        svc_common::shutdown::shutdown_signal(),
-    )) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("notification: {e:#}");
-            ExitCode::FAILURE
-        }
+        return code;
     }
+    cli::run(
+        "notification",
+        notification::Config::read,
+        notification::serve,
+    )
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use svc_common::http::FieldError;
+use svc_common::validate::{kind, Fields};
 use uuid::Uuid;
 
 /// Most notifications remembered.
@@ -58,156 +59,75 @@ pub struct NewNotification {
     pub correlation_id: Option<String>,
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Validates `POST /api/v1/notifications`; all offending fields are reported.
 pub fn validate(v: &Value) -> Result<NewNotification, Vec<FieldError>> {
-    let Some(obj) = v.as_object() else {
-        return Err(vec![FieldError::new(
-            "request body",
-            format!("must be a JSON object, got {}", kind(v)),
-        )]);
-    };
-    let mut errors = Vec::new();
-    let channel = match obj.get("channel") {
-        Some(Value::String(s)) => match s.as_str() {
-            "console" => Some(Channel::Console),
-            "file" => Some(Channel::File),
-            "webhook" => Some(Channel::Webhook),
-            other => {
-                errors.push(FieldError::new(
-                    "channel",
-                    format!("{other:?} is not allowed; allowed values: console, file, webhook"),
-                ));
-                None
-            }
-        },
-        None | Some(Value::Null) => {
-            errors.push(FieldError::new(
-                "channel",
-                "is required; allowed values: console, file, webhook",
-            ));
-            None
-        }
-        Some(other) => {
-            errors.push(FieldError::new(
-                "channel",
-                format!(
-                    "must be a string (console, file or webhook), got {}",
-                    kind(other)
-                ),
-            ));
-            None
-        }
-    };
+    let mut f = Fields::of(v)?;
+    let channel = f.one_of(
+        "channel",
+        &[
+            ("console", Channel::Console),
+            ("file", Channel::File),
+            ("webhook", Channel::Webhook),
+        ],
+    );
     let mut recipients = Vec::new();
-    match obj.get("recipients") {
+    match f.get("recipients") {
         Some(Value::Array(items)) if items.is_empty() => {
-            errors.push(FieldError::new(
-                "recipients",
-                "must contain at least one recipient",
-            ));
+            f.error("recipients", "must contain at least one recipient");
         }
         Some(Value::Array(items)) if items.len() > MAX_RECIPIENTS => {
-            errors.push(FieldError::new(
+            f.error(
                 "recipients",
                 format!("at most {MAX_RECIPIENTS} recipients are allowed"),
-            ));
+            );
         }
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
+                let field = format!("recipients[{i}]");
                 match item {
                     Value::String(s) if !s.trim().is_empty() => {
                         if channel == Some(Channel::Webhook) {
                             if let Err(why) = check_webhook_url(s) {
-                                errors.push(FieldError::new(format!("recipients[{i}]"), why));
+                                f.error(&field, why);
                             }
                         }
                         recipients.push(s.trim().to_string());
                     }
-                    Value::String(_) => errors.push(FieldError::new(
-                        format!("recipients[{i}]"),
-                        "must not be empty",
-                    )),
-                    other => errors.push(FieldError::new(
-                        format!("recipients[{i}]"),
-                        format!("must be a string, got {}", kind(other)),
-                    )),
+                    Value::String(_) => f.error(&field, "must not be empty"),
+                    other => f.error(&field, format!("must be a string, got {}", kind(other))),
                 }
             }
         }
-        None | Some(Value::Null) => errors.push(FieldError::new(
-            "recipients",
-            "is required: a non-empty array of strings",
-        )),
-        Some(other) => errors.push(FieldError::new(
+        None | Some(Value::Null) => {
+            f.error("recipients", "is required: a non-empty array of strings");
+        }
+        Some(other) => f.error(
             "recipients",
             format!("must be an array of strings, got {}", kind(other)),
-        )),
+        ),
     }
-    let mut text = |name: &str, max: usize, allow_empty: bool| -> String {
-        match obj.get(name) {
-            Some(Value::String(s)) if !allow_empty && s.trim().is_empty() => {
-                errors.push(FieldError::new(name, "must not be empty"));
-                String::new()
-            }
-            Some(Value::String(s)) if s.chars().count() > max => {
-                errors.push(FieldError::new(
-                    name,
-                    format!("must be at most {max} characters"),
-                ));
-                String::new()
-            }
-            Some(Value::String(s)) => s.clone(),
-            None | Some(Value::Null) => {
-                errors.push(FieldError::new(name, "is required"));
-                String::new()
-            }
-            Some(other) => {
-                errors.push(FieldError::new(
-                    name,
-                    format!("must be a string, got {}", kind(other)),
-                ));
-                String::new()
-            }
-        }
-    };
-    let subject = text("subject", MAX_SUBJECT_CHARS, false);
-    let body = text("body", MAX_BODY_CHARS, true);
-    let correlation_id = match obj.get("correlation_id") {
+    let subject = f.required_string("subject", MAX_SUBJECT_CHARS);
+    let body = f.required_string_or_empty("body", MAX_BODY_CHARS);
+    let correlation_id = match f.get("correlation_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.trim().is_empty() => {
-            errors.push(FieldError::new(
-                "correlation_id",
-                "must not be empty when given",
-            ));
+            f.error("correlation_id", "must not be empty when given");
             None
         }
         Some(Value::String(s)) if s.chars().count() > 255 => {
-            errors.push(FieldError::new(
-                "correlation_id",
-                "must be at most 255 characters",
-            ));
+            f.error("correlation_id", "must be at most 255 characters");
             None
         }
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {
-            errors.push(FieldError::new(
+            f.error(
                 "correlation_id",
                 format!("must be a string, got {}", kind(other)),
-            ));
+            );
             None
         }
     };
+    let errors = f.into_errors();
     match (channel, errors.is_empty()) {
         (Some(channel), true) => Ok(NewNotification {
             channel,

@@ -3,51 +3,20 @@
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use svc_common::testing::{eventually, http, required_env, wait_for_audit};
+use svc_common::testing::{field_names, get_text, http, required_env, wait_for_audit};
 use uuid::Uuid;
+
+mod support;
+use support::send;
 
 const HOW: &str = "`cargo xtask e2e notification`";
 
 async fn wait_ready(base: &str) {
-    eventually(
-        &format!("{base}/readyz to answer 200"),
-        Duration::from_secs(60),
-        || async {
-            let res = http().get(format!("{base}/readyz")).send().await.ok()?;
-            res.status().is_success().then_some(())
-        },
-    )
-    .await;
-}
-
-async fn send(base: &str, body: Value) -> (u16, Value) {
-    let res = http()
-        .post(format!("{base}/api/v1/notifications"))
-        .json(&body)
-        .send()
-        .await
-        .expect("POST answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    svc_common::testing::wait_ready(base, Duration::from_secs(60)).await;
 }
 
 async fn wait_final(base: &str, id: &str) -> Value {
-    eventually(
-        &format!("notification {id} to finish"),
-        Duration::from_secs(60),
-        || async {
-            let v: Value = http()
-                .get(format!("{base}/api/v1/notifications/{id}"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (v["status"] == "sent" || v["status"] == "failed").then_some(v)
-        },
-    )
-    .await
+    support::wait_final(base, id, Duration::from_secs(60)).await
 }
 
 #[tokio::test]
@@ -104,23 +73,17 @@ async fn bad_requests_and_unknown_ids() {
     wait_ready(&base).await;
     let (status, body) = send(&base, json!({"channel": "sms", "recipients": []})).await;
     assert_eq!(status, 400);
-    let fields: Vec<&str> = body["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["field"].as_str())
-        .collect();
-    assert_eq!(fields, vec!["channel", "recipients", "subject", "body"]);
+    assert_eq!(
+        field_names(&body),
+        vec!["channel", "recipients", "subject", "body"]
+    );
     let res = http()
         .get(format!("{base}/api/v1/notifications/{}", Uuid::new_v4()))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 404);
-    let res = http().get(format!("{base}/metrics")).send().await.unwrap();
-    assert!(res
-        .text()
+    assert!(get_text(&format!("{base}/metrics"))
         .await
-        .unwrap()
         .contains("notifications_accepted_total"));
 }

@@ -4,12 +4,15 @@
 
 use notification::{Config, Running};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::time::Duration;
 use svc_common::testing::{
-    eventually, host_port, http, required_env, via_proxy, wait_for_audit, TcpProxy,
+    audit_events, closed_addr, env_map, eventually, get_json, get_text, host_port,
+    postgres_audit_event_types, required_env, via_proxy, wait_for_audit, TcpProxy,
 };
 use uuid::Uuid;
+
+mod support;
+use support::send;
 
 const HOW: &str = "`cargo xtask integration notification`";
 
@@ -23,18 +26,16 @@ async fn start(
 ) -> (Running, String, std::path::PathBuf) {
     svc_common::logging::init_for_tests();
     let dir = std::env::temp_dir().join(format!("notification-it-{}", Uuid::new_v4()));
-    let mut map: HashMap<String, String> = HashMap::new();
-    map.insert("DATASTORAGE_URL".into(), datastorage_url.into());
-    map.insert("LISTEN_ADDR".into(), "127.0.0.1:0".into());
-    map.insert(
-        "NOTIFICATION_FILE_DIR".into(),
-        dir.to_string_lossy().into_owned(),
+    let map = env_map(
+        &[
+            ("DATASTORAGE_URL", datastorage_url),
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("NOTIFICATION_FILE_DIR", &dir.to_string_lossy()),
+            ("AUDIT_FLUSH_INTERVAL_MS", "50"),
+            ("DELIVERY_BACKOFF_MS", "20"),
+        ],
+        extra,
     );
-    map.insert("AUDIT_FLUSH_INTERVAL_MS".into(), "50".into());
-    map.insert("DELIVERY_BACKOFF_MS".into(), "20".into());
-    for (k, v) in extra {
-        map.insert(k.to_string(), v.to_string());
-    }
     let config = Config::from_map(&map).expect("valid test configuration");
     let running = notification::start(config)
         .await
@@ -43,32 +44,8 @@ async fn start(
     (running, base, dir)
 }
 
-async fn send(base: &str, body: Value) -> (u16, Value) {
-    let res = http()
-        .post(format!("{base}/api/v1/notifications"))
-        .json(&body)
-        .send()
-        .await
-        .expect("POST answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
 async fn wait_final(base: &str, id: &str) -> Value {
-    eventually(
-        &format!("notification {id} to be sent or failed"),
-        Duration::from_secs(30),
-        || async {
-            let res = http()
-                .get(format!("{base}/api/v1/notifications/{id}"))
-                .send()
-                .await
-                .ok()?;
-            let v: Value = res.json().await.ok()?;
-            (v["status"] == "sent" || v["status"] == "failed").then_some(v)
-        },
-    )
-    .await
+    support::wait_final(base, id, Duration::from_secs(30)).await
 }
 
 #[tokio::test]
@@ -76,8 +53,8 @@ async fn wait_final(base: &str, id: &str) -> Value {
 async fn file_and_console_notifications_are_sent_and_audited() {
     let ds = env("DATASTORAGE_URL");
     let (running, base, dir) = start(&ds, &[]).await;
-    let ready = http().get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(ready.status().as_u16(), 200, "DataStorage reachable");
+    let (status, _) = get_json(&format!("{base}/readyz")).await;
+    assert_eq!(status, 200, "DataStorage reachable");
 
     let corr = format!("it-notif-file-{}", Uuid::new_v4());
     let (status, body) = send(&base, json!({"channel": "file", "recipients": ["ops/team", "sre"], "subject": "disk", "body": "full", "correlation_id": corr})).await;
@@ -126,26 +103,9 @@ async fn file_and_console_notifications_are_sent_and_audited() {
     assert_eq!(events[0]["event_data"]["channel"], "console");
 
     // The row really is in PostgreSQL, and DataStorage counted it.
-    let (client, conn) = tokio_postgres::connect(&env("POSTGRES_URL"), tokio_postgres::NoTls)
-        .await
-        .expect("connect to POSTGRES_URL");
-    tokio::spawn(conn);
-    let rows = client
-        .query(
-            "SELECT event_type FROM audit_events WHERE correlation_id = $1",
-            &[&corr],
-        )
-        .await
-        .unwrap();
+    let rows = postgres_audit_event_types(&env("POSTGRES_URL"), &corr).await;
     assert_eq!(rows.len(), 1);
-    let metrics = http()
-        .get(format!("{}/metrics", env("DATASTORAGE_METRICS_URL")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{}/metrics", env("DATASTORAGE_METRICS_URL"))).await;
     let written = svc_common::metrics::parse_value(
         &metrics,
         "datastorage_events_written_total",
@@ -194,9 +154,7 @@ async fn webhooks_are_delivered_or_fail_after_max_attempts() {
     assert_eq!(got["correlation_id"], corr.as_str());
 
     // A dead port.
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead = format!("http://{}/hook", l.local_addr().unwrap());
-    drop(l);
+    let dead = format!("http://{}/hook", closed_addr().await);
     let corr = format!("it-notif-dead-{}", Uuid::new_v4());
     let (status, body) = send(&base, json!({"channel": "webhook", "recipients": [dead], "subject": "s", "body": "b", "correlation_id": corr})).await;
     assert_eq!(status, 202);
@@ -224,9 +182,8 @@ async fn audit_events_wait_while_datastorage_is_down() {
     let proxy = TcpProxy::start(&host_port(&ds)).await.unwrap();
     let (running, base, _dir) = start(&via_proxy(&ds, &proxy), &[]).await;
     proxy.cut();
-    let res = http().get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 503);
-    let body: Value = res.json().await.unwrap();
+    let (status, body) = get_json(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503);
     assert_eq!(body["unavailable"], json!(["datastorage"]));
 
     let mut corrs = Vec::new();
@@ -243,11 +200,9 @@ async fn audit_events_wait_while_datastorage_is_down() {
     // Held in the buffer, not in DataStorage.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(running.audit_pending(), 3);
-    assert!(
-        svc_common::testing::audit_events(&ds, &corrs[0], "notification.message.sent")
-            .await
-            .is_empty()
-    );
+    assert!(audit_events(&ds, &corrs[0], "notification.message.sent")
+        .await
+        .is_empty());
 
     proxy.restore();
     for corr in &corrs {
@@ -279,6 +234,6 @@ async fn shutdown_flushes_buffered_audit_events() {
     assert_eq!(status, 202);
     wait_final(&base, body["id"].as_str().unwrap()).await;
     running.shutdown().await.unwrap();
-    let events = svc_common::testing::audit_events(&ds, &corr, "notification.message.sent").await;
+    let events = audit_events(&ds, &corr, "notification.message.sent").await;
     assert_eq!(events.len(), 1, "flushed on shutdown");
 }
