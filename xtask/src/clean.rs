@@ -51,10 +51,12 @@ pub fn run(config: &Config, args: &flags::Clean) -> Result<()> {
         return Ok(());
     }
     let records = record::list(&runs_dir);
+    // One listing of everything of ours that carries a run label (not one per record).
+    let labelled = ctx.labelled_runs()?;
     let mut covered: BTreeSet<String> = BTreeSet::new();
     for info in &records {
         covered.insert(info.run_id.clone());
-        if info.finished && !has_leftovers(&engine, &info.run_id)? {
+        if info.finished && !labelled.contains_key(&info.run_id) {
             continue;
         }
         if info.alive() {
@@ -75,7 +77,7 @@ pub fn run(config: &Config, args: &flags::Clean) -> Result<()> {
         );
     }
     // Runs known only from labels: their record is gone.
-    for (run, pid) in ctx.labelled_runs()? {
+    for (run, pid) in labelled {
         if covered.contains(&run) || crate::process::pid_alive(pid) {
             continue;
         }
@@ -103,10 +105,6 @@ struct Clean<'a> {
     runs_dir: &'a Path,
     owner: &'a str,
     dry_run: bool,
-}
-
-fn has_leftovers(engine: &Engine, run: &str) -> Result<bool> {
-    Ok(!cleanup::remove_run(engine, run, true)?.is_empty())
 }
 
 impl Clean<'_> {
