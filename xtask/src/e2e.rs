@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -606,14 +605,13 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         plan.consumer, plan.run_id, plan.cluster
     ));
     let runner = Runner {
-        config,
         engine: &engine,
         kind: &kind,
         kubectl: &kubectl,
         plan: &plan,
         record: &run.record,
         slots: args.cluster_slots,
-        artifacts: Mutex::new(BTreeMap::new()),
+        builds: images::Builds::new(&config.root, &engine, &run.record),
     };
     let mut limits = BTreeMap::new();
     limits.insert("build", args.jobs.max(1));
@@ -713,63 +711,32 @@ fn cleanup(engine: &Engine, kind: &Kind, plan: &Plan) -> Result<String> {
 }
 
 struct Runner<'a> {
-    config: &'a Config,
     engine: &'a Engine,
     kind: &'a Kind,
     kubectl: &'a Kubectl,
     plan: &'a Plan,
     record: &'a Record,
     slots: usize,
-    /// Binaries from the compile task, by name.
-    artifacts: Mutex<BTreeMap<String, PathBuf>>,
+    builds: images::Builds<'a>,
 }
 
 impl Runner<'_> {
     fn step(&self, node: &Node<Step>, ctx: &Ctx) -> Result<String> {
         let plan = self.plan;
         match &node.action {
-            Step::Compile { packages } => {
-                let a = images::compile(&self.config.root, packages, ctx.line)?;
-                let n = a.len();
-                *self.artifacts.lock().map_err(|_| anyhow::anyhow!("lock"))? = a;
-                Ok(format!("{n} binaries"))
-            }
+            Step::Compile { packages } => self.builds.compile(packages, ctx.line),
             Step::CompileTests { package, target } => {
-                ctx.line
-                    .state("compiling", &format!("{package} --test {target}"));
-                let show = ctx.line.detail_sink();
-                images::compile_tests_cmd(&self.config.root, package, target)
-                    .run_streaming(move |l| show(l.trim()))
-                    .with_context(|| format!("compiling the {target} tests of {package}"))?;
-                Ok(String::new())
+                self.builds.compile_tests(package, target, ctx.line)
             }
             Step::ServiceImage {
                 component,
                 spec,
                 build,
-            } => {
-                let binary = self
-                    .artifacts
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("lock"))?
-                    .get(&spec.binary)
-                    .cloned()
-                    .with_context(|| {
-                        format!("cargo built no binary `{}` for {component}", spec.binary)
-                    })?;
-                self.record.add(&Event::Image {
-                    reference: build.reference.clone(),
-                })?;
-                images::assemble(&build.context, &self.config.root, spec, &binary)?;
-                self.build(build, ctx)
-            }
+            } => self.builds.service_image(component, spec, build, ctx.line),
             Step::InfraImage { build, base, .. } => {
-                self.record.add(&Event::Image {
-                    reference: build.reference.clone(),
-                })?;
                 std::fs::create_dir_all(&build.context)?;
                 std::fs::write(&build.dockerfile, INFRA_DOCKERFILE)?;
-                self.build(build, ctx).with_context(|| {
+                self.builds.build(build, ctx.line).with_context(|| {
                     format!("re-tagging {base}: is it in local storage? (`cargo xtask standins` builds local stand-ins)")
                 })
             }
@@ -915,16 +882,6 @@ impl Runner<'_> {
         }
     }
 
-    fn build(&self, build: &BuildSpec, ctx: &Ctx) -> Result<String> {
-        ctx.line.state("building", &build.reference);
-        let show = ctx.line.detail_sink();
-        self.engine
-            .build_cmd(build)
-            .run_streaming(move |l| show(l.trim()))
-            .with_context(|| format!("building {}", build.reference))?;
-        Ok(build.reference.clone())
-    }
-
     /// Collects `kubectl describe`, pod logs and `kind export logs` under the run's folder.
     fn diagnostics(&self, progress: &Progress) -> PathBuf {
         let dir = self.plan.run_dir.join("diagnostics");
@@ -993,25 +950,7 @@ pub fn render_cmd(config: &Config, args: &flags::Render) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::tests::repo_config;
-
-    fn facts() -> Facts {
-        Facts {
-            user: "alice".into(),
-            git7: "abc1234".into(),
-            revision: "abc1234".into(),
-            unix: 1_734_278_400,
-            image_tag: None,
-            run_hex: "1884d074".into(),
-        }
-    }
-
-    fn read_repo(p: &Path) -> Result<String> {
-        let rel = p.strip_prefix("/repo").unwrap_or(p);
-        Ok(std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel),
-        )?)
-    }
+    use crate::stack::tests::{facts, read_repo, repo_config};
 
     fn plan_for(consumer: &str, engine: Tool) -> Plan {
         let e = Engine {

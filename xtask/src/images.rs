@@ -5,13 +5,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::sync::Mutex;
+
 use anyhow::{bail, Context, Result};
 
 use crate::config::{Config, ServiceSpec};
 use crate::engine::BuildSpec;
 use crate::process::Cmd;
 use crate::progress::Line;
+use crate::record::{Event, Record};
 use crate::tags::{rfc3339, Facts};
+use crate::tools::Engine;
 
 /// `$CARGO` (set when run through `cargo xtask`) or `cargo`.
 pub fn cargo() -> Cmd {
@@ -141,6 +145,86 @@ pub fn build_spec(
         context: ctx.to_path_buf(),
         labels,
         build_args,
+    }
+}
+
+/// The build tasks of a run (integration or E2E): the one compile, the test compile, and
+/// image builds, sharing what the compile produced.
+pub struct Builds<'a> {
+    pub root: &'a Path,
+    pub engine: &'a Engine,
+    pub record: &'a Record,
+    /// Binaries from the compile task, by name.
+    artifacts: Mutex<BTreeMap<String, PathBuf>>,
+}
+
+impl<'a> Builds<'a> {
+    pub fn new(root: &'a Path, engine: &'a Engine, record: &'a Record) -> Builds<'a> {
+        Builds {
+            root,
+            engine,
+            record,
+            artifacts: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn compile(&self, packages: &[String], line: &Line) -> Result<String> {
+        let a = compile(self.root, packages, line)?;
+        let n = a.len();
+        *self
+            .artifacts
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the build state lock was poisoned"))? = a;
+        Ok(format!("{n} binaries"))
+    }
+
+    pub fn compile_tests(&self, package: &str, target: &str, line: &Line) -> Result<String> {
+        line.state("compiling", &format!("{package} --test {target}"));
+        let show = line.detail_sink();
+        compile_tests_cmd(self.root, package, target)
+            .run_streaming(move |l| show(l.trim()))
+            .with_context(|| format!("compiling the {target} tests of {package}"))?;
+        Ok(String::new())
+    }
+
+    /// A service image: its binary from the compile, assembled into its context, built.
+    pub fn service_image(
+        &self,
+        service: &str,
+        spec: &ServiceSpec,
+        build: &BuildSpec,
+        line: &Line,
+    ) -> Result<String> {
+        let binary = self
+            .artifacts
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the build state lock was poisoned"))?
+            .get(&spec.binary)
+            .cloned()
+            .with_context(|| {
+                format!(
+                    "cargo built no binary `{}` for {service} (check [services.{service}].binary)",
+                    spec.binary
+                )
+            })?;
+        assemble(&build.context, self.root, spec, &binary)?;
+        self.build(build, line).with_context(|| {
+            format!("building the {service} image (is its base there? `cargo xtask standins` builds local ones)")
+        })
+    }
+
+    /// Runs one `podman build`, recording the image first.
+    pub fn build(&self, build: &BuildSpec, line: &Line) -> Result<String> {
+        self.record.add(&Event::Image {
+            reference: build.reference.clone(),
+        })?;
+        line.state("building", &build.reference);
+        let show = line.detail_sink();
+        self.engine
+            .build_cmd(build)
+            .run_streaming(move |l| show(l.trim()))
+            .with_context(|| format!("building {}", build.reference))?;
+        Ok(build.reference.clone())
     }
 }
 

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -382,48 +381,19 @@ fn execute(
     record: &Record,
     progress: &Progress,
 ) -> dag::Execution {
-    let artifacts: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let builds = images::Builds::new(&config.root, engine, record);
     let limits = [("build", 4usize)].into_iter().collect();
     dag::execute(&plan.nodes, &limits, progress, |node, ctx| {
         match &node.action {
-            Step::Compile { packages } => {
-                let a = images::compile(&config.root, packages, ctx.line)?;
-                let n = a.len();
-                *artifacts.lock().map_err(|_| anyhow::anyhow!("lock"))? = a;
-                Ok(format!("{n} binaries"))
-            }
+            Step::Compile { packages } => builds.compile(packages, ctx.line),
             Step::CompileTests { package, target } => {
-                ctx.line
-                    .state("compiling", &format!("{package} --test {target}"));
-                let show = ctx.line.detail_sink();
-                images::compile_tests_cmd(&config.root, package, target)
-                    .run_streaming(move |l| show(l.trim()))
-                    .with_context(|| format!("compiling the {target} tests of {package}"))?;
-                Ok(String::new())
+                builds.compile_tests(package, target, ctx.line)
             }
             Step::Image {
                 service,
                 spec,
                 build,
-            } => {
-                let binary = artifacts
-                .lock()
-                .map_err(|_| anyhow::anyhow!("lock"))?
-                .get(&spec.binary)
-                .cloned()
-                .with_context(|| format!("cargo built no binary `{}` for {service} (check [services.{service}].binary)", spec.binary))?;
-                record.add(&Event::Image {
-                    reference: build.reference.clone(),
-                })?;
-                images::assemble(&build.context, &config.root, spec, &binary)?;
-                ctx.line.state("building", &build.reference);
-                let show = ctx.line.detail_sink();
-                engine
-                .build_cmd(build)
-                .run_streaming(move |l| show(l.trim()))
-                .with_context(|| format!("building the {service} image (is the base image there? `cargo xtask standins` builds local ones)"))?;
-                Ok(build.reference.clone())
-            }
+            } => builds.service_image(service, spec, build, ctx.line),
             Step::Network { name, labels } => {
                 record.add(&Event::Network { name: name.clone() })?;
                 engine.create_network(name, labels)?;
@@ -516,18 +486,7 @@ fn down(engine: &Engine, runs_dir: &Path, consumer: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::tests::repo_config;
-
-    fn facts() -> Facts {
-        Facts {
-            user: "alice".into(),
-            git7: "abc1234".into(),
-            revision: "abc1234".into(),
-            unix: 1_734_278_400,
-            image_tag: None,
-            run_hex: "1884d074".into(),
-        }
-    }
+    use crate::stack::tests::{facts, repo_config};
 
     fn plan_for(consumer: &str) -> Plan {
         let env = |k: &str| {

@@ -183,6 +183,26 @@ pub mod tests {
     use super::*;
     use std::path::Path;
 
+    /// Facts of a run, fixed for tests.
+    pub fn facts() -> crate::tags::Facts {
+        crate::tags::Facts {
+            user: "alice".into(),
+            git7: "abc1234".into(),
+            revision: "abc1234".into(),
+            unix: 1_734_278_400,
+            image_tag: None,
+            run_hex: "1884d074".into(),
+        }
+    }
+
+    /// Reads a repository file under the `/repo` root that [`repo_config`] uses.
+    pub fn read_repo(p: &Path) -> anyhow::Result<String> {
+        let rel = p.strip_prefix("/repo").unwrap_or(p);
+        Ok(std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel),
+        )?)
+    }
+
     /// The repository's own `infra.toml`, validated as if every referenced file existed.
     pub fn repo_config() -> Config {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra.toml");

@@ -10,14 +10,7 @@ use k8s_openapi::api::{apps::v1::Deployment, batch::v1::Job, core::v1 as core};
 use serde_json::Value;
 
 use super::*;
-use crate::stack::tests::repo_config;
-
-fn read_repo(p: &Path) -> Result<String> {
-    // The config's root is /repo in tests; read the real files.
-    let rel = p.strip_prefix("/repo").unwrap_or(p);
-    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
-    Ok(std::fs::read_to_string(real)?)
-}
+use crate::stack::tests::{read_repo, repo_config};
 
 /// Parses a document as its Kubernetes type and checks nothing was dropped or changed.
 fn as_kubernetes_object(doc: &Yaml) -> std::result::Result<String, String> {
