@@ -79,6 +79,15 @@ pub enum Step {
     },
 }
 
+/// What each phase of the graph does (index = phase number).
+pub const PHASES: [&str; 5] = [
+    "tags and rendering",
+    "build images (while phase 2 runs)",
+    "create the kind cluster",
+    "load images and verify",
+    "deploy and wait",
+];
+
 impl Step {
     /// Phase number, for the plan and the progress lines.
     pub fn phase(&self) -> u8 {
@@ -489,15 +498,8 @@ fn print_plan(
         plan.kind_config_path().display(),
         plan.run_dir.join("manifests.yaml").display()
     );
-    let names = [
-        "",
-        "build images (while phase 2 runs)",
-        "create the kind cluster",
-        "load images and verify",
-        "deploy and wait",
-    ];
     for phase in 1..=4u8 {
-        println!("phase {phase}: {}", names[phase as usize]);
+        println!("phase {phase}: {}", PHASES[phase as usize]);
         for n in plan.nodes.iter().filter(|n| n.action.phase() == phase) {
             let deps = if n.deps.is_empty() {
                 String::new()
@@ -612,6 +614,8 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         record: &run.record,
         slots: args.cluster_slots,
         builds: images::Builds::new(&config.root, &engine, &run.record),
+        progress: &run.progress,
+        phases: std::sync::Mutex::new(BTreeSet::new()),
     };
     let mut limits = BTreeMap::new();
     limits.insert("build", args.jobs.max(1));
@@ -629,8 +633,10 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         None => Ok(ExitCode::SUCCESS),
     };
     if outcome.is_ok() && !crate::signals::interrupted() {
-        run.progress
-            .println(&format!("deployed in {:.1}s", ex.total.as_secs_f64()));
+        run.progress.println(&format!(
+            "deployed in {:.1}s; phase 5: tests",
+            ex.total.as_secs_f64()
+        ));
         let cmd = test_cmd(&plan, &args.test_args).current_dir(&config.root);
         outcome = run.run_tests(cmd, &mut report);
         if matches!(&outcome, Ok(c) if *c != ExitCode::SUCCESS) {
@@ -655,6 +661,7 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         );
         println!("remove them with: cargo xtask clean --run {}", plan.run_id);
     } else {
+        run.progress.println("phase 6: cleanup");
         outcome = run.teardown(&mut report, outcome, || cleanup(&engine, &kind, &plan))?;
     }
     run.finish(report, outcome)
@@ -718,11 +725,19 @@ struct Runner<'a> {
     record: &'a Record,
     slots: usize,
     builds: images::Builds<'a>,
+    progress: &'a Progress,
+    /// Phases whose first task has started (each is announced once).
+    phases: std::sync::Mutex<BTreeSet<u8>>,
 }
 
 impl Runner<'_> {
     fn step(&self, node: &Node<Step>, ctx: &Ctx) -> Result<String> {
         let plan = self.plan;
+        let phase = node.action.phase();
+        if self.phases.lock().is_ok_and(|mut p| p.insert(phase)) {
+            self.progress
+                .println(&format!("phase {phase}: {}", PHASES[phase as usize]));
+        }
         match &node.action {
             Step::Compile { packages } => self.builds.compile(packages, ctx.line),
             Step::CompileTests { package, target } => {
