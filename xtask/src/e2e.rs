@@ -528,38 +528,59 @@ fn test_cmd(plan: &Plan, extra: &[String]) -> Cmd {
     lifecycle::test_cmd(&plan.test_package, &plan.test_target, extra, &plan.test_env)
 }
 
-/// The entry point of the command.
-pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<ExitCode> {
-    let runs_dir = record::runs_dir(&config.root);
+/// Phase 0 for this process, with the real environment and the templates on disk.
+fn plan_here(config: &Config, consumer: &str, engine: &Engine) -> Result<Plan> {
     let facts = Facts::gather(&config.root)?;
-    let pid = std::process::id();
     let env = |k: &str| std::env::var(k).ok();
     let read =
         |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let runs_dir = record::runs_dir(&config.root);
+    plan(
+        config,
+        consumer,
+        &facts,
+        engine,
+        &runs_dir,
+        std::process::id(),
+        &env,
+        &read,
+    )
+}
+
+/// The engine if there is one; planning and rendering do not need it (podman's argv then).
+fn engine_or_podman() -> Engine {
+    Engine::detect().unwrap_or(Engine {
+        tool: Tool::Podman,
+        program: "podman".into(),
+    })
+}
+
+/// The entry point of the command.
+pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<ExitCode> {
+    // Every tool first: a missing one stops the run before any build. The dry run needs none.
+    let (engine, kind_program, kubectl_program) = if args.dry_run {
+        (engine_or_podman(), "kind".into(), "kubectl".into())
+    } else {
+        let engine = tools::require(&[
+            Need::Engine,
+            Need::Tool(Tool::Kind),
+            Need::Tool(Tool::Kubectl),
+        ])?
+        .context("no container engine")?;
+        let kind = crate::process::find_in_path("kind", None).context("kind")?;
+        let kubectl = crate::process::find_in_path("kubectl", None).context("kubectl")?;
+        (engine, kind, kubectl)
+    };
+    let plan = plan_here(config, &args.consumer, &engine)?;
+    let kind = Kind {
+        program: kind_program,
+        podman: engine.is_podman(),
+    };
+    let kubectl = Kubectl {
+        program: kubectl_program,
+        kubeconfig: plan.kubeconfig.clone(),
+    };
     if args.dry_run {
-        // The plan does not need the tools; show it even where they are missing.
-        let engine = Engine::detect().unwrap_or(Engine {
-            tool: Tool::Podman,
-            program: "podman".into(),
-        });
-        let plan = plan(
-            config,
-            &args.consumer,
-            &facts,
-            &engine,
-            &runs_dir,
-            pid,
-            &env,
-            &read,
-        )?;
-        let kind = Kind {
-            program: "kind".into(),
-            podman: engine.is_podman(),
-        };
-        let kubectl = Kubectl {
-            program: "kubectl".into(),
-            kubeconfig: plan.kubeconfig.clone(),
-        };
         print_plan(
             &plan,
             config,
@@ -571,31 +592,6 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         );
         return Ok(ExitCode::SUCCESS);
     }
-    // Every tool first: a missing one stops the run before any build.
-    let engine = tools::require(&[
-        Need::Engine,
-        Need::Tool(Tool::Kind),
-        Need::Tool(Tool::Kubectl),
-    ])?
-    .context("no container engine")?;
-    let kind = Kind {
-        program: crate::process::find_in_path("kind", None).context("kind")?,
-        podman: engine.is_podman(),
-    };
-    let plan = plan(
-        config,
-        &args.consumer,
-        &facts,
-        &engine,
-        &runs_dir,
-        pid,
-        &env,
-        &read,
-    )?;
-    let kubectl = Kubectl {
-        program: crate::process::find_in_path("kubectl", None).context("kubectl")?,
-        kubeconfig: plan.kubeconfig.clone(),
-    };
 
     preflight::check_ports(&engine, &plan.host_ports, &BTreeMap::new())?;
     let width = plan.nodes.iter().map(|n| n.id.len()).max().unwrap_or(8);
@@ -931,25 +927,7 @@ impl Runner<'_> {
 
 /// `cargo xtask render`: phase 0 only, written to files.
 pub fn render_cmd(config: &Config, args: &flags::Render) -> Result<()> {
-    let facts = Facts::gather(&config.root)?;
-    let engine = Engine::detect().unwrap_or(Engine {
-        tool: Tool::Podman,
-        program: "podman".into(),
-    });
-    let env = |k: &str| std::env::var(k).ok();
-    let read =
-        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-    let runs_dir = record::runs_dir(&config.root);
-    let plan = plan(
-        config,
-        &args.consumer,
-        &facts,
-        &engine,
-        &runs_dir,
-        std::process::id(),
-        &env,
-        &read,
-    )?;
+    let plan = plan_here(config, &args.consumer, &engine_or_podman())?;
     let dir = args.out.clone().unwrap_or_else(|| {
         record::target_dir(&config.root)
             .join("xtask")
