@@ -1,7 +1,9 @@
 //! Real flows against podman: the fakes create networks and containers, and the pods serve.
 //!
-//! Needs podman, the base image `localhost/scratch/debian:bookworm`, and on hosts where the
-//! default runtime or ulimits fail, `CONTAINERS_CONF` pointing at a working containers.conf.
+//! Needs podman, a local Debian base image (`XTASK_IMAGE_RUNTIME`, else the runtime stand-in
+//! `localhost/xtask-standin/runtime:bookworm` that `cargo xtask standins` builds), and on hosts
+//! where the default runtime or ulimits fail, `CONTAINERS_CONF` pointing at a working
+//! containers.conf.
 //! Run with `cargo test -p fake-kube -- --include-ignored`. Every podman resource made here
 //! carries the test's unique cluster name (or image name) and is removed at the end.
 
@@ -13,7 +15,13 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BASE: &str = "localhost/scratch/debian:bookworm";
+/// The local base image the test images are built on.
+fn base() -> String {
+    std::env::var("XTASK_IMAGE_RUNTIME")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "localhost/xtask-standin/runtime:bookworm".to_string())
+}
 
 fn podman(args: &[&str]) -> (bool, String) {
     let out = Command::new("podman")
@@ -70,7 +78,7 @@ fn build_image(dir: &Path, image: &str) {
     std::fs::copy(tiny_http(), ctx.join("tiny_http")).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        format!("FROM {BASE}\nCOPY tiny_http /usr/local/bin/tiny_http\nENTRYPOINT [\"/usr/local/bin/tiny_http\"]\n"),
+        format!("FROM {}\nCOPY tiny_http /usr/local/bin/tiny_http\nENTRYPOINT [\"/usr/local/bin/tiny_http\"]\n", base()),
     )
     .unwrap();
     let (ok, out) = podman(&[
@@ -157,9 +165,9 @@ spec:
         imagePullPolicy: Never
         env: [{{name: GREETING, valueFrom: {{secretKeyRef: {{name: creds, key: greeting}}}}}}]
         command:
-        - /bin/sh
+        - /bin/bash
         - -c
-        - echo job-ran-$(GREETING); for i in $(seq 1 40); do curl -sf http://web.{ns}.svc.cluster.local:8080/env/GREETING && exit 0; sleep 0.5; done; exit 1
+        - echo job-ran-$(GREETING); for i in $(seq 1 40); do if exec 3<>/dev/tcp/web.{ns}.svc.cluster.local/8080; then printf 'GET /env/GREETING HTTP/1.0\r\n\r\n' >&3; read -r status <&3; case "$status" in *" 200 "*) cat <&3; exit 0;; esac; fi; sleep 0.5; done; exit 1
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -193,7 +201,7 @@ metadata: {{name: {ns}}}
 }
 
 #[test]
-#[ignore = "needs podman, CONTAINERS_CONF where required, and localhost/scratch/debian:bookworm"]
+#[ignore = "needs podman, CONTAINERS_CONF where required, and the runtime stand-in (cargo xtask standins)"]
 fn deploys_a_real_stack() {
     let id = common::unique();
     let name = format!("fk-{id}");
@@ -422,7 +430,7 @@ fn deploys_a_real_stack() {
 }
 
 #[test]
-#[ignore = "needs podman, CONTAINERS_CONF where required, and localhost/scratch/debian:bookworm"]
+#[ignore = "needs podman, CONTAINERS_CONF where required, and the runtime stand-in (cargo xtask standins)"]
 fn restarts_probes_injections_and_late_services() {
     let id = common::unique();
     let name = format!("fk-{id}");
@@ -435,7 +443,8 @@ fn restarts_probes_injections_and_late_services() {
     f.ok("kind", &["create", "cluster", "--name", &name], None);
     // The base image is in local storage already: an archive that only names it is enough.
     let archive = f.dir.join("base.tar");
-    manifest_only_archive(&archive, &[BASE]);
+    let base = base();
+    manifest_only_archive(&archive, &[base.as_str()]);
     f.ok(
         "kind",
         &[
@@ -468,7 +477,7 @@ spec:
     spec:
       containers:
       - name: s
-        image: {BASE}
+        image: {base}
         command: [sleep, infinity]
         readinessProbe: {{exec: {{command: [test, -f, /tmp/ready]}}}}
         volumeMounts: [{{name: tmp, mountPath: /tmp}}, {{name: conf, mountPath: /etc/app}}]
@@ -483,7 +492,7 @@ spec:
     metadata: {{labels: {{app: crasher}}}}
     spec:
       containers:
-      - {{name: c, image: {BASE}, command: [/bin/sh, -c, "echo boom; exit 3"]}}
+      - {{name: c, image: {base}, command: [/bin/sh, -c, "echo boom; exit 3"]}}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -494,7 +503,7 @@ spec:
     metadata: {{labels: {{app: puller}}}}
     spec:
       containers:
-      - {{name: p, image: "localhost/scratch/debian"}}
+      - {{name: p, image: "localhost/never-loaded"}}
 "#
     );
     f.ok("kubectl", &["apply", "-f", "-"], Some(&manifests));
