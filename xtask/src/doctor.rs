@@ -7,12 +7,15 @@ use crate::tools::{os_family, probe, Found, OsFamily, Tool};
 pub fn run() -> Result<()> {
     let os = os_family();
     let found: Vec<Found> = Tool::ALL.iter().map(|t| probe(*t)).collect();
-    print!("{}", report(&found, os));
+    let dns = crate::tools::Engine::detect_in(Some("podman"), None)
+        .ok()
+        .and_then(|e| e.name_resolution_problem());
+    print!("{}", report(&found, os, dns.as_deref()));
     Ok(())
 }
 
 /// The doctor's text for these probe results.
-pub fn report(found: &[Found], os: OsFamily) -> String {
+pub fn report(found: &[Found], os: OsFamily, dns: Option<&str>) -> String {
     let mut out = String::new();
     let family = match os {
         OsFamily::Apt => "apt (Debian/Ubuntu)",
@@ -66,6 +69,9 @@ pub fn report(found: &[Found], os: OsFamily) -> String {
     out.push('\n');
     if has(Tool::Podman) {
         out.push_str("engine: podman (set XTASK_ENGINE=docker to use docker)\n");
+        if let Some(problem) = dns {
+            out.push_str(&format!("PROBLEM: {problem}\n"));
+        }
         out.push_str(
             "podman hosts without crun/cgroups v2 or with strict ulimits: export \
              CONTAINERS_CONF=$PWD/.ci/containers.conf (runc, no default ulimits)\n",
@@ -115,7 +121,22 @@ mod tests {
                 engine: Some(Err("Cannot connect to the Docker daemon".into())),
             },
         ];
-        let text = report(&found, OsFamily::Apt);
+        let text = report(&found, OsFamily::Apt, None);
+        let podman = Found {
+            tool: Tool::Podman,
+            path: Some(PathBuf::from("/usr/bin/podman")),
+            version: None,
+            engine: Some(Ok("runc".into())),
+        };
+        let warned = report(
+            &[podman],
+            OsFamily::Apt,
+            Some("podman's aardvark-dns is not installed"),
+        );
+        assert!(
+            warned.contains("PROBLEM: podman's aardvark-dns is not installed"),
+            "{warned}"
+        );
         assert!(
             text.contains("kubectl  found    Client Version: v1.32.0"),
             "{text}"

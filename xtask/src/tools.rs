@@ -82,7 +82,7 @@ impl Tool {
         let kind_bin = "curl -Lo ./kind https://kind.sigs.k8s.io/dl/v0.27.0/kind-linux-amd64 && \
                         chmod +x ./kind && sudo mv ./kind /usr/local/bin/kind";
         match (self, os) {
-            (Tool::Podman, Apt) => "sudo apt-get install -y podman runc".into(),
+            (Tool::Podman, Apt) => "sudo apt-get install -y podman runc netavark aardvark-dns".into(),
             (Tool::Podman, Dnf) => "sudo dnf install -y podman".into(),
             (Tool::Podman, Brew) => {
                 "brew install podman && podman machine init && podman machine start".into()
@@ -219,6 +219,30 @@ impl Engine {
         self.tool == Tool::Podman
     }
 
+    /// Why containers on one network could not find each other by name, if they cannot:
+    /// podman resolves container names only with the netavark backend and aardvark-dns (on
+    /// Debian a mere recommendation of a recommendation of podman). Docker always can.
+    pub fn name_resolution_problem(&self) -> Option<String> {
+        if !self.is_podman() {
+            return None;
+        }
+        let backend = self
+            .cmd()
+            .args(["info", "--format", "{{.Host.NetworkBackend}}"])
+            .timeout(std::time::Duration::from_secs(20))
+            .read()
+            .ok()?;
+        let aardvark = [
+            "/usr/lib/podman",
+            "/usr/libexec/podman",
+            "/usr/local/lib/podman",
+            "/usr/local/libexec/podman",
+        ]
+        .iter()
+        .any(|d| std::path::Path::new(d).join("aardvark-dns").is_file());
+        dns_problem(backend.trim(), aardvark, os_family())
+    }
+
     /// Finds the engine (honouring `XTASK_ENGINE`), or explains how to install one.
     pub fn detect() -> Result<Engine> {
         Engine::detect_in(std::env::var("XTASK_ENGINE").ok().as_deref(), None)
@@ -244,6 +268,27 @@ impl Engine {
             names.join(", "),
             candidates[0].install(os)
         )
+    }
+}
+
+/// The advice for a podman network backend that cannot resolve container names (pure).
+pub fn dns_problem(backend: &str, aardvark: bool, os: OsFamily) -> Option<String> {
+    let install = match os {
+        OsFamily::Apt => "sudo apt-get install -y netavark aardvark-dns",
+        OsFamily::Dnf => "sudo dnf install -y netavark aardvark-dns",
+        _ => "install netavark and aardvark-dns",
+    };
+    match (backend, aardvark) {
+        ("netavark", true) => None,
+        ("netavark", false) => Some(format!(
+            "podman's aardvark-dns is not installed, so containers cannot reach each other by name \
+             (DataStorage would not find PostgreSQL); install it: {install}"
+        )),
+        (other, _) => Some(format!(
+            "podman uses the `{other}` network backend, which does not resolve container names \
+             here; install netavark and aardvark-dns ({install}), then `podman system reset` \
+             switches the backend (it removes all podman data: do it only on a machine of your own)"
+        )),
     }
 }
 
@@ -314,6 +359,21 @@ mod tests {
             .install(OsFamily::Apt)
             .contains("kind.sigs.k8s.io"));
         assert_eq!(Tool::Kind.install(OsFamily::Brew), "brew install kind");
+    }
+
+    #[test]
+    fn container_dns_needs_netavark_and_aardvark() {
+        assert_eq!(dns_problem("netavark", true, OsFamily::Apt), None);
+        let missing = dns_problem("netavark", false, OsFamily::Apt).unwrap();
+        assert!(
+            missing.contains("apt-get install -y netavark aardvark-dns"),
+            "{missing}"
+        );
+        let cni = dns_problem("cni", false, OsFamily::Dnf).unwrap();
+        assert!(
+            cni.contains("`cni` network backend") && cni.contains("dnf install"),
+            "{cni}"
+        );
     }
 
     #[test]
