@@ -6,7 +6,7 @@
 //! e.g. to `cargo clean`), and for clusters from the labels on their nodes. A run whose process
 //! is alive is never touched; nothing of another owner is ever selected.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::flags;
 use crate::kube::{Kind, Kubectl};
 use crate::labels::{self, Filter};
 use crate::process::find_in_path;
-use crate::record::{self, Event, Record, RunInfo};
+use crate::record::{self, Event, RunInfo};
 use crate::tags::{login_name, sanitize_user};
 use crate::tools::{self, Engine, Need};
 
@@ -52,7 +52,7 @@ pub fn run(config: &Config, args: &flags::Clean) -> Result<()> {
     }
     let records = record::list(&runs_dir);
     // One listing of everything of ours that carries a run label (not one per record).
-    let labelled = ctx.labelled_runs()?;
+    let labelled = cleanup::labelled_runs(&engine, &Filter::owner(&owner))?;
     let mut covered: BTreeSet<String> = BTreeSet::new();
     for info in &records {
         covered.insert(info.run_id.clone());
@@ -168,17 +168,10 @@ impl Clean<'_> {
             self.dry_run,
         )?;
         if !self.dry_run {
-            let run_dir = info
-                .path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            for d in ["images", "context"] {
-                let _ = std::fs::remove_dir_all(run_dir.join(d));
+            if let Some(run_dir) = info.path.parent() {
+                record::remove_scratch(run_dir)?;
             }
-            if let Ok(r) = Record::open(&info.path) {
-                r.add(&Event::Finished)?;
-            }
+            record::mark_finished(&info.path)?;
         }
         Ok(removed)
     }
@@ -211,28 +204,6 @@ impl Clean<'_> {
         }
         r.with_context(|| format!("deleting cluster {name}"))?;
         Ok(())
-    }
-
-    /// Run ids (with their pid label) of every resource of ours carrying a run label.
-    fn labelled_runs(&self) -> Result<BTreeMap<String, u32>> {
-        let filter = Filter::owner(self.owner);
-        let mut runs = BTreeMap::new();
-        let mut note = |l: &BTreeMap<String, String>| {
-            if let Some(run) = l.get(labels::RUN) {
-                let pid = l.get(labels::PID).and_then(|p| p.parse().ok()).unwrap_or(0);
-                runs.entry(run.clone()).or_insert(pid);
-            }
-        };
-        for c in self.engine.containers(&filter)? {
-            note(&c.labels);
-        }
-        for n in self.engine.networks(&filter)? {
-            note(&n.labels);
-        }
-        for i in self.engine.images(&filter)? {
-            note(&i.labels);
-        }
-        Ok(runs)
     }
 
     /// kind clusters named like ours whose node labels say they are ours, of a run not in

@@ -6,7 +6,9 @@ use std::fmt;
 
 use anyhow::Result;
 
-use crate::labels::Filter;
+use std::collections::BTreeMap;
+
+use crate::labels::{self, Filter};
 use crate::tools::Engine;
 
 /// What a selection found (and removed, unless it was a dry run).
@@ -94,6 +96,27 @@ pub fn remove(engine: &Engine, filter: &Filter, dry_run: bool) -> Result<Removed
         anyhow::bail!("{}", errors.join("\n"));
     }
     Ok(removed)
+}
+
+/// Run ids, with the pid label, of every container, network and image that `filter` selects.
+pub fn labelled_runs(engine: &Engine, filter: &Filter) -> Result<BTreeMap<String, u32>> {
+    let mut runs = BTreeMap::new();
+    let mut note = |l: &BTreeMap<String, String>| {
+        if let Some(run) = l.get(labels::RUN) {
+            let pid = l.get(labels::PID).and_then(|p| p.parse().ok()).unwrap_or(0);
+            runs.entry(run.clone()).or_insert(pid);
+        }
+    };
+    for c in engine.containers(filter)? {
+        note(&c.labels);
+    }
+    for n in engine.networks(filter)? {
+        note(&n.labels);
+    }
+    for i in engine.images(filter)? {
+        note(&i.labels);
+    }
+    Ok(runs)
 }
 
 /// Everything of one run.

@@ -696,12 +696,8 @@ fn cleanup(engine: &Engine, kind: &Kind, plan: &Plan) -> Result<String> {
     if let Err(e) = &removed {
         errors.push(format!("{e:#}"));
     }
-    for dir in [plan.archives_dir(), plan.run_dir.join("context")] {
-        if dir.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                errors.push(format!("removing {}: {e}", dir.display()));
-            }
-        }
+    if let Err(e) = record::remove_scratch(&plan.run_dir) {
+        errors.push(format!("{e:#}"));
     }
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));

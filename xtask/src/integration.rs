@@ -302,7 +302,7 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
     } else {
         outcome = run.teardown(&mut report, outcome, || {
             let removed = crate::cleanup::remove_run(&engine, &plan.run_id, false)?;
-            let _ = std::fs::remove_dir_all(plan.run_dir.join("context"));
+            record::remove_scratch(&plan.run_dir)?;
             Ok(removed.to_string())
         })?;
     }
@@ -319,7 +319,7 @@ fn prepare(engine: &Engine, runs_dir: &Path, plan: &Plan) -> Result<()> {
         match e.state {
             EarlierState::Stale => {
                 let removed = crate::cleanup::remove_run(engine, &e.run_id, false)?;
-                mark_finished(runs_dir, &e.run_id);
+                record::mark_finished(&runs_dir.join(&e.run_id).join("record.jsonl"))?;
                 eprintln!(
                     "removed what an earlier run {} left (its process {} is gone): {removed}",
                     e.run_id, e.pid
@@ -371,13 +371,6 @@ fn prepare(engine: &Engine, runs_dir: &Path, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-fn mark_finished(runs_dir: &Path, run_id: &str) {
-    let path = runs_dir.join(run_id).join("record.jsonl");
-    if let Ok(r) = Record::open(&path) {
-        let _ = r.add(&Event::Finished);
-    }
-}
-
 /// Runs the graph; the work of each task is here.
 fn execute(
     config: &Config,
@@ -423,7 +416,7 @@ fn execute(
                         bail!(
                             "{component} (a one-shot job in {}) exited with {code}; its last log lines:\n{}",
                             spec.name,
-                            ready::indent(&engine.logs_tail(&spec.name, 30))
+                            crate::process::indent(&engine.logs_tail(&spec.name, 30))
                         );
                     }
                     return Ok("completed".into());
@@ -482,7 +475,7 @@ fn down(engine: &Engine, runs_dir: &Path, consumer: &str) -> Result<()> {
             );
         }
         let removed = crate::cleanup::remove_run(engine, &e.run_id, false)?;
-        mark_finished(runs_dir, &e.run_id);
+        record::mark_finished(&runs_dir.join(&e.run_id).join("record.jsonl"))?;
         println!("run {}: removed {removed}", e.run_id);
     }
     Ok(())

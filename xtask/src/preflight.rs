@@ -47,22 +47,7 @@ pub fn earlier_runs(
     let filter = Filter::owner(owner)
         .and(labels::CONSUMER, consumer)
         .and(labels::TIER, tier);
-    let mut pids: BTreeMap<String, u32> = BTreeMap::new();
-    let mut note = |l: &BTreeMap<String, String>| {
-        if let Some(run) = l.get(labels::RUN) {
-            let pid = l.get(labels::PID).and_then(|p| p.parse().ok()).unwrap_or(0);
-            pids.entry(run.clone()).or_insert(pid);
-        }
-    };
-    for c in engine.containers(&filter)? {
-        note(&c.labels);
-    }
-    for n in engine.networks(&filter)? {
-        note(&n.labels);
-    }
-    for i in engine.images(&filter)? {
-        note(&i.labels);
-    }
+    let pids = crate::cleanup::labelled_runs(engine, &filter)?;
     Ok(pids
         .into_iter()
         .map(|(run_id, pid)| {

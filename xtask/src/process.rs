@@ -459,7 +459,11 @@ pub fn describe_status(s: ExitStatus) -> String {
     }
 }
 
-fn indent(s: &str) -> String {
+/// Indents output for an error message (four spaces), or says there was none.
+pub fn indent(s: &str) -> String {
+    if s.trim().is_empty() {
+        return "    (no output)".to_string();
+    }
     s.lines()
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()

@@ -188,7 +188,7 @@ pub fn wait(
                     bail!(
                         "{container} stopped ({status}, exit code {code}) before it was ready; \
                          its last log lines:\n{}",
-                        indent(&engine.logs_tail(container, 30))
+                        crate::process::indent(&engine.logs_tail(container, 30))
                     );
                 }
             }
@@ -199,21 +199,11 @@ pub fn wait(
                  last log lines of {container}:\n{}",
                 timeout.as_secs(),
                 probe.describe(),
-                indent(&engine.logs_tail(container, 30))
+                crate::process::indent(&engine.logs_tail(container, 30))
             );
         }
         ctx.pause(Duration::from_millis(100))?;
     }
-}
-
-pub fn indent(s: &str) -> String {
-    if s.trim().is_empty() {
-        return "    (no output)".to_string();
-    }
-    s.lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn connect(port: u16, t: Duration) -> Result<TcpStream> {

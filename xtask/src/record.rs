@@ -104,6 +104,28 @@ impl Record {
     }
 }
 
+/// What a run keeps in its folder only while it lives: build contexts and image archives.
+pub const SCRATCH: [&str; 2] = ["context", "images"];
+
+/// Removes a run's scratch folders (its record and report stay).
+pub fn remove_scratch(run_dir: &Path) -> Result<()> {
+    for d in SCRATCH {
+        let dir = run_dir.join(d);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks the run of `record_path` finished (everything removed); a missing record is fine.
+pub fn mark_finished(record_path: &Path) -> Result<()> {
+    match Record::open(record_path) {
+        Ok(r) => r.add(&Event::Finished),
+        Err(_) => Ok(()),
+    }
+}
+
 /// A record as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunInfo {

@@ -349,11 +349,6 @@ pub fn base_stamp(mirror: &str) -> String {
     format!("suite={SUITE}\nvariant=minbase\ninclude={BASE_INCLUDE}\nmirror={mirror}\n")
 }
 
-/// `12.3 MB`.
-pub fn human_size(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
-}
-
 pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Result<()> {
     let needs: &[Need] = if args.print_env {
         &[Need::Engine]
@@ -727,7 +722,7 @@ fn build_one(
         .read()
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
-        .map(human_size)
+        .map(crate::clean_images::human_bytes)
         .unwrap_or_else(|| "size unknown".to_string());
     Ok(size)
 }
@@ -1211,7 +1206,7 @@ Components: main
         let s = base_stamp("http://m/debian");
         assert!(s.contains("suite=bookworm") && s.contains("mirror=http://m/debian"));
         assert_ne!(s, base_stamp("http://other/debian"));
-        assert_eq!(human_size(231_456_789), "231.5 MB");
+        assert_eq!(crate::clean_images::human_bytes(231_456_789), "231.5 MB");
     }
 
     #[test]

@@ -82,7 +82,9 @@ impl Tool {
         let kind_bin = "curl -Lo ./kind https://kind.sigs.k8s.io/dl/v0.27.0/kind-linux-amd64 && \
                         chmod +x ./kind && sudo mv ./kind /usr/local/bin/kind";
         match (self, os) {
-            (Tool::Podman, Apt) => "sudo apt-get install -y podman runc netavark aardvark-dns".into(),
+            (Tool::Podman, Apt) => {
+                "sudo apt-get install -y podman runc netavark aardvark-dns".into()
+            }
             (Tool::Podman, Dnf) => "sudo dnf install -y podman".into(),
             (Tool::Podman, Brew) => {
                 "brew install podman && podman machine init && podman machine start".into()
