@@ -52,10 +52,6 @@ impl Config {
         }
     }
 
-    /// From this process's environment.
-    pub fn from_env() -> Result<Config, ConfigErrors> {
-        svc_common::config::load(Config::read)
-    }
 
     /// From a map (tests).
     pub fn from_map(map: &HashMap<String, String>) -> Result<Config, ConfigErrors> {
