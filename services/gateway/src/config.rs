@@ -52,7 +52,6 @@ impl Config {
         }
     }
 
-
     /// From a map (tests).
     pub fn from_map(map: &HashMap<String, String>) -> Result<Config, ConfigErrors> {
         Env::from_map(map).load(Config::read)
