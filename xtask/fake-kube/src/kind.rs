@@ -337,17 +337,8 @@ fn create(args: &[String]) -> Res<i32> {
             )));
         }
         let net = state::network_name(&name);
-        let ours = podman(&argv![
-            "network",
-            "inspect",
-            "--format",
-            format!("{{{{index .Labels \"{CLUSTER_LABEL}\"}}}}"),
-            &net
-        ])?;
-        if ours.status.success() && String::from_utf8_lossy(&ours.stdout).trim() == name {
-            // A network left behind by a killed run of this fake for this very cluster.
-            podman(&argv!["network", "rm", "-f", &net])?;
-        }
+        // A network left behind by a killed run of this fake for this very cluster.
+        remove_cluster_network(&name)?;
         let mut cmd = Vec::from(argv![
             "network",
             "create",
@@ -425,17 +416,7 @@ fn delete(args: &[String]) -> Res<i32> {
     let _lock = state::lock(&name)?;
     let cluster = state::load_cluster(&name)?;
     remove_cluster_containers(&name)?;
-    let net = state::network_name(&name);
-    let exists = podman(&argv![
-        "network",
-        "inspect",
-        "--format",
-        format!("{{{{index .Labels \"{CLUSTER_LABEL}\"}}}}"),
-        &net
-    ])?;
-    if exists.status.success() && String::from_utf8_lossy(&exists.stdout).trim() == name {
-        podman_ok(&argv!["network", "rm", "-f", &net])?;
-    }
+    remove_cluster_network(&name)?;
     let dir = state::cluster_dir(&name)?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir)
@@ -598,6 +579,22 @@ fn export_logs(args: &[String]) -> Res<i32> {
     .map_err(io)?;
     println!("{}", dir.display());
     Ok(0)
+}
+
+/// Removes the cluster's network, if there is one and its label says it is this cluster's.
+fn remove_cluster_network(name: &str) -> Result<(), Fail> {
+    let net = state::network_name(name);
+    let owner = podman(&argv![
+        "network",
+        "inspect",
+        "--format",
+        format!("{{{{index .Labels \"{CLUSTER_LABEL}\"}}}}"),
+        &net
+    ])?;
+    if owner.status.success() && String::from_utf8_lossy(&owner.stdout).trim() == name {
+        podman_ok(&argv!["network", "rm", "-f", &net])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
