@@ -408,7 +408,9 @@ fn execute(
                     name: spec.name.clone(),
                 })?;
                 ctx.line.state("starting", &spec.image);
-                engine.run_container(spec)?;
+                engine
+                    .run_container(spec)
+                    .with_context(|| missing_image_hint(config, component, &spec.image))?;
                 if *job {
                     ctx.line.state("running", &spec.args.join(" "));
                     let code = engine.wait_exit(&spec.name, *timeout)?;
@@ -435,6 +437,26 @@ fn execute(
             }
         }
     })
+}
+
+/// What to do when a container cannot start: for a third-party image, where a local one
+/// comes from on a host without a registry.
+fn missing_image_hint(config: &Config, component: &str, image: &str) -> String {
+    match config.components.get(component).map(|c| &c.kind) {
+        Some(ComponentKind::Infra { image: name }) => {
+            let var = config
+                .images
+                .get(name)
+                .and_then(|i| i.env.clone())
+                .unwrap_or_else(|| format!("[images.{name}].ref"));
+            format!(
+                "{component} could not start from `{image}`; if the host has no registry, build local \
+                 stand-ins with `sudo -E cargo xtask standins` and point {var} at them with \
+                 `eval \"$(cargo xtask standins --print-env)\"`"
+            )
+        }
+        _ => format!("{component} could not start from `{image}`"),
+    }
 }
 
 fn test_cmd(plan: &Plan, extra: &[String]) -> Cmd {
@@ -629,6 +651,17 @@ mod tests {
             })
         );
         assert_eq!(probe("migrations"), None);
+    }
+
+    #[test]
+    fn a_missing_third_party_image_names_its_variable_and_the_stand_ins() {
+        let c = repo_config();
+        let hint = missing_image_hint(&c, "redis", "docker.io/library/redis:7-bookworm");
+        assert!(
+            hint.contains("XTASK_IMAGE_REDIS") && hint.contains("cargo xtask standins"),
+            "{hint}"
+        );
+        assert!(!missing_image_hint(&c, "datastorage", "x").contains("standins"));
     }
 
     #[test]
