@@ -1,37 +1,12 @@
 //! `cargo xtask`: parses the command line and hands over to the module of each command.
 
-mod bench;
-mod check;
-mod clean;
-mod clean_images;
-mod cleanup;
+mod cmd;
 mod config;
-mod dag;
-mod doctor;
-mod e2e;
-mod engine;
+mod exec;
 mod flags;
-mod images;
-mod integration;
-mod kube;
-mod labels;
-mod lifecycle;
-mod ports;
-mod preflight;
-mod process;
-mod progress;
-mod ready;
-mod record;
-mod render;
-mod report;
-mod signals;
-mod slots;
-mod stack;
+mod host;
+mod plan;
 mod standins;
-mod tag;
-mod tags;
-mod test_all;
-mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,20 +37,24 @@ fn run(args: flags::Xtask) -> Result<ExitCode> {
         Ok(c)
     };
     match &args.command {
-        Command::Tag(a) => tag::run(&load()?, a)?,
-        Command::Check(_) => check::run(&load()?)?,
-        Command::Ports(_) => ports::run(&load()?)?,
-        Command::Doctor(_) => doctor::run()?,
-        Command::Standins(a) => {
-            standins::run(&load()?, a, &progress::Progress::new(args.progress, 10))?
+        Command::Tag(a) => cmd::tag::run(&load()?, a)?,
+        Command::Check(_) => cmd::check::run(&load()?)?,
+        Command::Ports(_) => cmd::ports::run(&load()?)?,
+        Command::Doctor(_) => cmd::doctor::run()?,
+        Command::Standins(a) => standins::run(
+            &load()?,
+            a,
+            &exec::progress::Progress::new(args.progress, 10),
+        )?,
+        Command::Integration(a) => {
+            return cmd::integration::run(&load_with(&a.set)?, a, args.progress)
         }
-        Command::Integration(a) => return integration::run(&load_with(&a.set)?, a, args.progress),
-        Command::E2e(a) => return e2e::run(&load_with(&a.set)?, a, args.progress),
-        Command::Render(a) => e2e::render_cmd(&load_with(&a.set)?, a)?,
-        Command::Clean(a) => clean::run(&load()?, a)?,
-        Command::CleanImages(a) => clean_images::run(&load()?, a)?,
-        Command::Test(a) => return test_all::run(&load()?, a, args.progress),
-        Command::Bench(a) => bench::run(&load()?, a)?,
+        Command::E2e(a) => return cmd::e2e::run(&load_with(&a.set)?, a, args.progress),
+        Command::Render(a) => cmd::e2e::render_cmd(&load_with(&a.set)?, a)?,
+        Command::Clean(a) => cmd::clean::run(&load()?, a)?,
+        Command::CleanImages(a) => cmd::clean_images::run(&load()?, a)?,
+        Command::Test(a) => return cmd::test::run(&load()?, a, args.progress),
+        Command::Bench(a) => cmd::bench::run(&load()?, a)?,
     }
     Ok(ExitCode::SUCCESS)
 }

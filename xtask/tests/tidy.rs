@@ -99,7 +99,7 @@ fn only_the_process_module_starts_processes() {
     }
     assert!(
         bad.is_empty(),
-        "start processes through crate::process::Cmd only:\n{}",
+        "start processes through crate::exec::process::Cmd only:\n{}",
         bad.join("\n")
     );
 }
@@ -152,7 +152,7 @@ fn removal_only_through_label_filtered_selections() {
             let removal = ["\"rm\"", "\"rmi\"", "\"rm\",", "\"--force\""]
                 .iter()
                 .any(|w| l.contains(w));
-            if removal && !p.ends_with("engine.rs") {
+            if removal && !p.ends_with("host/engine.rs") {
                 bad.push(format!(
                     "{}:{n}: removal outside engine.rs: {}",
                     rel(&p),
@@ -161,7 +161,7 @@ fn removal_only_through_label_filtered_selections() {
             }
         }
     }
-    let engine = std::fs::read_to_string(root().join("xtask/src/engine.rs")).unwrap();
+    let engine = std::fs::read_to_string(root().join("xtask/src/host/engine.rs")).unwrap();
     for f in [
         "pub fn remove_containers(&self, items: &[Ours<",
         "pub fn remove_networks(&self, items: &[Ours<",
@@ -180,7 +180,7 @@ fn removal_only_through_label_filtered_selections() {
 /// Architecture invariant: engine commands that change state are never interrupted.
 #[test]
 fn engine_changes_are_uninterruptible() {
-    let engine = std::fs::read_to_string(root().join("xtask/src/engine.rs")).unwrap();
+    let engine = std::fs::read_to_string(root().join("xtask/src/host/engine.rs")).unwrap();
     for f in [
         "run_container",
         "create_network",
@@ -304,7 +304,10 @@ fn readme_mentions_every_subcommand_and_architecture_every_module() {
     let modules: Vec<String> = rust_files(&root().join("xtask/src"))
         .iter()
         .filter(|p| p.file_name().is_some_and(|n| n != "tests.rs"))
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .map(|p| {
+            let src = root().join("xtask/src");
+            p.strip_prefix(&src).unwrap().display().to_string()
+        })
         .filter(|n| !arch.contains(&format!("`{n}`")))
         .collect();
     assert!(

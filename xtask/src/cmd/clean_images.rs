@@ -1,0 +1,185 @@
+//! `cargo xtask clean-images`: removes old test images this tool created, and only those.
+//!
+//! Selection is by label only: an image must carry `io.kubernaut.xtask.run` (stand-ins and
+//! anything foreign never do) and, unless `--all-users`, the current user as owner. Images a
+//! container uses are skipped and named. Removal is one `rmi` for all of them.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result};
+
+use crate::config::{parse_duration, Config};
+use crate::flags;
+use crate::host::engine::{ImageInfo, Ours};
+use crate::host::labels::{self, Filter};
+use crate::host::preflight::human_age;
+use crate::host::tools::{self, Need};
+use crate::plan::facts::{login_name, sanitize_user, unix_now};
+
+/// What to remove and what to skip, from a listing (pure).
+pub fn select(
+    images: Vec<Ours<ImageInfo>>,
+    now: u64,
+    older_than: u64,
+    in_use: &BTreeSet<String>,
+) -> (Vec<Ours<ImageInfo>>, Vec<Ours<ImageInfo>>) {
+    let old: Vec<Ours<ImageInfo>> = images
+        .into_iter()
+        .filter(|i| i.created > 0 && now.saturating_sub(i.created) >= older_than)
+        .collect();
+    old.into_iter()
+        .partition(|i| !in_use.iter().any(|u| used_by(i, u)))
+}
+
+pub fn run(config: &Config, args: &flags::CleanImages) -> Result<()> {
+    let engine = tools::require(&[Need::Engine])?.context("no container engine")?;
+    let older = parse_duration(&args.older_than).context("--older-than")?;
+    let owner = sanitize_user(&login_name());
+    let mut filter = if args.all_users {
+        Filter::any_run()
+    } else {
+        Filter::owner(&owner)
+    };
+    if let Some(s) = &args.service {
+        config.component(s)?;
+        filter = filter.and(labels::SERVICE, s);
+    }
+    let images = engine.images(&filter)?;
+    let in_use: BTreeSet<String> = engine.images_in_use()?.into_iter().collect();
+    let now = unix_now();
+    let (remove, skipped) = select(images, now, older.as_secs(), &in_use);
+    for i in &skipped {
+        println!("skipped {} (used by a container)", describe(i, now));
+    }
+    // A run in progress may not have started the container of an image it just built.
+    let (live, remove): (Vec<_>, Vec<_>) = remove.into_iter().partition(|i| {
+        let pid = i
+            .labels
+            .get(labels::PID)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        crate::exec::process::pid_alive(pid)
+    });
+    for i in &live {
+        println!(
+            "skipped {} (its run {} is in progress)",
+            describe(i, now),
+            i.labels.get(labels::RUN).map_or("?", String::as_str)
+        );
+    }
+    if remove.is_empty() {
+        println!(
+            "no test images of {} older than {} to remove",
+            if args.all_users {
+                "any user".to_string()
+            } else {
+                owner.clone()
+            },
+            args.older_than
+        );
+        return Ok(());
+    }
+    let bytes: u64 = remove.iter().map(|i| i.size).sum();
+    if args.dry_run {
+        for i in &remove {
+            println!("would remove {}", describe(i, now));
+        }
+        println!(
+            "would remove {} images, up to {} (layers shared with other images stay)",
+            remove.len(),
+            human_bytes(bytes)
+        );
+        return Ok(());
+    }
+    let before = engine.image_store_bytes();
+    let result = engine.remove_images(&remove);
+    // Count what is really gone (a concurrent run may have started using one meanwhile).
+    let still: BTreeSet<String> = engine
+        .images(&filter)?
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    let gone: Vec<&Ours<ImageInfo>> = remove.iter().filter(|i| !still.contains(&i.id)).collect();
+    for i in &gone {
+        println!("removed {}", describe(i, now));
+    }
+    let listed: u64 = gone.iter().map(|i| i.size).sum();
+    match (before, engine.image_store_bytes()) {
+        (Some(b), Some(a)) => println!(
+            "removed {} images, freed {} (image store {} -> {})",
+            gone.len(),
+            human_bytes(b.saturating_sub(a)),
+            human_bytes(b),
+            human_bytes(a)
+        ),
+        _ => println!(
+            "removed {} images, freed up to {} (layers shared with other images stay)",
+            gone.len(),
+            human_bytes(listed)
+        ),
+    }
+    if let Err(e) = result {
+        if gone.len() < remove.len() {
+            return Err(e.context(format!(
+                "{} images could not be removed",
+                remove.len() - gone.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `used` (an id, a short id, or a reference as `ps` shows it) names this image.
+fn used_by(i: &ImageInfo, used: &str) -> bool {
+    let id_match = used.len() >= 12
+        && used.chars().all(|c| c.is_ascii_hexdigit())
+        && (i.id.starts_with(used) || used.starts_with(&i.id));
+    id_match
+        || i.tags
+            .iter()
+            .any(|t| t == used || t.strip_prefix("localhost/") == Some(used))
+}
+
+fn describe(i: &ImageInfo, now: u64) -> String {
+    let name = i
+        .tags
+        .first()
+        .cloned()
+        .unwrap_or_else(|| format!("{} (dangling)", &i.id[..i.id.len().min(12)]));
+    format!(
+        "{name} [{}, owner {}, {} old, {}]",
+        i.labels.get(labels::SERVICE).map_or("?", String::as_str),
+        i.labels.get(labels::OWNER).map_or("?", String::as_str),
+        human_age(now.saturating_sub(i.created)),
+        human_bytes(i.size)
+    )
+}
+
+pub fn human_bytes(b: u64) -> String {
+    match b {
+        0..=999_999 => format!("{} kB", b / 1000),
+        1_000_000..=999_999_999 => format!("{:.1} MB", b as f64 / 1e6),
+        _ => format!("{:.2} GB", b as f64 / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_use_by_id_or_reference() {
+        let i = ImageInfo {
+            id: "0123456789abcdef0123".into(),
+            tags: vec!["localhost/datastorage:gateway-1884d074".into()],
+            labels: Default::default(),
+            size: 1,
+            created: 1,
+        };
+        assert!(used_by(&i, "0123456789abcdef0123"));
+        assert!(used_by(&i, "0123456789ab"));
+        assert!(used_by(&i, "localhost/datastorage:gateway-1884d074"));
+        assert!(!used_by(&i, "01234"), "too short to be an id");
+        assert!(!used_by(&i, "localhost/datastorage:gateway-ffffffff"));
+    }
+}

@@ -1,0 +1,10 @@
+//! The host's tools: what is installed, the container engine, labels, removal (the only place
+//! that removes), kind/kubectl, readiness probes, preflight checks.
+
+pub mod engine;
+pub mod kube;
+pub mod labels;
+pub mod preflight;
+pub mod ready;
+pub mod removal;
+pub mod tools;

@@ -1,0 +1,404 @@
+//! Readiness checks of integration containers, polled fast from the host: a real SQL query
+//! (psql inside the container), Redis `PING`, HTTP status, TCP connect, or a command in the
+//! container. A container that exits while being waited for fails at once; a timeout fails with
+//! the last lines of the container's log.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::{Postgres, Ready};
+use crate::exec::dag::Ctx;
+use crate::host::tools::Engine;
+
+/// One check, resolved to concrete ports and names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Sql {
+        container: String,
+        pg: Postgres,
+        query: String,
+        host_port: Option<u16>,
+    },
+    Redis {
+        port: u16,
+    },
+    Http {
+        port: u16,
+        path: String,
+    },
+    Tcp {
+        port: u16,
+    },
+    Exec {
+        container: String,
+        argv: Vec<String>,
+    },
+}
+
+impl Probe {
+    /// The probe for a component's `ready` setting. `host_port` finds published ports.
+    pub fn for_component(
+        ready: &Ready,
+        container: &str,
+        pg: &Postgres,
+        host_port: &dyn Fn(Option<&str>) -> Option<u16>,
+    ) -> Result<Option<Probe>> {
+        let need = |p: Option<&str>| {
+            host_port(p).with_context(|| {
+                format!(
+                    "{container}: its readiness check needs a published host port ({})",
+                    p.unwrap_or("main")
+                )
+            })
+        };
+        Ok(Some(match ready {
+            Ready::Sql { query } => Probe::Sql {
+                container: container.to_string(),
+                pg: pg.clone(),
+                query: query.clone(),
+                host_port: host_port(None),
+            },
+            Ready::Redis => Probe::Redis { port: need(None)? },
+            Ready::Http { path, port } => Probe::Http {
+                port: need(port.as_deref())?,
+                path: path.clone(),
+            },
+            Ready::Tcp { port } => Probe::Tcp {
+                port: need(port.as_deref())?,
+            },
+            Ready::Exec { command } => Probe::Exec {
+                container: container.to_string(),
+                argv: command.clone(),
+            },
+            Ready::Exit => return Ok(None),
+        }))
+    }
+
+    /// Runs the check once; the error says why it is not ready yet.
+    pub fn once(&self, engine: &Engine) -> Result<()> {
+        let short = Duration::from_millis(800);
+        match self {
+            Probe::Sql {
+                container,
+                pg,
+                query,
+                host_port,
+            } => {
+                // Cheap first: the final server listens on TCP; initdb's temporary one does not.
+                if let Some(p) = host_port {
+                    connect(*p, short)?;
+                }
+                let argv: Vec<String> = [
+                    "psql",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    &pg.user,
+                    "-d",
+                    &pg.database,
+                    "-tAc",
+                    query,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                let out = engine
+                    .exec(
+                        container,
+                        &argv,
+                        &[("PGPASSWORD".into(), pg.password.clone())],
+                    )
+                    .timeout(Duration::from_secs(5))
+                    .output()?;
+                if !out.success() {
+                    bail!("{}", out.tail(1));
+                }
+                Ok(())
+            }
+            Probe::Redis { port } => {
+                let mut s = connect(*port, short)?;
+                s.write_all(b"PING\r\n")?;
+                let reply = read_line(&mut s)?;
+                if reply.starts_with("+PONG") {
+                    Ok(())
+                } else {
+                    bail!("PING answered {:?}", reply.trim())
+                }
+            }
+            Probe::Http { port, path } => {
+                let (status, body) = http_get(*port, path, short)?;
+                if (200..300).contains(&status) {
+                    Ok(())
+                } else if body.is_empty() {
+                    bail!("GET {path} answered {status}")
+                } else {
+                    bail!("GET {path} answered {status}: {}", one_line(&body, 400))
+                }
+            }
+            Probe::Tcp { port } => connect(*port, short).map(|_| ()),
+            Probe::Exec { container, argv } => {
+                let out = engine
+                    .exec(container, argv, &[])
+                    .timeout(Duration::from_secs(10))
+                    .output()?;
+                if out.success() {
+                    Ok(())
+                } else {
+                    bail!("`{}` failed: {}", argv.join(" "), out.tail(1))
+                }
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Probe::Sql { query, .. } => format!("SQL `{query}`"),
+            Probe::Redis { port } => format!("Redis PING on localhost:{port}"),
+            Probe::Http { port, path } => format!("GET http://localhost:{port}{path}"),
+            Probe::Tcp { port } => format!("TCP localhost:{port}"),
+            Probe::Exec { argv, .. } => format!("exec `{}`", argv.join(" ")),
+        }
+    }
+}
+
+/// Polls `probe` until it passes, the container exits, or `timeout` passes.
+pub fn wait(
+    engine: &Engine,
+    container: &str,
+    probe: &Probe,
+    timeout: Duration,
+    ctx: &Ctx,
+) -> Result<Duration> {
+    let start = Instant::now();
+    let mut last_state_check = Instant::now();
+    let mut last_err;
+    ctx.line.state("waiting", &probe.describe());
+    loop {
+        match probe.once(engine) {
+            Ok(()) => return Ok(start.elapsed()),
+            Err(e) => last_err = format!("{e:#}"),
+        }
+        if last_state_check.elapsed() > Duration::from_millis(700) {
+            last_state_check = Instant::now();
+            if let Ok((status, code)) = engine.state(container) {
+                if status != "running" {
+                    bail!(
+                        "{container} stopped ({status}, exit code {code}) before it was ready; \
+                         its last log lines:\n{}",
+                        crate::exec::process::indent(&engine.logs_tail(container, 30))
+                    );
+                }
+            }
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "{container} was not ready after {}s ({}); last answer: {last_err}\n\
+                 last log lines of {container}:\n{}",
+                timeout.as_secs(),
+                probe.describe(),
+                crate::exec::process::indent(&engine.logs_tail(container, 30))
+            );
+        }
+        ctx.pause(Duration::from_millis(100))?;
+    }
+}
+
+fn connect(port: u16, t: Duration) -> Result<TcpStream> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = TcpStream::connect_timeout(&addr, t)
+        .with_context(|| format!("connect to localhost:{port}"))?;
+    s.set_read_timeout(Some(t))?;
+    s.set_write_timeout(Some(t))?;
+    Ok(s)
+}
+
+/// Reads until the first line is complete (a reply can arrive in several segments).
+fn read_line(s: &mut TcpStream) -> Result<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.contains(&b'\n') && got.len() < 8192 {
+        let n = s.read(&mut buf).context("no answer")?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    if got.is_empty() {
+        bail!("connection closed without an answer");
+    }
+    Ok(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Status code and (the start of) the body of `GET path` on localhost:port (HTTP/1.1, the
+/// connection closed after the answer).
+pub fn http_get(port: u16, path: &str, t: Duration) -> Result<(u16, String)> {
+    let mut s = connect(port, t)?;
+    // One write: the request goes out in one segment.
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while got.len() < 4096 {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A server that keeps the connection open: use what came.
+            Err(_) if !got.is_empty() => break,
+            Err(e) => return Err(anyhow::Error::new(e).context("no answer")),
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = parse_status(&text).with_context(|| {
+        format!(
+            "not an HTTP answer: {:?}",
+            text.lines().next().unwrap_or("")
+        )
+    })?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A body on one line, cut to `max` characters, for messages.
+pub fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        format!("{}...", flat.chars().take(max).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+pub fn parse_status(head: &str) -> Option<u16> {
+    let line = head.lines().next()?;
+    let mut parts = line.split_whitespace();
+    let proto = parts.next()?;
+    if !proto.starts_with("HTTP/") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn parses_status_lines() {
+        assert_eq!(parse_status("HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(
+            parse_status("HTTP/1.0 503 Service Unavailable\r\n\r\n"),
+            Some(503)
+        );
+        assert_eq!(parse_status("+PONG\r\n"), None);
+        assert_eq!(parse_status(""), None);
+    }
+
+    #[test]
+    fn http_probe_against_a_real_socket() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            // Other tests may connect to a port they just freed that the OS gave to us: only
+            // our own two requests count.
+            let mut served = 0;
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 256];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !req.starts_with(b"GET /readyz") {
+                    continue;
+                }
+                let (status, body) = if served == 0 {
+                    (
+                        "503 Service Unavailable",
+                        "{\"unavailable\":[\"postgres\"],\n \"error\":\"password authentication failed\"}",
+                    )
+                } else {
+                    ("200 OK", "")
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                served += 1;
+                if served == 2 {
+                    break;
+                }
+            }
+        });
+        let (status, body) = http_get(port, "/readyz", Duration::from_secs(1)).unwrap();
+        assert_eq!(status, 503);
+        assert_eq!(
+            one_line(&body, 400),
+            "{\"unavailable\":[\"postgres\"], \"error\":\"password authentication failed\"}"
+        );
+        assert_eq!(
+            http_get(port, "/readyz", Duration::from_secs(1)).unwrap(),
+            (200, String::new())
+        );
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn probes_need_published_ports() {
+        let pg = Postgres {
+            user: "u".into(),
+            password: "p".into(),
+            database: "d".into(),
+        };
+        let none = |_: Option<&str>| None;
+        let err = Probe::for_component(&Ready::Redis, "c_redis_test", &pg, &none).unwrap_err();
+        assert!(
+            err.to_string().contains("needs a published host port"),
+            "{err}"
+        );
+        let sql = Probe::for_component(
+            &Ready::Sql {
+                query: "SELECT 1".into(),
+            },
+            "c",
+            &pg,
+            &none,
+        )
+        .unwrap();
+        assert!(matches!(
+            sql,
+            Some(Probe::Sql {
+                host_port: None,
+                ..
+            })
+        ));
+        assert_eq!(
+            Probe::for_component(&Ready::Exit, "c", &pg, &none).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn closed_port_is_not_ready() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let engine = Engine {
+            tool: crate::host::tools::Tool::Podman,
+            program: "podman".into(),
+        };
+        assert!(Probe::Tcp { port }.once(&engine).is_err());
+        assert!(Probe::Redis { port }.once(&engine).is_err());
+    }
+}

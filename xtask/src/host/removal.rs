@@ -1,0 +1,125 @@
+//! Removing what runs created: always selected by our labels (see `labels::Filter` and
+//! `engine::Ours`), never by name alone. Used by every teardown, `--down`, stale-run removal,
+//! `clean --run` and `clean --orphans`.
+
+use std::fmt;
+
+use anyhow::Result;
+
+use std::collections::BTreeMap;
+
+use crate::host::labels::{self, Filter};
+use crate::host::tools::Engine;
+
+/// What a selection found (and removed, unless it was a dry run).
+#[derive(Debug, Default)]
+pub struct Removed {
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+    pub images: Vec<String>,
+}
+
+impl Removed {
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty() && self.networks.is_empty() && self.images.is_empty()
+    }
+}
+
+impl fmt::Display for Removed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        write!(
+            f,
+            "containers: {}; networks: {}; images: {}",
+            list(&self.containers),
+            list(&self.networks),
+            list(&self.images)
+        )
+    }
+}
+
+/// Everything selected by `filter`: containers first, then networks, then images. Each kind
+/// is listed and removed on its own, so one failure does not leave the rest standing; the
+/// error names every failure.
+pub fn remove(engine: &Engine, filter: &Filter, dry_run: bool) -> Result<Removed> {
+    let mut removed = Removed::default();
+    let mut errors = Vec::new();
+    match engine.containers(filter) {
+        Ok(cs) => {
+            removed.containers = cs.iter().map(|c| c.name.clone()).collect();
+            if !dry_run {
+                if let Err(e) = engine.remove_containers(&cs) {
+                    errors.push(format!("{e:#}"));
+                }
+            }
+        }
+        Err(e) => errors.push(format!("listing containers: {e:#}")),
+    }
+    match engine.networks(filter) {
+        Ok(ns) => {
+            removed.networks = ns.iter().map(|n| n.name.clone()).collect();
+            if !dry_run {
+                if let Err(e) = engine.remove_networks(&ns) {
+                    errors.push(format!("{e:#}"));
+                }
+            }
+        }
+        Err(e) => errors.push(format!("listing networks: {e:#}")),
+    }
+    match engine.images(filter) {
+        Ok(is) => {
+            removed.images = is
+                .iter()
+                .flat_map(|i| {
+                    if i.tags.is_empty() {
+                        vec![i.id.clone()]
+                    } else {
+                        i.tags.clone()
+                    }
+                })
+                .collect();
+            if !dry_run {
+                if let Err(e) = engine.remove_images(&is) {
+                    errors.push(format!("{e:#}"));
+                }
+            }
+        }
+        Err(e) => errors.push(format!("listing images: {e:#}")),
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("\n"));
+    }
+    Ok(removed)
+}
+
+/// Run ids, with the pid label, of every container, network and image that `filter` selects.
+pub fn labelled_runs(engine: &Engine, filter: &Filter) -> Result<BTreeMap<String, u32>> {
+    let mut runs = BTreeMap::new();
+    let mut note = |l: &BTreeMap<String, String>| {
+        if let Some(run) = l.get(labels::RUN) {
+            let pid = l.get(labels::PID).and_then(|p| p.parse().ok()).unwrap_or(0);
+            runs.entry(run.clone()).or_insert(pid);
+        }
+    };
+    for c in engine.containers(filter)? {
+        note(&c.labels);
+    }
+    for n in engine.networks(filter)? {
+        note(&n.labels);
+    }
+    for i in engine.images(filter)? {
+        note(&i.labels);
+    }
+    Ok(runs)
+}
+
+/// Everything of one run.
+pub fn remove_run(engine: &Engine, run_id: &str, dry_run: bool) -> Result<Removed> {
+    remove(engine, &Filter::run(run_id), dry_run)
+}

@@ -1,0 +1,396 @@
+//! The external tools the commands need: how to find them, what each is for, and how to
+//! install one that is missing on this OS family. `doctor` prints all of it; every command
+//! calls [`require`] before doing any work, so a missing tool stops it with the same advice.
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use crate::exec::process::{find_in_path, Cmd};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tool {
+    Podman,
+    Docker,
+    Kind,
+    Kubectl,
+    Git,
+    Debootstrap,
+}
+
+/// What a command needs. `Engine` is podman or docker (see [`Engine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Engine,
+    Tool(Tool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OsFamily {
+    Apt,
+    Dnf,
+    Brew,
+    Other,
+}
+
+impl Tool {
+    pub const ALL: [Tool; 6] = [
+        Tool::Podman,
+        Tool::Docker,
+        Tool::Kind,
+        Tool::Kubectl,
+        Tool::Git,
+        Tool::Debootstrap,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Podman => "podman",
+            Tool::Docker => "docker",
+            Tool::Kind => "kind",
+            Tool::Kubectl => "kubectl",
+            Tool::Git => "git",
+            Tool::Debootstrap => "debootstrap",
+        }
+    }
+
+    fn version_args(self) -> &'static [&'static str] {
+        match self {
+            Tool::Podman | Tool::Docker | Tool::Git | Tool::Debootstrap => &["--version"],
+            Tool::Kind => &["version"],
+            Tool::Kubectl => &["version", "--client"],
+        }
+    }
+
+    /// The commands that need this tool.
+    pub fn needed_by(self) -> &'static str {
+        match self {
+            Tool::Podman | Tool::Docker => {
+                "integration, e2e, standins, clean, clean-images, bench, test (podman or docker: one is enough)"
+            }
+            Tool::Kind => "e2e, clean (of E2E runs)",
+            Tool::Kubectl => "e2e",
+            Tool::Git => "tag, integration, e2e, render (the git7 part of tags; `unknown` without it)",
+            Tool::Debootstrap => "standins",
+        }
+    }
+
+    /// How to install it on this OS family.
+    pub fn install(self, os: OsFamily) -> String {
+        use OsFamily::*;
+        let kind_bin = "curl -Lo ./kind https://kind.sigs.k8s.io/dl/v0.27.0/kind-linux-amd64 && \
+                        chmod +x ./kind && sudo mv ./kind /usr/local/bin/kind";
+        match (self, os) {
+            (Tool::Podman, Apt) => {
+                "sudo apt-get install -y podman runc netavark aardvark-dns".into()
+            }
+            (Tool::Podman, Dnf) => "sudo dnf install -y podman".into(),
+            (Tool::Podman, Brew) => {
+                "brew install podman && podman machine init && podman machine start".into()
+            }
+            (Tool::Docker, Apt) => "sudo apt-get install -y docker.io".into(),
+            (Tool::Docker, Dnf) => "sudo dnf install -y moby-engine".into(),
+            (Tool::Docker, Brew) => "brew install --cask docker".into(),
+            (Tool::Kind, Brew) => "brew install kind".into(),
+            (Tool::Kind, Apt | Dnf) => {
+                format!("{kind_bin}   (or: go install sigs.k8s.io/kind@v0.27.0)")
+            }
+            (Tool::Kubectl, Brew) => "brew install kubectl".into(),
+            (Tool::Kubectl, Apt) => "sudo apt-get install -y kubectl   (from the Kubernetes apt \
+                repository: https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/)"
+                .into(),
+            (Tool::Kubectl, Dnf) => "sudo dnf install -y kubectl   (from the Kubernetes yum \
+                repository: https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/)"
+                .into(),
+            (Tool::Git, Apt) => "sudo apt-get install -y git".into(),
+            (Tool::Git, Dnf) => "sudo dnf install -y git".into(),
+            (Tool::Git, Brew) => "brew install git".into(),
+            (Tool::Debootstrap, Apt) => "sudo apt-get install -y debootstrap".into(),
+            (Tool::Debootstrap, Dnf) => "sudo dnf install -y debootstrap".into(),
+            (Tool::Debootstrap, Brew) => {
+                "not available on macOS: build stand-ins on a Linux host".into()
+            }
+            (t, Other) => format!("install `{}` with your system's package manager", t.name()),
+        }
+    }
+}
+
+/// Reads /etc/os-release (or notices macOS) to pick apt, dnf or brew.
+pub fn os_family() -> OsFamily {
+    if cfg!(target_os = "macos") {
+        return OsFamily::Brew;
+    }
+    let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    os_family_from(&text)
+}
+
+pub fn os_family_from(os_release: &str) -> OsFamily {
+    let mut ids = String::new();
+    for line in os_release.lines() {
+        if let Some(v) = line
+            .strip_prefix("ID=")
+            .or_else(|| line.strip_prefix("ID_LIKE="))
+        {
+            ids.push(' ');
+            ids.push_str(&v.trim_matches('"').to_lowercase());
+        }
+    }
+    let has = |w: &str| ids.split_whitespace().any(|i| i == w);
+    if has("debian") || has("ubuntu") {
+        OsFamily::Apt
+    } else if has("fedora") || has("rhel") || has("centos") || has("rocky") || has("almalinux") {
+        OsFamily::Dnf
+    } else {
+        OsFamily::Other
+    }
+}
+
+/// Where a tool is and what it says its version is.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub tool: Tool,
+    pub path: Option<PathBuf>,
+    pub version: Option<String>,
+    /// For engines: whether the engine answers (`podman info` / `docker info`), or why not.
+    pub engine: Option<std::result::Result<String, String>>,
+}
+
+pub fn probe(tool: Tool) -> Found {
+    let path = find_in_path(tool.name(), None);
+    let version = path.as_ref().and_then(|p| {
+        let out = Cmd::new(p)
+            .args(tool.version_args())
+            .timeout(std::time::Duration::from_secs(10))
+            .output()
+            .ok()?;
+        let text = if out.stdout.trim().is_empty() {
+            out.stderr
+        } else {
+            out.stdout
+        };
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_string)
+    });
+    let engine = match (tool, &path) {
+        (Tool::Podman | Tool::Docker, Some(p)) => {
+            let format = if tool == Tool::Podman {
+                "{{.Host.OCIRuntime.Name}}"
+            } else {
+                "{{.ServerVersion}}"
+            };
+            let out = Cmd::new(p)
+                .args(["info", "--format", format])
+                .timeout(std::time::Duration::from_secs(20))
+                .output();
+            Some(match out {
+                Ok(o) if o.success() => Ok(o.stdout.trim().to_string()),
+                Ok(o) => Err(o.tail(1)),
+                Err(e) => Err(format!("{e:#}")),
+            })
+        }
+        _ => None,
+    };
+    Found {
+        tool,
+        path,
+        version,
+        engine,
+    }
+}
+
+/// The container engine: podman (preferred) or docker. `XTASK_ENGINE` picks one explicitly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Engine {
+    pub tool: Tool,
+    pub program: PathBuf,
+}
+
+impl Engine {
+    pub fn name(&self) -> &'static str {
+        self.tool.name()
+    }
+
+    pub fn cmd(&self) -> Cmd {
+        Cmd::new(&self.program)
+    }
+
+    pub fn is_podman(&self) -> bool {
+        self.tool == Tool::Podman
+    }
+
+    /// Why containers on one network could not find each other by name, if they cannot:
+    /// podman resolves container names only with the netavark backend and aardvark-dns (on
+    /// Debian a mere recommendation of a recommendation of podman). Docker always can.
+    pub fn name_resolution_problem(&self) -> Option<String> {
+        if !self.is_podman() {
+            return None;
+        }
+        let backend = self
+            .cmd()
+            .args(["info", "--format", "{{.Host.NetworkBackend}}"])
+            .timeout(std::time::Duration::from_secs(20))
+            .read()
+            .ok()?;
+        let aardvark = [
+            "/usr/lib/podman",
+            "/usr/libexec/podman",
+            "/usr/local/lib/podman",
+            "/usr/local/libexec/podman",
+        ]
+        .iter()
+        .any(|d| std::path::Path::new(d).join("aardvark-dns").is_file());
+        dns_problem(backend.trim(), aardvark, os_family())
+    }
+
+    /// Finds the engine (honouring `XTASK_ENGINE`), or explains how to install one.
+    pub fn detect() -> Result<Engine> {
+        Engine::detect_in(std::env::var("XTASK_ENGINE").ok().as_deref(), None)
+    }
+
+    pub fn detect_in(choice: Option<&str>, path: Option<&OsStr>) -> Result<Engine> {
+        let candidates: Vec<Tool> = match choice.map(str::trim) {
+            None | Some("") => vec![Tool::Podman, Tool::Docker],
+            Some("podman") => vec![Tool::Podman],
+            Some("docker") => vec![Tool::Docker],
+            Some(other) => bail!("XTASK_ENGINE=`{other}` is not supported; use podman or docker"),
+        };
+        for t in &candidates {
+            if let Some(program) = find_in_path(t.name(), path) {
+                return Ok(Engine { tool: *t, program });
+            }
+        }
+        let os = os_family();
+        let names: Vec<&str> = candidates.iter().map(|t| t.name()).collect();
+        bail!(
+            "no container engine found in PATH (looked for {}); install one: {}\n\
+             (then run `cargo xtask doctor` to check)",
+            names.join(", "),
+            candidates[0].install(os)
+        )
+    }
+}
+
+/// The advice for a podman network backend that cannot resolve container names (pure).
+pub fn dns_problem(backend: &str, aardvark: bool, os: OsFamily) -> Option<String> {
+    let install = match os {
+        OsFamily::Apt => "sudo apt-get install -y netavark aardvark-dns",
+        OsFamily::Dnf => "sudo dnf install -y netavark aardvark-dns",
+        _ => "install netavark and aardvark-dns",
+    };
+    match (backend, aardvark) {
+        ("netavark", true) => None,
+        ("netavark", false) => Some(format!(
+            "podman's aardvark-dns is not installed, so containers cannot reach each other by name \
+             (DataStorage would not find PostgreSQL); install it: {install}"
+        )),
+        (other, _) => Some(format!(
+            "podman uses the `{other}` network backend, which does not resolve container names \
+             here; install netavark and aardvark-dns ({install}), then `podman system reset` \
+             switches the backend (it removes all podman data: do it only on a machine of your own)"
+        )),
+    }
+}
+
+/// Fails before any work when a needed tool is missing, with doctor's advice for each.
+pub fn require(needs: &[Need]) -> Result<Option<Engine>> {
+    let os = os_family();
+    let mut engine = None;
+    let mut missing = Vec::new();
+    for need in needs {
+        match need {
+            Need::Engine => match Engine::detect() {
+                Ok(e) => engine = Some(e),
+                Err(e) => missing.push(format!("{e:#}")),
+            },
+            Need::Tool(t) => {
+                if find_in_path(t.name(), None).is_none() {
+                    missing.push(format!(
+                        "`{}` not found in PATH (needed by: {}); install it: {}",
+                        t.name(),
+                        t.needed_by(),
+                        t.install(os)
+                    ));
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "{}\nnothing was done; run `cargo xtask doctor` to see every tool",
+            missing.join("\n")
+        );
+    }
+    Ok(engine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_family_from_os_release() {
+        assert_eq!(os_family_from("ID=debian\nVERSION_ID=12\n"), OsFamily::Apt);
+        assert_eq!(
+            os_family_from("ID=linuxmint\nID_LIKE=\"ubuntu debian\"\n"),
+            OsFamily::Apt
+        );
+        assert_eq!(
+            os_family_from("ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n"),
+            OsFamily::Dnf
+        );
+        assert_eq!(os_family_from("ID=alpine\n"), OsFamily::Other);
+    }
+
+    #[test]
+    fn every_tool_has_advice_for_every_family() {
+        for t in Tool::ALL {
+            for os in [
+                OsFamily::Apt,
+                OsFamily::Dnf,
+                OsFamily::Brew,
+                OsFamily::Other,
+            ] {
+                assert!(!t.install(os).is_empty());
+            }
+            assert!(!t.needed_by().is_empty());
+        }
+        assert!(Tool::Kind
+            .install(OsFamily::Apt)
+            .contains("kind.sigs.k8s.io"));
+        assert_eq!(Tool::Kind.install(OsFamily::Brew), "brew install kind");
+    }
+
+    #[test]
+    fn container_dns_needs_netavark_and_aardvark() {
+        assert_eq!(dns_problem("netavark", true, OsFamily::Apt), None);
+        let missing = dns_problem("netavark", false, OsFamily::Apt).unwrap();
+        assert!(
+            missing.contains("apt-get install -y netavark aardvark-dns"),
+            "{missing}"
+        );
+        let cni = dns_problem("cni", false, OsFamily::Dnf).unwrap();
+        assert!(
+            cni.contains("`cni` network backend") && cni.contains("dnf install"),
+            "{cni}"
+        );
+    }
+
+    #[test]
+    fn engine_choice_is_honoured_and_explained() {
+        let empty = std::env::temp_dir().join(format!("xtask-empty-path-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        let err = Engine::detect_in(None, Some(empty.as_os_str()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no container engine found"), "{err}");
+        assert!(err.contains("podman, docker"), "{err}");
+        let err = Engine::detect_in(Some("lxc"), Some(empty.as_os_str()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("XTASK_ENGINE=`lxc`"), "{err}");
+        std::fs::remove_dir_all(&empty).unwrap();
+    }
+}

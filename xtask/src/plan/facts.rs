@@ -1,0 +1,292 @@
+//! Image tags and run ids: pure formatting, plus [`Facts`], the one place that reads the user,
+//! the git revision, the clock and the `IMAGE_TAG` override.
+//!
+//! Phase 0 rule: a run calls [`Facts::gather`] once and derives every reference from it; the
+//! references are then carried through the plan, never generated again.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+
+use crate::exec::process::Cmd;
+
+/// What a run's tags are made of, read once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// Login name, sanitised to `[A-Za-z0-9_]`.
+    pub user: String,
+    /// `git rev-parse --short=7 HEAD`, or `unknown` outside a git checkout.
+    pub git7: String,
+    /// The full revision (for the images' OCI revision label), or `unknown`.
+    pub revision: String,
+    /// Seconds since the epoch.
+    pub unix: u64,
+    /// The `IMAGE_TAG` environment variable, when set.
+    pub image_tag: Option<String>,
+    /// Eight random hex digits: the run id, and the suffix of infrastructure tags.
+    pub run_hex: String,
+}
+
+impl Facts {
+    /// Reads the user, git revision, time, `IMAGE_TAG` and a random run id.
+    pub fn gather(root: &Path) -> Result<Facts> {
+        let image_tag = std::env::var("IMAGE_TAG").ok().filter(|t| !t.is_empty());
+        if let Some(t) = &image_tag {
+            check_tag(t).map_err(|e| anyhow::anyhow!("IMAGE_TAG: {e}"))?;
+        }
+        let revision = git_revision(root);
+        Ok(Facts {
+            user: sanitize_user(&login_name()),
+            git7: if revision == "unknown" {
+                revision.clone()
+            } else {
+                revision[..7].to_string()
+            },
+            revision,
+            unix: unix_now(),
+            image_tag,
+            run_hex: random_hex8(),
+        })
+    }
+
+    /// The tag of a service's own image: `{service}-{user}-{git7}-{unix}` or `IMAGE_TAG`.
+    pub fn service_tag(&self, service: &str) -> String {
+        match &self.image_tag {
+            Some(t) => t.clone(),
+            None => service_tag(service, &self.user, &self.git7, self.unix),
+        }
+    }
+
+    /// `localhost/{service}:{service tag}`: the consumer's image reference.
+    pub fn service_ref(&self, service: &str) -> String {
+        format!("localhost/{service}:{}", self.service_tag(service))
+    }
+
+    /// `localhost/{infra}:{consumer}-{8hex}`: an infrastructure image built for a consumer.
+    pub fn infra_ref(&self, infra: &str, consumer: &str) -> String {
+        infra_ref(infra, consumer, &self.run_hex)
+    }
+}
+
+pub fn service_tag(service: &str, user: &str, git7: &str, unix: u64) -> String {
+    format!("{service}-{user}-{git7}-{unix}")
+}
+
+pub fn infra_ref(infra: &str, consumer: &str, hex8: &str) -> String {
+    format!("localhost/{infra}:{consumer}-{hex8}")
+}
+
+/// Keeps `[A-Za-z0-9_]`, replaces anything else with `_`; empty becomes `unknown`.
+pub fn sanitize_user(name: &str) -> String {
+    let s: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "unknown".to_string()
+    } else {
+        s
+    }
+}
+
+/// A valid image tag that is not `latest` (test images must never be pulled).
+pub fn check_tag(tag: &str) -> Result<()> {
+    let valid = tag.len() <= 128
+        && tag
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !valid {
+        bail!("`{tag}` is not a valid image tag (letters, digits, `_`, `.`, `-`; at most 128; no leading `.` or `-`)");
+    }
+    if tag == "latest" {
+        bail!("`latest` is refused: kind would try to pull it; use a unique tag such as ci-<sha>-<run>");
+    }
+    Ok(())
+}
+
+/// The login name: the password database first (what `whoami` prints), then `$USER`/`$LOGNAME`.
+pub fn login_name() -> String {
+    // SAFETY: getuid cannot fail; getpwuid_r writes into our buffer and `pw`, which we only
+    // read when it reports success and a non-null result.
+    unsafe {
+        let uid = libc::getuid();
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let rc = libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut result);
+        if rc == 0 && !result.is_null() && !pw.pw_name.is_null() {
+            if let Ok(n) = std::ffi::CStr::from_ptr(pw.pw_name).to_str() {
+                if !n.is_empty() {
+                    return n.to_string();
+                }
+            }
+        }
+    }
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The full hex revision of HEAD, or `unknown` (no git, not a checkout, or no commit yet).
+pub fn git_revision(root: &Path) -> String {
+    let out = Cmd::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "HEAD"])
+        .output();
+    match out {
+        Ok(o) if o.success() => {
+            let h = o.stdout.trim();
+            if h.len() >= 7 && h.chars().all(|c| c.is_ascii_hexdigit()) {
+                h.to_ascii_lowercase()
+            } else {
+                "unknown".to_string()
+            }
+        }
+        _ => "unknown".to_string(),
+    }
+}
+
+/// `2024-12-15T16:00:00Z` for unix seconds (UTC), for the OCI `created` label.
+pub fn rfc3339(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Eight hex digits from the OS's random source (not from the clock).
+pub fn random_hex8() -> String {
+    let mut b = [0u8; 4];
+    let from_os = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if from_os.is_err() {
+        // RandomState is seeded from the OS's random source as well.
+        use std::hash::{BuildHasher, Hasher};
+        let h = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        b.copy_from_slice(&h.to_le_bytes()[..4]);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> Facts {
+        Facts {
+            user: "alice".into(),
+            git7: "abc1234".into(),
+            revision: "abc1234ffffffffffffffffffffffffffffffff0".into(),
+            unix: 1_734_278_400,
+            image_tag: None,
+            run_hex: "1884d074".into(),
+        }
+    }
+
+    #[test]
+    fn service_tags_follow_the_format() {
+        let f = facts();
+        assert_eq!(
+            f.service_tag("notification"),
+            "notification-alice-abc1234-1734278400"
+        );
+        assert_eq!(
+            f.service_ref("notification"),
+            "localhost/notification:notification-alice-abc1234-1734278400"
+        );
+    }
+
+    #[test]
+    fn image_tag_overrides_service_tags_only() {
+        let f = Facts {
+            image_tag: Some("ci-deadbee-42".into()),
+            ..facts()
+        };
+        assert_eq!(f.service_tag("notification"), "ci-deadbee-42");
+        assert_eq!(
+            f.infra_ref("datastorage", "notification"),
+            "localhost/datastorage:notification-1884d074"
+        );
+    }
+
+    #[test]
+    fn users_are_sanitised() {
+        assert_eq!(sanitize_user("jordi.b-x"), "jordi_b_x");
+        assert_eq!(sanitize_user(""), "unknown");
+        assert_eq!(sanitize_user("root"), "root");
+    }
+
+    #[test]
+    fn tags_are_checked() {
+        assert!(check_tag("ci-abc-1").is_ok());
+        assert!(check_tag("latest")
+            .unwrap_err()
+            .to_string()
+            .contains("refused"));
+        assert!(check_tag("a b").is_err());
+        assert!(check_tag("-x").is_err());
+        assert!(check_tag(&"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn random_hex_is_random() {
+        let a = random_hex8();
+        assert_eq!(a.len(), 8);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!((0..8).map(|_| random_hex8()).any(|b| b != a));
+    }
+
+    #[test]
+    fn outside_git_the_revision_is_unknown() {
+        let dir = std::env::temp_dir().join(format!("xtask-nogit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = git_revision(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(out, "unknown");
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_734_278_400), "2024-12-15T16:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,330 @@
+//! Rendering tests: the repository's templates render, for every consumer, into manifests that
+//! parse as real Kubernetes objects and survive a round trip unchanged (so a misspelt field,
+//! which the typed object would drop, fails here), and the Phase 0 image check catches every
+//! kind of wrong reference.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::{apps::v1::Deployment, batch::v1::Job, core::v1 as core};
+use serde_json::Value;
+
+use super::*;
+use crate::plan::stack::tests::{read_repo, repo_config};
+
+/// Parses a document as its Kubernetes type and checks nothing was dropped or changed.
+fn as_kubernetes_object(doc: &Yaml) -> std::result::Result<String, String> {
+    let v = to_json(doc);
+    let kind = v["kind"].as_str().unwrap_or_default().to_string();
+    fn round<T: serde::de::DeserializeOwned + serde::Serialize>(
+        v: &Value,
+    ) -> std::result::Result<Value, String> {
+        let typed: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        serde_json::to_value(typed).map_err(|e| e.to_string())
+    }
+    let back = match kind.as_str() {
+        "Deployment" => round::<Deployment>(&v),
+        "Job" => round::<Job>(&v),
+        "Service" => round::<core::Service>(&v),
+        "Secret" => round::<core::Secret>(&v),
+        "Namespace" => round::<core::Namespace>(&v),
+        other => return Err(format!("unexpected kind {other}")),
+    }?;
+    if back != v {
+        return Err(format!(
+            "{kind} changed in a round trip (a field is misspelt or misplaced):\n{}\nvs\n{}",
+            v, back
+        ));
+    }
+    Ok(kind)
+}
+
+fn images_for(config: &Config, consumer: &str) -> BTreeMap<String, String> {
+    stack::members(config, consumer, true)
+        .into_iter()
+        .map(|m| {
+            let svc = config.components[&m]
+                .image_service()
+                .unwrap_or(&m)
+                .to_string();
+            let r = format!("localhost/{svc}:{consumer}-1884d074");
+            (m, r)
+        })
+        .collect()
+}
+
+fn render_all(consumer: &str) -> Vec<Manifests> {
+    let c = repo_config();
+    let images = images_for(&c, consumer);
+    let node_ports: BTreeMap<PortRef, u16> = c.consumers[consumer]
+        .e2e
+        .iter()
+        .map(|(k, v)| (k.clone(), v.node_port))
+        .collect();
+    let labels: BTreeMap<String, String> =
+        [("io.kubernaut.xtask.run".to_string(), "1884d074".to_string())].into();
+    stack::members(&c, consumer, true)
+        .iter()
+        .map(|m| {
+            component(
+                &c,
+                m,
+                &images[m],
+                "xtask-e2e",
+                &node_ports,
+                &labels,
+                &read_repo,
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn every_consumer_renders_valid_kubernetes_objects() {
+    for consumer in ["datastorage", "notification", "gateway"] {
+        let all = render_all(consumer);
+        let mut kinds = BTreeSet::new();
+        for m in &all {
+            for d in &m.docs {
+                kinds.insert(
+                    as_kubernetes_object(d)
+                        .unwrap_or_else(|e| panic!("{consumer}/{}: {e}", m.component)),
+                );
+            }
+            // The text that is applied parses to the same documents.
+            let reparsed: Vec<Yaml> = YamlLoader::load_from_str(&m.text)
+                .unwrap()
+                .into_iter()
+                .filter(|d| !d.is_null())
+                .collect();
+            assert_eq!(reparsed, m.docs, "{}", m.component);
+        }
+        for k in ["Deployment", "Job", "Service", "Secret"] {
+            assert!(kinds.contains(k), "{consumer} renders a {k}");
+        }
+        let ns = YamlLoader::load_from_str(&namespace_doc("xtask-e2e", &BTreeMap::new())).unwrap();
+        assert_eq!(as_kubernetes_object(&ns[0]).unwrap(), "Namespace");
+    }
+}
+
+#[test]
+fn a_misspelt_field_fails_the_round_trip() {
+    let c = repo_config();
+    let bad = |p: &Path| Ok(read_repo(p)?.replace("imagePullPolicy", "imagePullPolcy"));
+    let m = component(
+        &c,
+        "redis",
+        "localhost/redis:x-1",
+        "ns",
+        &BTreeMap::new(),
+        &BTreeMap::new(),
+        &bad,
+    )
+    .unwrap();
+    let deployment = m
+        .docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("Deployment"))
+        .unwrap();
+    let err = as_kubernetes_object(deployment).unwrap_err();
+    assert!(err.contains("changed in a round trip"), "{err}");
+}
+
+#[test]
+fn services_and_secrets_come_from_infra_toml() {
+    let all = render_all("notification");
+    let ds = all.iter().find(|m| m.component == "datastorage").unwrap();
+    let svc = to_json(
+        ds.docs
+            .iter()
+            .find(|d| d["kind"].as_str() == Some("Service"))
+            .unwrap(),
+    );
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30081);
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8080);
+    assert!(
+        svc["spec"]["ports"][1].get("nodePort").is_none(),
+        "metrics is not mapped for notification"
+    );
+    let secret = to_json(
+        ds.docs
+            .iter()
+            .find(|d| d["kind"].as_str() == Some("Secret"))
+            .unwrap(),
+    );
+    assert_eq!(secret["stringData"]["REDIS_URL"], "redis://redis:6379");
+    assert_eq!(
+        secret["stringData"]["DATABASE_URL"],
+        "postgres://slm_user:test_password@postgres:5432/action_history"
+    );
+    let pg = all.iter().find(|m| m.component == "postgres").unwrap();
+    let svc = to_json(
+        pg.docs
+            .iter()
+            .find(|d| d["kind"].as_str() == Some("Service"))
+            .unwrap(),
+    );
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+    let job = all.iter().find(|m| m.component == "migrations").unwrap();
+    assert_eq!(
+        job.workload,
+        Workload::Job {
+            name: "migrations".into()
+        }
+    );
+    assert!(
+        job.docs
+            .iter()
+            .all(|d| d["kind"].as_str() != Some("Service")),
+        "jobs get no Service"
+    );
+    let j = to_json(
+        job.docs
+            .iter()
+            .find(|d| d["kind"].as_str() == Some("Job"))
+            .unwrap(),
+    );
+    assert_eq!(
+        j["spec"]["template"]["spec"]["containers"][0]["args"],
+        serde_json::json!(["migrate"])
+    );
+    assert_eq!(
+        j["spec"]["template"]["spec"]["containers"][0]["image"],
+        "localhost/datastorage:notification-1884d074"
+    );
+}
+
+#[test]
+fn rendered_images_pass_the_phase0_check() {
+    for consumer in ["datastorage", "notification", "gateway"] {
+        let c = repo_config();
+        let built: BTreeSet<String> = images_for(&c, consumer).into_values().collect();
+        let uses: Vec<ImageUse> = render_all(consumer)
+            .iter()
+            .flat_map(|m| image_uses(&m.source, &m.docs))
+            .collect();
+        assert!(
+            check_images(&uses, &built).is_empty(),
+            "{:?}",
+            check_images(&uses, &built)
+        );
+        let used: BTreeSet<String> = uses.into_iter().map(|u| u.image).collect();
+        assert_eq!(
+            used, built,
+            "{consumer}: every built image is used, nothing else"
+        );
+    }
+}
+
+#[test]
+fn phase0_check_names_object_and_field() {
+    let doc = |image: &str, policy: Option<&str>| {
+        let p = policy
+            .map(|p| format!("\n          imagePullPolicy: {p}"))
+            .unwrap_or_default();
+        YamlLoader::load_from_str(&format!(
+            "kind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n        - name: c\n          image: {image}{p}\n"
+        ))
+        .unwrap()
+    };
+    let built: BTreeSet<String> = ["localhost/web:t-1".to_string()].into();
+    let check = |image: &str, policy: Option<&str>| {
+        check_images(
+            &image_uses(Path::new("manifests/web.yaml"), &doc(image, policy)),
+            &built,
+        )
+        .join("\n")
+    };
+    assert_eq!(check("localhost/web:t-1", Some("Never")), "");
+    let e = check("localhost/web:t-2", Some("Never"));
+    assert!(e.contains("manifests/web.yaml: Deployment/web spec.template.spec.containers[0].image `localhost/web:t-2` was not built by this run"), "{e}");
+    assert!(check("docker.io/web:t-1", Some("Never")).contains("lacks `localhost/`"));
+    assert!(check("localhost/web:latest", Some("Never")).contains("`:latest` or untagged"));
+    assert!(check("localhost/web", Some("Never")).contains("`:latest` or untagged"));
+    assert!(check("localhost/web:t-1", Some("IfNotPresent"))
+        .contains("imagePullPolicy is `IfNotPresent`"));
+    assert!(check("localhost/web:t-1", None).contains("imagePullPolicy is not set"));
+}
+
+#[test]
+fn unknown_placeholders_name_file_and_line() {
+    let vars: BTreeMap<String, String> = [("NAME".to_string(), "x".to_string())].into();
+    let e = substitute(
+        "a: ${NAME}\nb: ${NAMSE}\n",
+        &PathBuf::from("manifests/x.yaml"),
+        &vars,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("manifests/x.yaml:2: unknown placeholder `${NAMSE}`"),
+        "{e}"
+    );
+    assert_eq!(
+        substitute("a: ${NAME}-$HOME\n", Path::new("f"), &vars).unwrap(),
+        "a: x-$HOME\n"
+    );
+}
+
+#[test]
+fn templates_must_hold_one_named_workload_with_app_label() {
+    let c = repo_config();
+    let no_label = |p: &Path| Ok(read_repo(p)?.replace("app: ${NAME}", "tier: ${NAME}"));
+    let e = component(
+        &c,
+        "redis",
+        "localhost/redis:a-1",
+        "ns",
+        &BTreeMap::new(),
+        &BTreeMap::new(),
+        &no_label,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("must carry the label `app: redis`"),
+        "{e}"
+    );
+    let renamed = |p: &Path| Ok(read_repo(p)?.replacen("name: ${NAME}", "name: cache", 1));
+    let e = component(
+        &c,
+        "redis",
+        "localhost/redis:a-1",
+        "ns",
+        &BTreeMap::new(),
+        &BTreeMap::new(),
+        &renamed,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("the workload is named `cache`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn kind_config_maps_node_ports_to_unique_host_ports() {
+    let labels: BTreeMap<String, String> = [(
+        "io.kubernaut.xtask.owner".to_string(),
+        "_alice.".to_string(),
+    )]
+    .into();
+    let text = kind_config(
+        "notification-e2e-1884d074",
+        &labels,
+        &[(30086, 28120), (30081, 28121)],
+    );
+    let doc = &YamlLoader::load_from_str(&text).unwrap()[0];
+    let j = to_json(doc);
+    assert_eq!(j["apiVersion"], "kind.x-k8s.io/v1alpha4");
+    assert_eq!(j["name"], "notification-e2e-1884d074");
+    let node = &j["nodes"][0];
+    assert_eq!(node["role"], "control-plane");
+    assert_eq!(
+        node["labels"]["io.kubernaut.xtask.owner"], "alice",
+        "label values are made valid"
+    );
+    assert_eq!(node["extraPortMappings"][1]["containerPort"], 30081);
+    assert_eq!(node["extraPortMappings"][1]["hostPort"], 28121);
+}
