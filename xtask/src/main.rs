@@ -4,6 +4,7 @@ mod cmd;
 mod config;
 mod exec;
 mod flags;
+mod graph;
 mod host;
 mod plan;
 mod standins;

@@ -1367,66 +1367,24 @@ pub fn placeholders(t: &str) -> Vec<String> {
 
 /// Everything `name` needs, directly or not (not `name` itself). Unknown names are skipped.
 pub fn transitive_needs(components: &BTreeMap<String, Component>, name: &str) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    let mut todo: Vec<&str> = components
-        .get(name)
-        .map(|c| c.needs.iter().map(String::as_str).collect())
-        .unwrap_or_default();
-    while let Some(n) = todo.pop() {
-        let Some(c) = components.get(n) else { continue };
-        if n == name || !seen.insert(n.to_string()) {
-            continue;
-        }
-        todo.extend(c.needs.iter().map(String::as_str));
-    }
-    seen
+    let g = needs_graph(components);
+    crate::graph::closure(&g, name)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// A dependency cycle, as the list of names around it (first == last), if there is one.
 pub fn find_cycle(components: &BTreeMap<String, Component>) -> Option<Vec<String>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        Active,
-        Done,
-    }
-    fn visit(
-        n: &str,
-        components: &BTreeMap<String, Component>,
-        marks: &mut BTreeMap<String, Mark>,
-        path: &mut Vec<String>,
-    ) -> Option<Vec<String>> {
-        match marks.get(n) {
-            Some(Mark::Done) => return None,
-            Some(Mark::Active) => {
-                let start = path.iter().position(|p| p == n).unwrap_or(0);
-                let mut cycle = path[start..].to_vec();
-                cycle.push(n.to_string());
-                return Some(cycle);
-            }
-            None => {}
-        }
-        marks.insert(n.to_string(), Mark::Active);
-        path.push(n.to_string());
-        if let Some(c) = components.get(n) {
-            for need in &c.needs {
-                if components.contains_key(need) {
-                    if let Some(cycle) = visit(need, components, marks, path) {
-                        return Some(cycle);
-                    }
-                }
-            }
-        }
-        path.pop();
-        marks.insert(n.to_string(), Mark::Done);
-        None
-    }
-    let mut marks = BTreeMap::new();
-    for name in components.keys() {
-        if let Some(c) = visit(name, components, &mut marks, &mut Vec::new()) {
-            return Some(c);
-        }
-    }
-    None
+    crate::graph::cycle(&needs_graph(components))
+}
+
+fn needs_graph(components: &BTreeMap<String, Component>) -> crate::graph::Graph<'_> {
+    crate::graph::of(
+        components.values(),
+        |c| c.name.as_str(),
+        |c| c.needs.as_slice(),
+    )
 }
 
 /// `; did you mean `x`?` when a known name is close to `word`.

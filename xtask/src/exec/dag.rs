@@ -98,21 +98,10 @@ pub fn validate<A>(nodes: &[Node<A>]) -> Result<()> {
             );
         }
     }
-    // Kahn: everything must be schedulable.
-    let mut done: BTreeMap<&str, bool> = BTreeMap::new();
-    loop {
-        let before = done.len();
-        for n in nodes {
-            if !done.contains_key(n.id.as_str())
-                && n.deps.iter().all(|d| done.contains_key(d.as_str()))
-            {
-                done.insert(&n.id, true);
-            }
-        }
-        if done.len() == nodes.len() {
-            return Ok(());
-        }
-        anyhow::ensure!(done.len() > before, "plan has a dependency cycle");
+    let g = crate::graph::of(nodes, |n| n.id.as_str(), |n| n.deps.as_slice());
+    match crate::graph::cycle(&g) {
+        Some(c) => anyhow::bail!("plan has a dependency cycle: {}", c.join(" -> ")),
+        None => Ok(()),
     }
 }
 

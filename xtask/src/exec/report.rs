@@ -48,55 +48,13 @@ fn ms(d: Duration) -> u64 {
 
 /// The longest chain of finished tasks by summed duration, and that sum.
 pub fn critical_path(timings: &[Timing]) -> (Vec<String>, Duration) {
-    let by_id: BTreeMap<&str, &Timing> = timings.iter().map(|t| (t.id.as_str(), t)).collect();
-    let mut memo: BTreeMap<&str, (Duration, Option<&str>)> = BTreeMap::new();
-    fn longest<'a>(
-        id: &'a str,
-        by_id: &BTreeMap<&'a str, &'a Timing>,
-        memo: &mut BTreeMap<&'a str, (Duration, Option<&'a str>)>,
-        depth: usize,
-    ) -> Duration {
-        if let Some((d, _)) = memo.get(id) {
-            return *d;
-        }
-        let Some(t) = by_id.get(id) else {
-            return Duration::ZERO;
-        };
-        let mut best = (Duration::ZERO, None);
-        if depth < by_id.len() {
-            for d in &t.deps {
-                if by_id
-                    .get(d.as_str())
-                    .is_some_and(|x| x.outcome == Outcome::Done)
-                {
-                    let l = longest(d, by_id, memo, depth + 1);
-                    if l > best.0 || best.1.is_none() {
-                        best = (l, Some(d.as_str()));
-                    }
-                }
-            }
-        }
-        let total = best.0 + t.duration();
-        memo.insert(id, (total, best.1));
-        total
-    }
-    let mut end: Option<(&str, Duration)> = None;
-    for t in timings.iter().filter(|t| t.outcome == Outcome::Done) {
-        let l = longest(&t.id, &by_id, &mut memo, 0);
-        if end.is_none_or(|(_, b)| l > b) {
-            end = Some((&t.id, l));
-        }
-    }
-    let Some((mut id, total)) = end else {
-        return (Vec::new(), Duration::ZERO);
-    };
-    let mut path = vec![id.to_string()];
-    while let Some((_, Some(prev))) = memo.get(id) {
-        path.push(prev.to_string());
-        id = prev;
-    }
-    path.reverse();
-    (path, total)
+    let g = crate::graph::of(timings, |t| t.id.as_str(), |t| t.deps.as_slice());
+    let done: BTreeMap<&str, Duration> = timings
+        .iter()
+        .filter(|t| t.outcome == Outcome::Done)
+        .map(|t| (t.id.as_str(), t.duration()))
+        .collect();
+    crate::graph::longest_path(&g, |id| done.get(id).copied())
 }
 
 impl Report {

@@ -44,31 +44,14 @@ pub fn members(config: &Config, consumer: &str, with_consumer: bool) -> Vec<Stri
 
 /// `names` ordered so that every component comes after what it needs (ties by name).
 pub fn topo_order(config: &Config, names: &BTreeSet<String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut left: BTreeSet<String> = names.clone();
-    while !left.is_empty() {
-        let next = left
-            .iter()
-            .find(|n| {
-                config.components[n.as_str()]
-                    .needs
-                    .iter()
-                    .all(|d| !names.contains(d) || out.contains(d))
-            })
-            .cloned();
-        match next {
-            Some(n) => {
-                left.remove(&n);
-                out.push(n);
-            }
-            // A cycle cannot pass validation; keep the rest in name order rather than loop.
-            None => {
-                out.extend(left.iter().cloned());
-                break;
-            }
-        }
-    }
-    out
+    let g = crate::graph::of(
+        config.components.values(),
+        |c| c.name.as_str(),
+        |c| c.needs.as_slice(),
+    );
+    let subset: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    // A cycle cannot pass validation; keep the names in name order rather than fail.
+    crate::graph::order(&g, &subset).unwrap_or_else(|_| names.iter().cloned().collect())
 }
 
 /// The services whose images a stack runs (their own, or a job's), sorted.
