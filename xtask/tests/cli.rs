@@ -1,5 +1,6 @@
 //! The commands as a user runs them, where no container engine is needed: tags, check, ports,
 //! doctor, render, the E2E dry run, and the preflight that stops a run when a tool is missing.
+#![allow(clippy::disallowed_methods)] // tests drive the built binaries and tools directly
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -191,7 +191,7 @@ impl Clean<'_> {
             Some(k) => k,
             None => {
                 tmp = std::env::temp_dir()
-                    .join(format!("xtask-clean-{}", crate::plan::facts::random_hex8()));
+                    .join(format!("xtask-clean-{}", crate::plan::facts::random_id()));
                 &tmp
             }
         };
@@ -227,8 +227,8 @@ impl Clean<'_> {
             if covered.contains(&run) {
                 continue;
             }
-            let kc = std::env::temp_dir()
-                .join(format!("xtask-kc-{}", crate::plan::facts::random_hex8()));
+            let kc =
+                std::env::temp_dir().join(format!("xtask-kc-{}", crate::plan::facts::random_id()));
             match kind
                 .get_kubeconfig(name)
                 .timeout(Duration::from_secs(30))
@@ -271,8 +271,8 @@ pub fn is_our_cluster_name(n: &str) -> bool {
     !head.is_empty()
         && head
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && run.len() == 8
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && run.len() == 12
         && run
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
@@ -284,13 +284,11 @@ mod tests {
 
     #[test]
     fn cluster_names_of_ours() {
-        assert!(is_our_cluster_name("notification-e2e-1884d074"));
+        assert!(is_our_cluster_name("notification-e2e-1884d074a1b2"));
+        assert!(is_our_cluster_name("mock-llm-e2e-1884d074a1b2"));
         assert!(!is_our_cluster_name("kind"));
-        assert!(!is_our_cluster_name("notification-e2e-1884D074"));
-        assert!(
-            !is_our_cluster_name("team-x-e2e-1884d074"),
-            "consumer names have no dashes"
-        );
-        assert!(!is_our_cluster_name("notification-e2e-1884d07"));
+        assert!(!is_our_cluster_name("notification-e2e-1884D074A1B2"));
+        assert!(!is_our_cluster_name("Team_X-e2e-1884d074a1b2"));
+        assert!(!is_our_cluster_name("notification-e2e-1884d074"));
     }
 }

@@ -154,7 +154,7 @@ pub fn plan(
         );
     }
     let test_package = config.service(consumer)?.package.clone();
-    let run_id = facts.run_hex.clone();
+    let run_id = facts.run_id.clone();
     let run_dir = runs_dir.join(&run_id);
     let cluster = format!("{consumer}-e2e-{run_id}");
     let namespace = format!("{consumer}-e2e");
@@ -1057,14 +1057,12 @@ mod tests {
     #[test]
     fn cluster_and_tests_use_this_consumers_ports() {
         let p = plan_for("notification", Tool::Podman);
-        assert_eq!(p.cluster, "notification-e2e-1884d074");
+        assert_eq!(p.cluster, "notification-e2e-1884d074a1b2");
         assert!(p.kind_config.contains("hostPort: 28120"));
         assert!(p.kind_config.contains("containerPort: 30086"));
-        assert!(
-            p.kind_config
-                .contains("io.kubernaut.xtask.run: \"1884d074\"")
-                || p.kind_config.contains("io.kubernaut.xtask.run: 1884d074")
-        );
+        assert!(p
+            .kind_config
+            .contains("io.kubernaut.xtask.run: 1884d074a1b2"));
         assert_eq!(p.test_env["NOTIFICATION_URL"], "http://localhost:28120");
         assert_eq!(p.test_env["DATASTORAGE_URL"], "http://localhost:28121");
         assert_eq!(p.host_ports.len(), 2);

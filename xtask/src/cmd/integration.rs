@@ -85,7 +85,7 @@ pub fn plan(
 ) -> Result<Plan> {
     let c = config.consumer(consumer)?;
     let test_package = config.service(consumer)?.package.clone();
-    let run_id = facts.run_hex.clone();
+    let run_id = facts.run_id.clone();
     let run_dir = runs_dir.join(&run_id);
     let labels = RunLabels {
         owner: facts.user.clone(),
@@ -608,7 +608,7 @@ mod tests {
         assert_eq!(job.args, ["migrate"]);
         assert!(job.publish.is_empty());
         assert_eq!(p.test_env["DATASTORAGE_URL"], "http://localhost:18096");
-        assert_eq!(p.test_env["XTASK_RUN_ID"], "1884d074");
+        assert_eq!(p.test_env["XTASK_RUN_ID"], "1884d074a1b2");
     }
 
     #[test]
@@ -621,7 +621,7 @@ mod tests {
                 Step::Network { labels, .. } => labels,
                 _ => continue,
             };
-            assert_eq!(labels[crate::host::labels::RUN], "1884d074", "{}", n.id);
+            assert_eq!(labels[crate::host::labels::RUN], "1884d074a1b2", "{}", n.id);
             assert_eq!(labels[crate::host::labels::OWNER], "alice", "{}", n.id);
             assert_eq!(labels[crate::host::labels::TIER], "integration", "{}", n.id);
             assert_eq!(labels[crate::host::labels::PID], "42", "{}", n.id);

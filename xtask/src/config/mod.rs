@@ -5,6 +5,9 @@
 //! whole file, collecting every problem rather than stopping at the first, and builds the clean
 //! [`Config`] the planners use. Nothing here touches anything but the file system (to see that
 //! Dockerfiles and manifests exist).
+// Workers never print straight to the terminal: output goes through exec::progress or is
+// returned to the command.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

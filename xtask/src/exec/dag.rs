@@ -183,7 +183,12 @@ pub fn execute<A: Sync>(
                         let t0 = start.elapsed();
                         line.state("started", "");
                         let ctx = Ctx { line, abort };
-                        let r = work(n, &ctx);
+                        // A bug that panics in one task must fail the run (and let teardown
+                        // happen), not leave this loop waiting for a message that never comes.
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            work(n, &ctx)
+                        }))
+                        .unwrap_or_else(|p| Err(panic_error(p.as_ref())));
                         let _ = tx.send((i, t0, start.elapsed(), r));
                     });
                 }
@@ -255,6 +260,16 @@ pub fn execute<A: Sync>(
         error,
         total: start.elapsed(),
     }
+}
+
+/// A task's panic as an error: its message, and that it is a bug to report.
+fn panic_error(payload: &(dyn std::any::Any + Send)) -> anyhow::Error {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string());
+    anyhow::anyhow!("the task panicked: {msg} (a bug in cargo xtask; please report it)")
 }
 
 #[cfg(test)]
@@ -354,6 +369,33 @@ mod tests {
         });
         assert!(ex.error.is_none());
         assert_eq!(live.lock().unwrap().1, 2);
+    }
+
+    /// A panicking task used to leave the executor waiting on its channel forever (no teardown).
+    #[test]
+    fn a_panicking_task_fails_the_run_instead_of_hanging_it() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let nodes = vec![node("boom", &[]), node("after", &["boom"]), node("ok", &[])];
+            let ex = execute(&nodes, &BTreeMap::new(), &Progress::plain(), |n, _| {
+                if n.id == "boom" {
+                    panic!("task bug");
+                }
+                Ok(String::new())
+            });
+            let _ = tx.send(ex);
+        });
+        let ex = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the executor hung after a task panicked");
+        let err = format!("{:#}", ex.error.expect("a panic is a failure"));
+        assert!(
+            err.contains("boom failed") && err.contains("task bug"),
+            "{err}"
+        );
+        let t: BTreeMap<_, _> = ex.timings.iter().map(|t| (t.id.as_str(), t)).collect();
+        assert_eq!(t["boom"].outcome, Outcome::Failed);
+        assert_eq!(t["after"].outcome, Outcome::Skipped);
     }
 
     #[test]

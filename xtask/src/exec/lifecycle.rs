@@ -135,12 +135,12 @@ impl Run {
         if status.success() {
             return Ok(ExitCode::SUCCESS);
         }
-        eprintln!(
+        self.progress.println(&format!(
             "{} {} tests failed ({})",
             self.labels.consumer,
             self.labels.tier,
             crate::exec::process::describe_status(status)
-        );
+        ));
         Ok(ExitCode::from(
             status.code().unwrap_or(1).clamp(1, 255) as u8
         ))
@@ -173,7 +173,7 @@ impl Run {
                 match outcome {
                     // The run's own failure comes first; the cleanup's is printed too.
                     Err(first) => {
-                        eprintln!("error: {e:#}");
+                        self.progress.block(&format!("error: {e:#}\n"));
                         Err(first)
                     }
                     Ok(_) => Err(e),
@@ -196,8 +196,9 @@ impl Run {
             .insert("wall_ms".into(), self.t0.elapsed().as_millis() as u64);
         let path = self.run_dir.join("report.json");
         report.write(&path)?;
-        eprint!("{}", report.table());
-        eprintln!("run report: {}", path.display());
+        self.progress.block(&report.table());
+        self.progress
+            .block(&format!("run report: {}\n", path.display()));
         if interrupted {
             bail!("interrupted; run {} was cleaned up", self.labels.run);
         }

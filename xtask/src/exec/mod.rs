@@ -1,5 +1,8 @@
 //! Execution: the only layer that starts processes, and what runs a plan (the task graph,
 //! signals, progress, run records, reports, the run lifecycle, cluster slots).
+// Workers never print straight to the terminal: output goes through exec::progress or is
+// returned to the command.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod builds;
 pub mod dag;

@@ -1,22 +1,27 @@
-//! The one place that starts processes: argv vectors only, never a shell string.
+//! The one place that starts processes: argv vectors only, never a shell string, built on duct.
 //!
-//! Every child runs in its own process group and is registered while it runs, so that Ctrl-C
-//! handling ([`terminate_all`]) can stop every child (and its children) before cleaning up.
-//! Commands that change the container engine's state are [`Cmd::uninterruptible`]: they are
-//! never signalled (stopping `podman build` or `podman run` half-way can leave the engine's
-//! storage or network rules broken for every user of the host) and they write to files, not
-//! pipes, so they finish even if this process is killed. Output is captured (and kept for
-//! error messages) or streamed line by line to a callback, so workers never write to the
-//! terminal themselves; only [`Cmd::run_inherit`] (the test phase) hands the terminal over.
+//! Every child runs in its own process group (duct's `before_spawn`), so a terminal's Ctrl-C
+//! reaches only us and we stop children ourselves. A [`Cmd`] is interruptible: it is registered
+//! while it runs, so [`terminate_all`] can stop it (and its children) before cleanup, and it may
+//! have a time limit ([`Cmd::timeout`] makes a [`Timed`] command). Commands that change the
+//! container engine's state are [`Cmd::uninterruptible`]: never signalled (stopping `podman
+//! build` or `podman run` half-way can leave the engine's storage or network rules broken for
+//! every user of the host) and writing to files, not pipes, so they finish even if this process
+//! is killed. An uninterruptible command cannot have a time limit: the types do not allow it.
+//! Output is captured (and kept for error messages) or streamed line by line to a callback, so
+//! workers never write to the terminal themselves; only [`Cmd::run_inherit`] (the test phase)
+//! hands the terminal over.
+#![allow(clippy::disallowed_methods)] // this module is where processes are started
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::marker::PhantomData;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -24,16 +29,46 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// A command to run: program, arguments, environment, folder, stdin, time limit.
+/// An interruptible command without a time limit (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain;
+/// An interruptible command with a time limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timed;
+/// A command that is never signalled and writes to files (engine state changes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Uninterruptible;
+
+/// What kind of command a [`Cmd`] is; see the module documentation.
+pub trait Mode: Default + Copy {
+    const INTERRUPTIBLE: bool;
+}
+impl Mode for Plain {
+    const INTERRUPTIBLE: bool = true;
+}
+impl Mode for Timed {
+    const INTERRUPTIBLE: bool = true;
+}
+impl Mode for Uninterruptible {
+    const INTERRUPTIBLE: bool = false;
+}
+
+/// The modes that may still choose a time limit or become uninterruptible: only [`Plain`].
+/// Gating both methods on it is what makes `uninterruptible().timeout(..)` (and the reverse)
+/// impossible to write; a test checks no other mode implements it.
+pub trait Undecided: Mode {}
+impl Undecided for Plain {}
+
+/// A command to run: program, arguments, environment, folder, stdin, and its [`Mode`].
 #[derive(Clone, Default)]
-pub struct Cmd {
+pub struct Cmd<M: Mode = Plain> {
     program: OsString,
     args: Vec<OsString>,
     env: Vec<(OsString, Option<OsString>)>,
     cwd: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
-    uninterruptible: bool,
+    mode: PhantomData<M>,
 }
 
 /// What a finished command left: exit status and its output (lossy UTF-8).
@@ -42,8 +77,6 @@ pub struct Output {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
-    /// stdout and stderr lines in the order they arrived (for error messages).
-    pub combined: String,
 }
 
 impl Output {
@@ -51,34 +84,62 @@ impl Output {
         self.status.success()
     }
 
-    /// The last `n` non-empty output lines, in the order they were written, for error messages.
+    /// The last `n` non-empty output lines (stdout, then stderr), for error messages.
     pub fn tail(&self, n: usize) -> String {
-        let source = if self.combined.is_empty() {
-            format!("{}{}", self.stdout, self.stderr)
-        } else {
-            self.combined.clone()
-        };
-        let mut lines: Vec<&str> = source.lines().collect();
-        lines.retain(|l| !l.trim().is_empty());
-        let start = lines.len().saturating_sub(n);
-        lines[start..].join("\n")
+        let lines: Vec<&str> = self
+            .stdout
+            .lines()
+            .chain(self.stderr.lines())
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 }
 
-impl Cmd {
+impl Cmd<Plain> {
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
         Cmd {
             program: program.as_ref().to_os_string(),
             ..Cmd::default()
         }
     }
+}
 
-    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Cmd {
+impl<M: Undecided> Cmd<M> {
+    /// Stops the command (its whole process group) if it runs longer than `t`.
+    pub fn timeout(self, t: Duration) -> Cmd<Timed> {
+        Cmd {
+            timeout: Some(t),
+            ..self.into_mode()
+        }
+    }
+
+    /// For commands that change the engine's state: never signalled by [`terminate_all`], and
+    /// writing to files instead of pipes so that they finish even if this process dies.
+    pub fn uninterruptible(self) -> Cmd<Uninterruptible> {
+        self.into_mode()
+    }
+}
+
+impl<M: Mode> Cmd<M> {
+    fn into_mode<N: Mode>(self) -> Cmd<N> {
+        Cmd {
+            program: self.program,
+            args: self.args,
+            env: self.env,
+            cwd: self.cwd,
+            stdin: self.stdin,
+            timeout: self.timeout,
+            mode: PhantomData,
+        }
+    }
+
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
         self.args.push(a.as_ref().to_os_string());
         self
     }
 
-    pub fn args<I, S>(mut self, args: I) -> Cmd
+    pub fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -88,48 +149,33 @@ impl Cmd {
         self
     }
 
-    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Cmd {
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
         self.env
             .push((k.as_ref().to_os_string(), Some(v.as_ref().to_os_string())));
         self
     }
 
-    pub fn envs<I, K, V>(mut self, vars: I) -> Cmd
+    pub fn envs<I, K, V>(self, vars: I) -> Self
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<OsStr>,
         V: AsRef<OsStr>,
     {
-        for (k, v) in vars {
-            self = self.env(k, v);
-        }
-        self
+        vars.into_iter().fold(self, |c, (k, v)| c.env(k, v))
     }
 
-    pub fn env_remove(mut self, k: impl AsRef<OsStr>) -> Cmd {
+    pub fn env_remove(mut self, k: impl AsRef<OsStr>) -> Self {
         self.env.push((k.as_ref().to_os_string(), None));
         self
     }
 
-    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Cmd {
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.cwd = Some(dir.as_ref().to_path_buf());
         self
     }
 
-    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Cmd {
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(bytes.into());
-        self
-    }
-
-    pub fn timeout(mut self, t: Duration) -> Cmd {
-        self.timeout = Some(t);
-        self
-    }
-
-    /// For commands that change the engine's state: never signalled by [`terminate_all`], and
-    /// writing to files instead of pipes so that they finish even if this process dies.
-    pub fn uninterruptible(mut self) -> Cmd {
-        self.uninterruptible = true;
         self
     }
 
@@ -146,19 +192,18 @@ impl Cmd {
         self.env
             .iter()
             .filter_map(|(k, v)| {
-                v.as_ref().map(|v| {
-                    (
-                        k.to_string_lossy().into_owned(),
-                        v.to_string_lossy().into_owned(),
-                    )
-                })
+                let v = v.as_ref()?;
+                Some((
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                ))
             })
             .collect()
     }
 
     /// Runs and captures; a non-zero exit is not an error here (see [`Cmd::run`]).
     pub fn output(&self) -> Result<Output> {
-        self.exec(None::<fn(&str)>)
+        self.exec(None)
     }
 
     /// Runs, capturing output; fails with the command and the tail of its output if it fails.
@@ -172,24 +217,18 @@ impl Cmd {
         Ok(self.run()?.stdout.trim().to_string())
     }
 
-    /// Runs, handing every output line (stdout and stderr) to `on_line` as it comes; the output
-    /// is also kept. Fails like [`Cmd::run`].
+    /// Runs, handing every output line to `on_line` as it comes (stderr merged into stdout,
+    /// in the order written); the output is also kept. Fails like [`Cmd::run`].
     pub fn run_streaming(&self, on_line: impl FnMut(&str) + Send + 'static) -> Result<Output> {
-        let out = self.exec(Some(on_line))?;
+        let out = self.exec(Some(Box::new(on_line)))?;
         self.check(out)
     }
 
     /// Runs with the terminal's stdout and stderr (the test phase). Returns the exit status.
     pub fn run_inherit(&self) -> Result<ExitStatus> {
-        let mut command = self.command();
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
-        let mut child = self.spawn(&mut command)?;
-        let _guard = Registered::new(child.id());
-        let status = self.wait(&mut child)?;
-        Ok(status)
+        let handle = self.start(self.expression())?;
+        let _guard = M::INTERRUPTIBLE.then(|| Registered::new(pid_of(&handle)));
+        Ok(self.wait(&handle)?.status)
     }
 
     fn check(&self, out: Output) -> Result<Output> {
@@ -205,175 +244,147 @@ impl Cmd {
         )
     }
 
-    fn command(&self) -> Command {
-        let mut c = Command::new(&self.program);
-        c.args(&self.args);
+    /// The duct expression: argv, environment, folder, stdin, own process group, no exit check.
+    fn expression(&self) -> duct::Expression {
+        let mut e = duct::cmd(&self.program, &self.args);
         for (k, v) in &self.env {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
+            e = match v {
+                Some(v) => e.env(k, v),
+                None => e.env_remove(k),
             };
         }
         if let Some(d) = &self.cwd {
-            c.current_dir(d);
+            e = e.dir(d);
         }
-        // Own process group: a terminal's Ctrl-C reaches only us; we stop children ourselves.
-        c.process_group(0);
-        c
-    }
-
-    fn spawn(&self, command: &mut Command) -> Result<Child> {
-        command.spawn().map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow::anyhow!(
-                    "`{}` not found in PATH; run `cargo xtask doctor` for how to install it",
-                    self.program.to_string_lossy()
-                )
-            } else {
-                anyhow::Error::new(e).context(format!("cannot start `{self}`"))
-            }
+        e = match &self.stdin {
+            Some(bytes) => e.stdin_bytes(bytes.clone()),
+            None => e.stdin_null(),
+        };
+        e.unchecked().before_spawn(|c| {
+            c.process_group(0);
+            Ok(())
         })
     }
 
-    fn exec<F: FnMut(&str) + Send + 'static>(&self, on_line: Option<F>) -> Result<Output> {
-        if self.uninterruptible {
+    fn start(&self, e: duct::Expression) -> Result<duct::Handle> {
+        e.start().map_err(|e| self.start_error(e))
+    }
+
+    fn start_error(&self, e: std::io::Error) -> anyhow::Error {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "`{}` not found in PATH; run `cargo xtask doctor` for how to install it",
+                self.program.to_string_lossy()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("cannot start `{self}`"))
+        }
+    }
+
+    fn exec(&self, on_line: Option<LineSink>) -> Result<Output> {
+        if !M::INTERRUPTIBLE {
             return self.exec_to_files(on_line);
         }
-        let mut command = self.command();
-        command
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = self.spawn(&mut command)?;
-        let _guard = Registered::new(child.id());
-
-        let feeder = match (self.stdin.clone(), child.stdin.take()) {
-            (Some(bytes), Some(mut pipe)) => Some(thread::spawn(move || {
-                // A child that exits without reading all of stdin is not our error to report.
-                let _ = pipe.write_all(&bytes);
-            })),
-            _ => None,
+        let Some(on_line) = on_line else {
+            let e = self.expression().stdout_capture().stderr_capture();
+            let handle = self.start(e)?;
+            let _guard = Registered::new(pid_of(&handle));
+            let out = self.wait(&handle)?;
+            return Ok(Output {
+                status: out.status,
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
         };
-        let sink: Option<Arc<Mutex<F>>> = on_line.map(|f| Arc::new(Mutex::new(f)));
-        let combined = Arc::new(Mutex::new(String::new()));
-        let stdout = reader(child.stdout.take(), sink.clone(), combined.clone());
-        let stderr = reader(child.stderr.take(), sink, combined.clone());
-        let status = self.wait(&mut child);
-        let stdout = stdout.join().unwrap_or_default();
-        let stderr = stderr.join().unwrap_or_default();
-        if let Some(f) = feeder {
-            let _ = f.join();
+        self.exec_streaming(on_line)
+    }
+
+    /// stderr merged into stdout, read line by line while the child runs (duct's `reader`);
+    /// a watchdog enforces the time limit.
+    fn exec_streaming(&self, mut on_line: LineSink) -> Result<Output> {
+        let reader = self.expression().stderr_to_stdout().reader();
+        let reader = reader.map_err(|e| self.start_error(e))?;
+        let pid = reader.pids().first().copied().unwrap_or(0);
+        let _guard = Registered::new(pid);
+        let watchdog = Watchdog::start(pid, self.timeout);
+        let mut all = String::new();
+        let mut r = BufReader::new(&reader);
+        let mut buf = Vec::new();
+        while matches!(r.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+            let line = String::from_utf8_lossy(&buf);
+            // Progress output like "\r50%" becomes separate updates.
+            for part in line.trim_end_matches(['\n', '\r']).split('\r') {
+                on_line(part);
+            }
+            all.push_str(&line);
+            buf.clear();
         }
-        let combined = combined.lock().map(|c| c.clone()).unwrap_or_default();
+        if watchdog.fired() {
+            bail!(
+                "`{self}` did not finish within {}s and was stopped",
+                self.timeout.unwrap_or_default().as_secs_f32()
+            );
+        }
+        let status = match reader.try_wait() {
+            Ok(Some(out)) => out.status,
+            _ => reader_status(&reader, &self.to_string())?,
+        };
         Ok(Output {
-            status: status?,
-            stdout,
-            stderr,
-            combined,
+            status,
+            stdout: all,
+            stderr: String::new(),
         })
     }
 
-    /// Like `exec`, with output to files (followed for `on_line`) and no registration.
-    fn exec_to_files<F: FnMut(&str) + Send + 'static>(&self, on_line: Option<F>) -> Result<Output> {
+    /// Output to files (followed for `on_line`), not registered, never signalled.
+    fn exec_to_files(&self, on_line: Option<LineSink>) -> Result<Output> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let base = std::env::temp_dir().join(format!("xtask-{}-{n}", std::process::id()));
-        let (out_path, err_path) = (base.with_extension("out"), base.with_extension("err"));
-        let out_file =
-            File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
-        let err_file =
-            File::create(&err_path).with_context(|| format!("creating {}", err_path.display()))?;
-        let mut command = self.command();
-        command
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(out_file)
-            .stderr(err_file);
-        let spawned = self.spawn(&mut command);
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_file(&out_path);
-                let _ = std::fs::remove_file(&err_path);
-                return Err(e);
-            }
-        };
-        if let (Some(bytes), Some(mut pipe)) = (self.stdin.clone(), child.stdin.take()) {
-            let _ = pipe.write_all(&bytes);
-        }
+        let paths = [base.with_extension("out"), base.with_extension("err")];
+        let _cleanup = RemoveOnDrop(paths.to_vec());
+        let e = self
+            .expression()
+            .stdout_path(&paths[0])
+            .stderr_path(&paths[1]);
+        let handle = self.start(e)?;
         let done = Arc::new(AtomicBool::new(false));
-        let follower = on_line.map(|mut f| {
-            let (done, paths) = (done.clone(), [out_path.clone(), err_path.clone()]);
-            thread::spawn(move || {
-                let mut offsets = [0u64; 2];
-                let mut partial = [String::new(), String::new()];
-                loop {
-                    let finished = done.load(Ordering::SeqCst);
-                    for i in 0..2 {
-                        let Ok(mut file) = File::open(&paths[i]) else {
-                            continue;
-                        };
-                        let mut buf = String::new();
-                        if file.seek(SeekFrom::Start(offsets[i])).is_ok() {
-                            let _ = file.read_to_string(&mut buf);
-                        }
-                        offsets[i] += buf.len() as u64;
-                        partial[i].push_str(&buf);
-                        while let Some(nl) = partial[i].find('\n') {
-                            let line: String = partial[i].drain(..=nl).collect();
-                            f(line.trim_end_matches(['\n', '\r']));
-                        }
-                    }
-                    if finished {
-                        break;
-                    }
-                    thread::sleep(Duration::from_millis(100));
-                }
-            })
+        let follower = on_line.map(|f| {
+            let (done, paths) = (done.clone(), paths.clone());
+            thread::spawn(move || follow_files(&paths, &done, f))
         });
-        let status = self.wait(&mut child);
+        let status = self.wait(&handle).map(|o| o.status);
         done.store(true, Ordering::SeqCst);
         if let Some(t) = follower {
             let _ = t.join();
         }
-        let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
-        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-        let _ = std::fs::remove_file(&out_path);
-        let _ = std::fs::remove_file(&err_path);
-        let combined = format!("{stdout}{stderr}");
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         Ok(Output {
             status: status?,
-            stdout,
-            stderr,
-            combined,
+            stdout: read(&paths[0]),
+            stderr: read(&paths[1]),
         })
     }
 
-    fn wait(&self, child: &mut Child) -> Result<ExitStatus> {
+    /// Waits, enforcing the time limit by killing the process group.
+    fn wait<'h>(&self, handle: &'h duct::Handle) -> Result<&'h std::process::Output> {
         let Some(limit) = self.timeout else {
-            return child
+            return handle
                 .wait()
                 .with_context(|| format!("waiting for `{self}`"));
         };
         let deadline = Instant::now() + limit;
         let mut pause = Duration::from_millis(2);
         loop {
-            if let Some(status) = child
+            if let Some(out) = handle
                 .try_wait()
                 .with_context(|| format!("waiting for `{self}`"))?
             {
-                return Ok(status);
+                return Ok(out);
             }
             if Instant::now() >= deadline {
-                signal_group(child.id(), libc::SIGKILL);
-                let _ = child.wait();
+                signal_group(pid_of(handle), libc::SIGKILL);
+                let _ = handle.wait();
                 bail!(
                     "`{self}` did not finish within {}s and was stopped",
                     limit.as_secs_f32()
@@ -385,47 +396,105 @@ impl Cmd {
     }
 }
 
-fn reader<F: FnMut(&str) + Send + 'static>(
-    pipe: Option<impl Read + Send + 'static>,
-    sink: Option<Arc<Mutex<F>>>,
-    combined: Arc<Mutex<String>>,
-) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let Some(pipe) = pipe else {
-            return String::new();
-        };
-        let mut all = String::new();
-        let mut r = BufReader::new(pipe);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf);
-                    if let Some(s) = &sink {
-                        if let Ok(mut f) = s.lock() {
-                            // Progress output like "\r50%" becomes separate updates.
-                            for part in line.trim_end_matches(['\n', '\r']).split('\r') {
-                                f(part);
-                            }
-                        }
-                    }
-                    all.push_str(&line);
-                    if let Ok(mut c) = combined.lock() {
-                        c.push_str(&line);
-                        if !line.ends_with('\n') {
-                            c.push('\n');
-                        }
-                    }
-                }
-            }
+type LineSink = Box<dyn FnMut(&str) + Send>;
+
+/// The exit status of a reader whose output ended (it waits for the child at EOF).
+fn reader_status(reader: &duct::ReaderHandle, what: &str) -> Result<ExitStatus> {
+    for _ in 0..500 {
+        if let Some(out) = reader
+            .try_wait()
+            .with_context(|| format!("waiting for `{what}`"))?
+        {
+            return Ok(out.status);
         }
-        all
-    })
+        thread::sleep(Duration::from_millis(10));
+    }
+    bail!("`{what}` closed its output but did not exit within 5s")
 }
 
-impl fmt::Display for Cmd {
+/// Kills a process group once a time limit has passed, unless dropped before.
+struct Watchdog {
+    fired: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    fn start(pgid: u32, limit: Option<Duration>) -> Watchdog {
+        let (fired, done) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        if let Some(limit) = limit {
+            let (f, d) = (fired.clone(), done.clone());
+            thread::spawn(move || {
+                let deadline = Instant::now() + limit;
+                while !d.load(Ordering::SeqCst) {
+                    if Instant::now() >= deadline {
+                        f.store(true, Ordering::SeqCst);
+                        signal_group(pgid, libc::SIGKILL);
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+            });
+        }
+        Watchdog { fired, done }
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
+}
+
+fn pid_of(handle: &duct::Handle) -> u32 {
+    handle.pids().first().copied().unwrap_or(0)
+}
+
+/// Hands every complete line of the files to `f` as they grow, until `done` and drained.
+fn follow_files(paths: &[PathBuf; 2], done: &AtomicBool, mut f: LineSink) {
+    let mut offsets = [0u64; 2];
+    let mut partial = [String::new(), String::new()];
+    loop {
+        let finished = done.load(Ordering::SeqCst);
+        for i in 0..2 {
+            let Ok(mut file) = File::open(&paths[i]) else {
+                continue;
+            };
+            let mut buf = String::new();
+            if file.seek(SeekFrom::Start(offsets[i])).is_ok() {
+                let _ = file.read_to_string(&mut buf);
+            }
+            offsets[i] += buf.len() as u64;
+            partial[i].push_str(&buf);
+            while let Some(nl) = partial[i].find('\n') {
+                let line: String = partial[i].drain(..=nl).collect();
+                f(line.trim_end_matches(['\n', '\r']));
+            }
+        }
+        if finished {
+            return;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl<M: Mode> fmt::Display for Cmd<M> {
     /// Shell-quoted, for messages and `--dry-run` (never executed through a shell).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let words: Vec<String> = self.argv().iter().map(|w| shell_quote(w)).collect();
@@ -433,7 +502,7 @@ impl fmt::Display for Cmd {
     }
 }
 
-impl fmt::Debug for Cmd {
+impl<M: Mode> fmt::Debug for Cmd<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Cmd({self})")
     }
@@ -493,6 +562,9 @@ impl Drop for Registered {
 }
 
 fn signal_group(pgid: u32, sig: libc::c_int) {
+    if pgid == 0 || pgid > i32::MAX as u32 {
+        return;
+    }
     // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
     unsafe {
         libc::kill(-(pgid as libc::pid_t), sig);
@@ -502,45 +574,30 @@ fn signal_group(pgid: u32, sig: libc::c_int) {
 /// Asks every running child (and its process group) to stop: SIGTERM, then SIGKILL after
 /// `grace` for those still running. Used once on Ctrl-C / SIGTERM, before cleanup.
 pub fn terminate_all(grace: Duration) {
-    let pids: Vec<u32> = CHILDREN
-        .lock()
-        .map(|c| c.iter().copied().collect())
-        .unwrap_or_default();
-    for &p in &pids {
+    let running = || -> Vec<u32> {
+        CHILDREN
+            .lock()
+            .map(|c| c.iter().copied().collect())
+            .unwrap_or_default()
+    };
+    for p in running() {
         signal_group(p, libc::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if CHILDREN.lock().map(|c| c.is_empty()).unwrap_or(true) {
-            return;
-        }
+    while Instant::now() < deadline && !running().is_empty() {
         thread::sleep(Duration::from_millis(20));
     }
-    let left: Vec<u32> = CHILDREN
-        .lock()
-        .map(|c| c.iter().copied().collect())
-        .unwrap_or_default();
-    for p in left {
+    for p in running() {
         signal_group(p, libc::SIGKILL);
     }
 }
 
-/// Finds `name` on PATH (or `PATH`-like `path`), like `which`, without starting anything.
+/// Finds `name` on PATH (or the `PATH`-like `path`), like `which`, without starting anything.
 pub fn find_in_path(name: &str, path: Option<&OsStr>) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if name.contains('/') {
-        return Some(PathBuf::from(name)).filter(|p| p.is_file());
+    match path {
+        Some(p) => which::which_in(name, Some(p), std::env::current_dir().ok()?).ok(),
+        None => which::which(name).ok(),
     }
-    let path = path
-        .map(OsStr::to_os_string)
-        .or_else(|| std::env::var_os("PATH"))?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
 }
 
 /// Whether a process exists (signal 0), for run records.
@@ -553,105 +610,44 @@ pub fn pid_alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Short synchronous reads through xshell (`git`, `--version`): quick commands that need no
+/// time limit, process group or streaming. `None` when the program is missing or fails.
+pub mod quick {
+    use std::path::Path;
 
-    #[test]
-    fn captures_output_and_status() {
-        let out = Cmd::new("cat").stdin("hello\nworld\n").output().unwrap();
-        assert!(out.success());
-        assert_eq!(out.stdout, "hello\nworld\n");
-        let err = Cmd::new("false").run().unwrap_err().to_string();
-        assert!(err.contains("`false` failed (exit status 1)"), "{err}");
+    use xshell::{cmd, Shell};
+
+    /// `git -C <root> rev-parse HEAD`, trimmed.
+    pub fn git_head(root: &Path) -> Option<String> {
+        let sh = Shell::new().ok()?;
+        let out = cmd!(sh, "git -C {root} rev-parse HEAD")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .ok()?;
+        Some(out.trim().to_string())
     }
 
-    #[test]
-    fn missing_program_points_to_doctor() {
-        let err = Cmd::new("surely-not-a-program-xyz")
-            .run()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not found in PATH"), "{err}");
-        assert!(err.contains("cargo xtask doctor"), "{err}");
-    }
-
-    #[test]
-    fn streams_lines_to_callback() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        Cmd::new("cat")
-            .stdin("a\nb\r c\n")
-            .run_streaming(move |l| s.lock().unwrap().push(l.to_string()))
-            .unwrap();
-        assert_eq!(*seen.lock().unwrap(), vec!["a", "b", " c"]);
-    }
-
-    #[test]
-    fn uninterruptible_commands_are_not_registered_and_still_report() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        let out = Cmd::new("cat")
-            .stdin("one\ntwo\n")
-            .uninterruptible()
-            .run_streaming(move |l| s.lock().unwrap().push(l.to_string()))
-            .unwrap();
-        assert_eq!(out.stdout, "one\ntwo\n");
-        assert_eq!(*seen.lock().unwrap(), vec!["one", "two"]);
-        let err = Cmd::new("ls")
-            .arg("/surely/not/here")
-            .uninterruptible()
-            .run()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("No such file"), "{err}");
-    }
-
-    #[test]
-    fn timeout_stops_the_child() {
-        let t = Instant::now();
-        let err = Cmd::new("sleep")
-            .arg("5")
-            .timeout(Duration::from_millis(200))
+    /// The first non-empty line `program args...` prints (stdout, else stderr).
+    pub fn first_line(program: &Path, args: &[&str]) -> Option<String> {
+        let sh = Shell::new().ok()?;
+        let out = cmd!(sh, "{program} {args...}")
+            .quiet()
+            .ignore_status()
             .output()
-            .unwrap_err();
-        assert!(err.to_string().contains("did not finish within"), "{err}");
-        assert!(t.elapsed() < Duration::from_secs(3));
-    }
-
-    #[test]
-    fn display_quotes_for_a_shell() {
-        let c = Cmd::new("podman").args(["run", "--env", "A=b c", "it's"]);
-        assert_eq!(c.to_string(), r"podman run --env 'A=b c' 'it'\''s'");
-        assert_eq!(c.argv()[3], "A=b c");
-    }
-
-    #[test]
-    fn env_is_passed_and_listed() {
-        let c = Cmd::new("printenv").arg("XTASK_T").env("XTASK_T", "v1");
-        assert_eq!(c.read().unwrap(), "v1");
-        assert_eq!(
-            c.env_vars(),
-            vec![("XTASK_T".to_string(), "v1".to_string())]
-        );
-    }
-
-    #[test]
-    fn finds_programs_in_path() {
-        let dir = std::env::temp_dir().join(format!("xtask-path-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let exe = dir.join("kind");
-        std::fs::write(&exe, "#!/bin/true\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(find_in_path("kind", Some(dir.as_os_str())), Some(exe));
-        assert_eq!(find_in_path("kubectl", Some(dir.as_os_str())), None);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn own_pid_is_alive() {
-        assert!(pid_alive(std::process::id()));
-        assert!(!pid_alive(0));
+            .ok()?;
+        let text = if out.stdout.iter().all(u8::is_ascii_whitespace) {
+            out.stderr
+        } else {
+            out.stdout
+        };
+        String::from_utf8_lossy(&text)
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_string)
     }
 }
+
+#[cfg(test)]
+mod tests;

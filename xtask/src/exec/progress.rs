@@ -1,6 +1,7 @@
 //! Progress output: one line per component or task, as indicatif bars on a terminal and as
 //! plain timestamped lines otherwise (CI, pipes). Everything a run prints while work is going on
 //! goes through here, so bars and messages never garble each other.
+#![allow(clippy::print_stderr)] // the one place that writes progress to the terminal
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -68,6 +69,19 @@ impl Progress {
     }
 
     /// A message line: above the bars, or a plain timestamped line.
+    /// Writes `text` as it is (no timestamp), e.g. a report table, above any bars.
+    pub fn block(&self, text: &str) {
+        match &self.inner.bars {
+            Some(mp) => {
+                let _ = mp.println(text.trim_end_matches('\n'));
+            }
+            None => {
+                let _g = self.inner.out.lock();
+                eprint!("{text}");
+            }
+        }
+    }
+
     pub fn println(&self, msg: &str) {
         match &self.inner.bars {
             Some(mp) => {

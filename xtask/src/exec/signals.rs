@@ -35,8 +35,15 @@ pub fn install(what: String, after: &'static str) -> Result<()> {
         while !flag.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(25));
         }
-        eprintln!("\ninterrupted: stopping {what} and cleaning up (interrupt again to exit at once; {after})");
+        announce(&format!(
+            "\ninterrupted: stopping {what} and cleaning up (interrupt again to exit at once; {after})"
+        ));
         crate::exec::process::terminate_all(Duration::from_secs(3));
     });
     Ok(())
+}
+/// Said at once, whatever the progress output is doing.
+#[allow(clippy::print_stderr)]
+fn announce(msg: &str) {
+    eprintln!("{msg}");
 }

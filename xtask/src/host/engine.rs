@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::exec::process::{Cmd, Output};
+use crate::exec::process::{Cmd, Output, Uninterruptible};
 use crate::host::labels::Filter;
 use crate::host::tools::Engine;
 
@@ -151,7 +151,7 @@ impl Engine {
         Ok(())
     }
 
-    pub fn build_cmd(&self, s: &BuildSpec) -> Cmd {
+    pub fn build_cmd(&self, s: &BuildSpec) -> Cmd<Uninterruptible> {
         self.cmd().args(self.build_args(s)).uninterruptible()
     }
 
@@ -182,7 +182,7 @@ impl Engine {
     }
 
     /// `podman save` of one image into a docker-archive file.
-    pub fn save_cmd(&self, reference: &str, archive: &Path) -> Cmd {
+    pub fn save_cmd(&self, reference: &str, archive: &Path) -> Cmd<Uninterruptible> {
         let mut c = self.cmd().arg("save");
         if self.is_podman() {
             c = c.arg("--format=docker-archive");
@@ -429,7 +429,6 @@ impl Engine {
                 status: std::os::unix::process::ExitStatusExt::from_raw(0),
                 stdout: String::new(),
                 stderr: String::new(),
-                combined: String::new(),
             });
         }
         self.cmd()

@@ -1,5 +1,8 @@
 //! The host's tools: what is installed, the container engine, labels, removal (the only place
 //! that removes), kind/kubectl, readiness probes, preflight checks.
+// Workers never print straight to the terminal: output goes through exec::progress or is
+// returned to the command.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod engine;
 pub mod kube;

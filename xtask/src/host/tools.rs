@@ -158,22 +158,9 @@ pub struct Found {
 
 pub fn probe(tool: Tool) -> Found {
     let path = find_in_path(tool.name(), None);
-    let version = path.as_ref().and_then(|p| {
-        let out = Cmd::new(p)
-            .args(tool.version_args())
-            .timeout(std::time::Duration::from_secs(10))
-            .output()
-            .ok()?;
-        let text = if out.stdout.trim().is_empty() {
-            out.stderr
-        } else {
-            out.stdout
-        };
-        text.lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .map(str::to_string)
-    });
+    let version = path
+        .as_ref()
+        .and_then(|p| crate::exec::process::quick::first_line(p, tool.version_args()));
     let engine = match (tool, &path) {
         (Tool::Podman | Tool::Docker, Some(p)) => {
             let format = if tool == Tool::Podman {

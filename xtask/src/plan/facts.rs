@@ -4,13 +4,12 @@
 //! Phase 0 rule: a run calls [`Facts::gather`] once and derives every reference from it; the
 //! references are then carried through the plan, never generated again.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
 
-use crate::exec::process::Cmd;
+use crate::exec::process::quick;
 
 /// What a run's tags are made of, read once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +24,9 @@ pub struct Facts {
     pub unix: u64,
     /// The `IMAGE_TAG` environment variable, when set.
     pub image_tag: Option<String>,
-    /// Eight random hex digits: the run id, and the suffix of infrastructure tags.
-    pub run_hex: String,
+    /// The run id: twelve random hex digits (48 bits of a v4 UUID; it selects resources for
+    /// removal, so it must not collide). Its first eight are the suffix of infrastructure tags.
+    pub run_id: String,
 }
 
 impl Facts {
@@ -47,7 +47,7 @@ impl Facts {
             revision,
             unix: unix_now(),
             image_tag,
-            run_hex: random_hex8(),
+            run_id: random_id(),
         })
     }
 
@@ -66,7 +66,7 @@ impl Facts {
 
     /// `localhost/{infra}:{consumer}-{8hex}`: an infrastructure image built for a consumer.
     pub fn infra_ref(&self, infra: &str, consumer: &str) -> String {
-        infra_ref(infra, consumer, &self.run_hex)
+        infra_ref(infra, consumer, &self.run_id[..8.min(self.run_id.len())])
     }
 }
 
@@ -144,19 +144,9 @@ pub fn login_name() -> String {
 
 /// The full hex revision of HEAD, or `unknown` (no git, not a checkout, or no commit yet).
 pub fn git_revision(root: &Path) -> String {
-    let out = Cmd::new("git")
-        .arg("-C")
-        .arg(root)
-        .args(["rev-parse", "HEAD"])
-        .output();
-    match out {
-        Ok(o) if o.success() => {
-            let h = o.stdout.trim();
-            if h.len() >= 7 && h.chars().all(|c| c.is_ascii_hexdigit()) {
-                h.to_ascii_lowercase()
-            } else {
-                "unknown".to_string()
-            }
+    match quick::git_head(root) {
+        Some(h) if h.len() >= 7 && h.chars().all(|c| c.is_ascii_hexdigit()) => {
+            h.to_ascii_lowercase()
         }
         _ => "unknown".to_string(),
     }
@@ -191,19 +181,9 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Eight hex digits from the OS's random source (not from the clock).
-pub fn random_hex8() -> String {
-    let mut b = [0u8; 4];
-    let from_os = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    if from_os.is_err() {
-        // RandomState is seeded from the OS's random source as well.
-        use std::hash::{BuildHasher, Hasher};
-        let h = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        b.copy_from_slice(&h.to_le_bytes()[..4]);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// Twelve hex digits from a v4 UUID (the OS's random source, not the clock).
+pub fn random_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
 #[cfg(test)]
@@ -217,7 +197,7 @@ mod tests {
             revision: "abc1234ffffffffffffffffffffffffffffffff0".into(),
             unix: 1_734_278_400,
             image_tag: None,
-            run_hex: "1884d074".into(),
+            run_id: "1884d074a1b2".into(),
         }
     }
 
@@ -267,11 +247,11 @@ mod tests {
     }
 
     #[test]
-    fn random_hex_is_random() {
-        let a = random_hex8();
-        assert_eq!(a.len(), 8);
+    fn run_ids_are_random_and_48_bits() {
+        let a = random_id();
+        assert_eq!(a.len(), 12);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
-        assert!((0..8).map(|_| random_hex8()).any(|b| b != a));
+        assert!((0..8).map(|_| random_id()).any(|b| b != a));
     }
 
     #[test]

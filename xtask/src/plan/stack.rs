@@ -174,7 +174,7 @@ pub mod tests {
             revision: "abc1234".into(),
             unix: 1_734_278_400,
             image_tag: None,
-            run_hex: "1884d074".into(),
+            run_id: "1884d074a1b2".into(),
         }
     }
 

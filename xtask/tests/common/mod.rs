@@ -4,7 +4,7 @@
 //!
 //! Every resource a helper creates is named uniquely (`xtask-test-...`) and removed by exactly
 //! that name when its guard drops, also when the test panics.
-
+#![allow(clippy::disallowed_methods)] // tests drive the built binaries and tools directly
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -604,18 +604,18 @@ impl Outcome {
         self
     }
 
-    /// The run id the xtask printed (`...: run 1884d074 ...` / `run 1884d074,`).
+    /// The run id the xtask printed (`...: run 1884d074a1b2 ...` / `run 1884d074a1b2,`).
     pub fn run_id(&self) -> Option<String> {
         run_id_in(&self.all())
     }
 }
 
-/// First `: run <8 hex>` in a text.
+/// First `: run <12 hex>` in a text.
 pub fn run_id_in(text: &str) -> Option<String> {
     text.match_indices(": run ").find_map(|(i, m)| {
-        let id: String = text[i + m.len()..].chars().take(8).collect();
-        let next = text[i + m.len()..].chars().nth(8);
-        (id.len() == 8
+        let id: String = text[i + m.len()..].chars().take(12).collect();
+        let next = text[i + m.len()..].chars().nth(12);
+        (id.len() == 12
             && id.chars().all(|c| c.is_ascii_hexdigit())
             && !next.is_some_and(|c| c.is_ascii_alphanumeric()))
         .then_some(id)
