@@ -40,6 +40,11 @@ pub struct Xtask {
     )]
     pub progress: ProgressMode,
 
+    /// Never install system packages (or set XTASK_NO_INSTALL=1): stop and print the command
+    /// instead. Without it, runs as root on apt hosts install what they need after saying so.
+    #[arg(long, global = true, env = "XTASK_NO_INSTALL", hide_env = true)]
+    pub no_install: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }

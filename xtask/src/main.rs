@@ -30,6 +30,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: flags::Xtask) -> Result<ExitCode> {
+    if args.no_install {
+        // Children (the runs `cargo xtask test` starts) inherit the refusal. No other thread
+        // runs yet.
+        std::env::set_var("XTASK_NO_INSTALL", "1");
+    }
     let config_path = args.config.clone().unwrap_or_else(default_config);
     let load = || Config::load(&config_path);
     let load_with = |sets: &[String]| -> Result<Config> {
@@ -41,7 +46,7 @@ fn run(args: flags::Xtask) -> Result<ExitCode> {
         Command::Tag(a) => cmd::tag::run(&load()?, a)?,
         Command::Check(_) => cmd::check::run(&load()?)?,
         Command::Ports(_) => cmd::ports::run(&load()?)?,
-        Command::Doctor(_) => cmd::doctor::run()?,
+        Command::Doctor(_) => cmd::doctor::run(load().ok().as_ref())?,
         Command::Standins(a) => standins::run(
             &load()?,
             a,

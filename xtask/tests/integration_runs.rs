@@ -121,10 +121,13 @@ fn all_at_once(consumers: &[&str]) {
         ids.len(),
         "run ids repeat: {ids:?}"
     );
-    for o in &outs {
+    for (c, o) in consumers.iter().zip(&outs) {
         o.assert_success();
+        // The positive half of the negative check below: this line is what tests starting
+        // looks like, so its absence elsewhere means something.
+        o.assert_contains(&tests_started(c));
         assert!(
-            !o.all().contains("warning: cleanup of run"),
+            !o.all().contains(TEARDOWN_FAILED),
             "{}: teardown failed:\n{}",
             o.what,
             o.all()
@@ -341,9 +344,8 @@ fn broken_datastorage_readiness_fails_with_its_logs_and_leaves_nothing() {
         "DataStorage's log lines are not in the message:\n{msg}"
     );
     assert!(
-        !out.stdout
-            .contains("running notification integration tests"),
-        "tests ran against a broken stack"
+        !msg.contains(&tests_started("notification")),
+        "tests ran against a broken stack:\n{msg}"
     );
     assert_nothing_left(id);
     assert_eq!(read_report(id)["outcome"], "failed");
@@ -358,4 +360,63 @@ fn broken_datastorage_readiness_names_the_cause() {
     let (out, _) = broken_readiness_run();
     out.assert_failure();
     out.assert_contains("password authentication failed");
+}
+
+/// What a run prints when its tests start (asserted present in passing runs, so that asserting
+/// its absence can fail).
+fn tests_started(consumer: &str) -> String {
+    format!("running the {consumer} integration tests")
+}
+
+/// What a run prints when its teardown failed (asserted present in the test that makes the
+/// teardown fail, so that asserting its absence can fail).
+const TEARDOWN_FAILED: &str = "cleanup of run";
+
+/// A teardown that fails (here: `podman rmi` refuses) fails the run, whatever the tests said,
+/// and says how to finish; `clean --run` then removes what is left.
+#[test]
+#[ignore = "needs podman and the stand-in images: run by `cargo xtask test`"]
+fn a_failed_teardown_fails_the_run_and_says_how_to_retry() {
+    let guard = CleanRuns::new();
+    let shim = TempDir::new("rmi-fails");
+    let real = which_podman();
+    let script = shim.path().join("podman");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# podman, except that rmi fails (a test double)\n\
+             if [ \"$1\" = rmi ]; then echo 'Error: simulated rmi failure' >&2; exit 1; fi\n\
+             exec {} \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = std::env::join_paths(std::iter::once(shim.path().to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    // A test filter that matches nothing: the tests pass at once, the teardown is what fails.
+    let out = Xtask::new(&["integration", "datastorage", "--", "no_test_is_called_this"])
+        .env("PATH", path)
+        .env("XTASK_ENGINE", "podman")
+        .run();
+    let id = out
+        .run_id()
+        .unwrap_or_else(|| panic!("no run id:\n{}", out.all()));
+    guard.add(&id);
+    out.assert_failure();
+    out.assert_contains(TEARDOWN_FAILED);
+    out.assert_contains(&format!("cargo xtask clean --run {id}"));
+    out.assert_contains("simulated rmi failure");
+    Xtask::new(&["clean", "--run", &id]).run().assert_success();
+    assert_nothing_left(&id);
+}
+
+fn which_podman() -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("podman"))
+        .find(|p| p.is_file())
+        .expect("podman on PATH")
 }

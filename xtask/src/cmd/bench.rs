@@ -50,7 +50,9 @@ fn read_report(path: &Path) -> Result<Figures> {
 }
 
 pub fn run(config: &Config, args: &flags::Bench) -> Result<()> {
-    tools::require(&[Need::Engine])?;
+    if args.runs > 0 || args.e2e {
+        crate::cmd::setup::prepare(config, crate::cmd::setup::Purpose::Run)?;
+    }
     let xtask = std::env::current_exe()?;
     println!(
         "# cargo xtask bench {} --runs {}",

@@ -1,17 +1,114 @@
-//! `cargo xtask doctor`: which tools are there, which are missing, and how to install them.
+//! `cargo xtask doctor`: what this machine has and lacks for runs, and how to get it: the
+//! system packages (found/missing, with the install command), the tools (kind, kubectl, ...)
+//! with versions, the engine in use with its version and API version, the podman settings this
+//! host needs (found by trying), and a smoke test of the engine for real (a network, a container
+//! reached by name from another, a published port reached from the host, an image build).
 
 use anyhow::Result;
 
-use crate::host::tools::{os_family, probe, Found, OsFamily, Tool};
+use crate::config::Config;
+use crate::host::packages;
+use crate::host::smoke;
+use crate::host::tools::{os_family, probe, Engine, Found, OsFamily, Tool};
 
-pub fn run() -> Result<()> {
+pub fn run(config: Option<&Config>) -> Result<()> {
     let os = os_family();
     let found: Vec<Found> = Tool::ALL.iter().map(|t| probe(*t)).collect();
-    let dns = crate::host::tools::Engine::detect_in(Some("podman"), None)
+    let dns = Engine::detect_in(Some("podman"), None)
         .ok()
         .and_then(|e| e.name_resolution_problem());
-    print!("{}", report(&found, os, dns.as_deref()));
+    let mut out = packages_report(os);
+    out.push_str(&report(&found, os, dns.as_deref()));
+    out.push_str(&engine_report(config, os));
+    print!("{out}");
     Ok(())
+}
+
+/// Every package a run or the test suite calls, found or missing, and one install command.
+fn packages_report(os: OsFamily) -> String {
+    let missing = packages::missing(packages::TEST, os);
+    let mut out = String::from("system packages (what runs and `cargo xtask test` call):\n");
+    for p in packages::TEST {
+        let state = if missing.contains(p) {
+            "MISSING"
+        } else {
+            "found"
+        };
+        out.push_str(&format!("  {:<16} {state:<8} {}\n", p.apt, p.why));
+    }
+    if !missing.is_empty() {
+        let runs_lack = packages::missing(packages::PODMAN_RUN, os);
+        out.push_str(&format!(
+            "  install: {}\n  ({})\n",
+            packages::install_command(&missing, os, packages::is_root()),
+            if runs_lack.is_empty() {
+                "integration and e2e runs have what they need; these are for `cargo xtask test`"
+                    .to_string()
+            } else if packages::may_install(os, crate::cmd::setup::install_refused()) {
+                "`cargo xtask integration` and `test` install them themselves as root on this host"
+                    .to_string()
+            } else {
+                "runs stop until they are installed".to_string()
+            }
+        ));
+    }
+    out.push('\n');
+    out
+}
+
+/// The engine in use, its version and API version, podman's settings, and the smoke test.
+fn engine_report(config: Option<&Config>, os: OsFamily) -> String {
+    let Ok(engine) = Engine::detect() else {
+        return String::new();
+    };
+    let mut out = format!("\nengine in use: {}\n", engine.describe());
+    let Some(config) = config else {
+        out.push_str(
+            "smoke test: skipped (infra.toml could not be read; see `cargo xtask check`)\n",
+        );
+        return out;
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let image = |name: &str| config.images.get(name).map(|i| i.resolve(&env));
+    let standin = |name: &str| crate::standins::recipe(name).map(|r| r.reference.to_string());
+    let local = |name: &str| {
+        [image(name), standin(name)]
+            .into_iter()
+            .flatten()
+            .find(|r| engine.image_exists(r))
+    };
+    let scratch = crate::exec::record::target_dir(&config.root).join("xtask");
+    if engine.is_podman() {
+        match local("runtime") {
+            Some(img) => match crate::host::settings::detect(&engine.program, &scratch.join("engine"), &img, true) {
+                Ok(s) => out.push_str(&format!("podman settings: {}\n", s.describe())),
+                Err(e) => out.push_str(&format!("podman settings: PROBLEM: {e:#}\n")),
+            },
+            None => out.push_str("podman settings: not tried (no runtime image here yet; the first run builds the stand-ins)\n"),
+        }
+    }
+    match (local("redis"), local("runtime")) {
+        (Some(redis), Some(base)) => {
+            if let Ok(s) = crate::host::settings::detect(
+                &engine.program,
+                &scratch.join("engine"),
+                &base,
+                false,
+            ) {
+                if let Some(conf) = &s.conf {
+                    std::env::set_var("CONTAINERS_CONF", conf);
+                }
+            }
+            out.push_str("smoke test:\n");
+            let checks = smoke::run(&engine, &smoke::Images { redis, base }, &scratch);
+            out.push_str(&smoke::report(&checks, os));
+        }
+        _ => out.push_str(
+            "smoke test: skipped: no Redis and runtime images here yet (the first `cargo xtask \
+             integration` builds stand-ins; or `sudo -E cargo xtask standins`)\n",
+        ),
+    }
+    out
 }
 
 /// The doctor's text for these probe results.
@@ -72,10 +169,6 @@ pub fn report(found: &[Found], os: OsFamily, dns: Option<&str>) -> String {
         if let Some(problem) = dns {
             out.push_str(&format!("PROBLEM: {problem}\n"));
         }
-        out.push_str(
-            "podman hosts without crun/cgroups v2 or with strict ulimits: export \
-             CONTAINERS_CONF=$PWD/.ci/containers.conf (runc, no default ulimits)\n",
-        );
     } else if has(Tool::Docker) {
         out.push_str("engine: docker (podman not found)\n");
     } else {

@@ -561,12 +561,9 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
     let (engine, kind_program, kubectl_program) = if args.dry_run {
         (engine_or_podman(), "kind".into(), "kubectl".into())
     } else {
-        let engine = tools::require(&[
-            Need::Engine,
-            Need::Tool(Tool::Kind),
-            Need::Tool(Tool::Kubectl),
-        ])?
-        .context("no container engine")?;
+        // kind and kubectl first: nothing is installed for a run that cannot go ahead.
+        tools::require(&[Need::Tool(Tool::Kind), Need::Tool(Tool::Kubectl)])?;
+        let engine = crate::cmd::setup::prepare(config, crate::cmd::setup::Purpose::Run)?;
         let kind = crate::exec::process::find_in_path("kind", None).context("kind")?;
         let kubectl = crate::exec::process::find_in_path("kubectl", None).context("kubectl")?;
         (engine, kind, kubectl)

@@ -244,13 +244,12 @@ pub fn plan(
 
 /// The entry point of the command.
 pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Result<ExitCode> {
-    let engine = tools::require(&[Need::Engine])?.context("no container engine")?;
     config.consumer(&args.consumer)?;
-    if !args.down {
-        if let Some(problem) = engine.name_resolution_problem() {
-            bail!("{problem}\nnothing was started (`cargo xtask doctor` checks this too)");
-        }
-    }
+    let engine = if args.down {
+        tools::require(&[Need::Engine])?.context("no container engine")?
+    } else {
+        crate::cmd::setup::prepare(config, crate::cmd::setup::Purpose::Run)?
+    };
     let runs_dir = record::runs_dir(&config.root);
     if args.down {
         return down(&engine, &runs_dir, &args.consumer).map(|_| ExitCode::SUCCESS);

@@ -9,5 +9,6 @@ pub mod doctor;
 pub mod e2e;
 pub mod integration;
 pub mod ports;
+pub mod setup;
 pub mod tag;
 pub mod test;

@@ -13,7 +13,6 @@ use crate::config::Config;
 use crate::exec::builds::cargo;
 use crate::exec::process::Cmd;
 use crate::flags::{self, ProgressMode};
-use crate::host::tools::{self, Need};
 
 /// One step: a name and the command.
 pub struct Step {
@@ -125,8 +124,7 @@ fn prepend_path(dir: &Path) -> std::ffi::OsString {
 
 pub fn run(config: &Config, args: &flags::Test, mode: ProgressMode) -> Result<ExitCode> {
     if !args.quick {
-        tools::require(&[Need::Engine])?;
-        point_at_local_images(config)?;
+        crate::cmd::setup::prepare(config, crate::cmd::setup::Purpose::Test)?;
     }
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
     let fake_bin = if args.quick {
@@ -193,42 +191,4 @@ fn build_fakes(root: &Path) -> Result<PathBuf> {
             .with_context(|| format!("linking {}", link.display()))?;
     }
     Ok(dir)
-}
-
-/// For every third-party image not already overridden: its stand-in if it exists, else the
-/// image itself if it is local, else build the stand-ins (no registry is assumed).
-fn point_at_local_images(config: &Config) -> Result<()> {
-    let engine = crate::host::tools::Engine::detect()?;
-    let mut need_build = false;
-    for (env, standin) in crate::standins::env_pairs(config) {
-        if std::env::var_os(&env).is_some() {
-            continue;
-        }
-        if engine.image_exists(&standin) {
-            std::env::set_var(&env, &standin);
-        } else {
-            need_build = true;
-        }
-    }
-    if need_build {
-        eprintln!("==> stand-in images (no registry is assumed)");
-        let xtask = std::env::current_exe()?;
-        Cmd::new(xtask)
-            .current_dir(&config.root)
-            .arg("standins")
-            .run_inherit()
-            .and_then(|s| {
-                anyhow::ensure!(
-                    s.success(),
-                    "building the stand-in images failed; see above"
-                );
-                Ok(())
-            })?;
-        for (env, standin) in crate::standins::env_pairs(config) {
-            if std::env::var_os(&env).is_none() {
-                std::env::set_var(&env, &standin);
-            }
-        }
-    }
-    Ok(())
 }

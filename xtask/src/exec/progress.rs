@@ -45,7 +45,6 @@ impl Progress {
     }
 
     /// A progress object that prints plain lines (tests).
-    #[cfg(test)]
     pub fn plain() -> Progress {
         Progress::new(ProgressMode::Plain, 12)
     }

@@ -7,7 +7,10 @@
 pub mod engine;
 pub mod kube;
 pub mod labels;
+pub mod packages;
 pub mod preflight;
 pub mod ready;
 pub mod removal;
+pub mod settings;
+pub mod smoke;
 pub mod tools;

@@ -204,6 +204,37 @@ impl Engine {
         Cmd::new(&self.program)
     }
 
+    /// `podman 4.3.1 (API 4.3.1) at /usr/bin/podman`, from the engine itself (server version
+    /// and API version for docker).
+    pub fn describe(&self) -> String {
+        let format = if self.is_podman() {
+            "{{.Server.Version}} (API {{.Server.APIVersion}})"
+        } else {
+            "{{.Server.Version}} (API {{.Server.APIVersion}}, client {{.Client.Version}})"
+        };
+        let v = self
+            .cmd()
+            .args(["version", "--format", format])
+            .timeout(std::time::Duration::from_secs(20))
+            .read()
+            .unwrap_or_else(|e| {
+                format!(
+                    "does not answer: {}",
+                    crate::host::ready::one_line(&format!("{e:#}"), 160)
+                )
+            });
+        format!("{} {v} at {}", self.name(), self.program.display())
+    }
+
+    /// Whether the engine (not only its client) answers: `info` succeeds within 20 s.
+    pub fn answers(&self) -> bool {
+        self.cmd()
+            .arg("info")
+            .timeout(std::time::Duration::from_secs(20))
+            .output()
+            .is_ok_and(|o| o.success())
+    }
+
     pub fn is_podman(&self) -> bool {
         self.tool == Tool::Podman
     }

@@ -114,16 +114,6 @@ const RECIPES: [Recipe; 3] = [
     },
 ];
 
-/// `(env var, stand-in reference)` for every `[images.*]` of the config with a recipe and an
-/// `env` name: what points the workspace at the stand-ins.
-pub fn env_pairs(config: &Config) -> Vec<(String, String)> {
-    config
-        .images
-        .iter()
-        .filter_map(|(name, image)| Some((image.env.clone()?, recipe(name)?.reference.to_string())))
-        .collect()
-}
-
 /// The stand-in recipe for an `[images.*]` name, if there is one.
 pub fn recipe(name: &str) -> Option<Recipe> {
     RECIPES.iter().find(|r| r.service == name).copied()
@@ -349,6 +339,8 @@ pub fn base_stamp(mirror: &str) -> String {
     format!("suite={SUITE}\nvariant=minbase\ninclude={BASE_INCLUDE}\nmirror={mirror}\n")
 }
 
+pub mod resolve;
+
 pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Result<()> {
     let needs: &[Need] = if args.print_env {
         &[Need::Engine]
@@ -372,6 +364,21 @@ pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Resu
     if args.print_env {
         return print_env(&engine, &wanted, progress);
     }
+    let recipes: Vec<Recipe> = wanted.iter().map(|(r, _)| *r).collect();
+    build(config, &engine, &recipes, args.force, progress)?;
+    print_exports(&engine, &wanted, progress)?;
+    Ok(())
+}
+
+/// Builds the stand-ins of `recipes` that do not exist yet (all of them with `force`). Needs
+/// root and debootstrap; says how to get them otherwise.
+pub fn build(
+    config: &Config,
+    engine: &Engine,
+    recipes: &[Recipe],
+    force: bool,
+    progress: &Progress,
+) -> Result<()> {
     if !engine.is_podman() {
         bail!(
             "stand-ins are built with `podman import`, and the engine here is {}; install podman \
@@ -379,33 +386,25 @@ pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Resu
             engine.name()
         );
     }
-    // SAFETY: geteuid cannot fail and touches no memory.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::host::packages::is_root() {
         bail!("{NEED_ROOT}");
     }
     crate::exec::signals::install(
         "the stand-in builds".to_string(),
         "run `cargo xtask standins` again to finish",
     )?;
-
     let mut todo: Vec<(Recipe, Arc<Line>, Option<String>)> = Vec::new();
-    for (r, _) in &wanted {
+    for r in recipes {
         let line = Arc::new(progress.line(r.service));
-        let existing = image_id(&engine, r.reference)?;
-        match existing {
-            Some(_) if !args.force => {
-                line.finish(true, &format!("exists, skipped ({})", r.reference))
-            }
+        match image_id(engine, r.reference)? {
+            Some(_) if !force => line.finish(true, &format!("exists, skipped ({})", r.reference)),
             old => todo.push((*r, line, old)),
         }
     }
-
-    if !todo.is_empty() {
-        build_all(config, &engine, todo, args.force, progress)?;
+    if todo.is_empty() {
+        return Ok(());
     }
-
-    print_exports(&engine, &wanted, progress)?;
-    Ok(())
+    build_all(config, engine, todo, force, progress)
 }
 
 /// `--print-env`: the export lines of the stand-ins that exist; an error names missing ones.

@@ -76,10 +76,14 @@ pub fn run_dir(run_id: &str) -> PathBuf {
     runs_dir().join(run_id)
 }
 
-/// CONTAINERS_CONF for podman here (runc, no default ulimits), unless the caller set one.
+/// CONTAINERS_CONF for podman here: the caller's (`cargo xtask test` passes the one it found),
+/// else the settings the xtask found by trying on this host, else none (`/dev/null`).
 pub fn containers_conf() -> OsString {
+    let found = root().join("target/xtask/engine/containers.conf");
     std::env::var_os("CONTAINERS_CONF")
-        .unwrap_or_else(|| root().join(".ci/containers.conf").into_os_string())
+        .filter(|v| !v.is_empty())
+        .or_else(|| found.exists().then(|| found.into_os_string()))
+        .unwrap_or_else(|| "/dev/null".into())
 }
 
 /// Eight random hex digits (for unique names).

@@ -1,0 +1,158 @@
+//! What the commands that run containers (`integration`, `e2e`, `test`, `bench`) do first, on
+//! any machine, saying what they do: pick the engine, install or name the system packages it
+//! needs, decide every third-party image (stand-ins where nothing can be pulled), find the podman
+//! settings this host needs by trying, and check container name resolution. All before anything
+//! of a run is created; a failure stops with the one command that fixes it.
+//!
+//! The choices reach every later engine call and child process through this process's
+//! environment (`CONTAINERS_CONF`, `XTASK_IMAGE_*`), set here once, before any other thread.
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::Config;
+use crate::exec::progress::Progress;
+use crate::host::packages::{self, Package};
+use crate::host::settings;
+use crate::host::tools::Engine;
+use crate::standins::resolve;
+
+/// What the command will do with the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A run of stacks (integration, e2e, bench).
+    Run,
+    /// `cargo xtask test`: also what the test suite itself calls (docker, a registry,
+    /// debootstrap).
+    Test,
+}
+
+/// Whether installing packages was refused (`--no-install` sets `XTASK_NO_INSTALL` for this
+/// process and its children).
+pub fn install_refused() -> bool {
+    std::env::var("XTASK_NO_INSTALL").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Prepares the host and returns the engine to use.
+pub fn prepare(config: &Config, purpose: Purpose) -> Result<Engine> {
+    let no_install = install_refused();
+    let say = |s: &str| Progress::plain().println(s);
+    let engine = choose_engine(purpose, no_install, &say)?;
+    images(config, &engine, &say)?;
+    if engine.is_podman() {
+        podman_settings(config, &engine, &say)?;
+        if let Some(problem) = engine.name_resolution_problem() {
+            bail!("{problem}\nnothing was started (`cargo xtask doctor` checks this too)");
+        }
+    }
+    Ok(engine)
+}
+
+/// `XTASK_ENGINE` if set; else podman if installed; else a docker that answers; else podman,
+/// installed now (root on apt) or named with its install command.
+fn choose_engine(purpose: Purpose, no_install: bool, say: &dyn Fn(&str)) -> Result<Engine> {
+    let wanted: Vec<Package> = match purpose {
+        Purpose::Run => packages::PODMAN_RUN.to_vec(),
+        Purpose::Test => packages::TEST.to_vec(),
+    };
+    let choice = std::env::var("XTASK_ENGINE")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let docker_answers = || {
+        Engine::detect_in(Some("docker"), None)
+            .ok()
+            .filter(|e| e.answers())
+    };
+    if choice.is_none()
+        && packages::missing(&[packages::PODMAN], crate::host::tools::os_family()).len() == 1
+    {
+        if let Some(docker) = docker_answers() {
+            say(&format!(
+                "engine: docker ({}), which answers; podman is not installed (set XTASK_ENGINE to choose)",
+                docker.program.display()
+            ));
+            return Ok(docker);
+        }
+    }
+    let docker_chosen = choice.as_deref().map(str::trim) == Some("docker");
+    let needed: Vec<Package> = wanted
+        .into_iter()
+        .filter(|p| !docker_chosen || *p != packages::PODMAN || purpose == Purpose::Test)
+        .collect();
+    packages::ensure(&needed, no_install, say)?;
+    let engine = Engine::detect()?;
+    if !engine.is_podman() && !engine.answers() {
+        bail!(
+            "XTASK_ENGINE=docker, but no docker engine answers at {}; start one (or set \
+             DOCKER_HOST), or unset XTASK_ENGINE to use podman",
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the default socket".into())
+        );
+    }
+    Ok(engine)
+}
+
+/// Decides every `[images.*]` (stand-ins where nothing can be pulled) and points this process
+/// at them through their `XTASK_IMAGE_*` variables.
+fn images(config: &Config, engine: &Engine, say: &dyn Fn(&str)) -> Result<()> {
+    let env = |k: &str| std::env::var(k).ok();
+    let mut build = |needed: &[(crate::standins::Recipe, String)]| -> Result<()> {
+        let names: Vec<&str> = needed.iter().map(|(r, _)| r.service).collect();
+        say(&format!(
+            "building stand-in images for {} (no registry answered: {}); once, then cached",
+            names.join(", "),
+            needed
+                .first()
+                .map(|(_, why)| why.as_str())
+                .unwrap_or_default()
+        ));
+        if !packages::is_root() {
+            bail!(
+                "stand-ins are built as root (debootstrap, chroot): run `sudo -E cargo xtask \
+                 standins` once, or set {} to images you have",
+                config
+                    .images
+                    .values()
+                    .filter_map(|i| i.env.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        packages::ensure(&[packages::DEBOOTSTRAP], false, say)?;
+        let recipes: Vec<_> = needed.iter().map(|(r, _)| *r).collect();
+        crate::standins::build(config, engine, &recipes, false, &Progress::plain())
+    };
+    let choices = resolve::resolve(config, &env, engine, &mut build)?;
+    for c in choices {
+        let image = &config.images[&c.image];
+        if let Some(line) = c.line(image) {
+            say(&line);
+        }
+        if let (Some(var), resolve::Source::StandIn { .. }) = (&image.env, &c.source) {
+            // Before any other thread: see the module documentation.
+            std::env::set_var(var, &c.reference);
+        }
+    }
+    Ok(())
+}
+
+/// Finds (or reads back) what podman needs here and points this process at it.
+fn podman_settings(config: &Config, engine: &Engine, say: &dyn Fn(&str)) -> Result<()> {
+    let runtime = config
+        .images
+        .get("runtime")
+        .map(|i| i.resolve(&|k| std::env::var(k).ok()))
+        .context("infra.toml has no [images.runtime]; it is the image podman is tried with")?;
+    let dir = crate::exec::record::target_dir(&config.root)
+        .join("xtask")
+        .join("engine");
+    let s = settings::detect(&engine.program, &dir, &runtime, false)?;
+    if s.source == settings::Source::Tried {
+        say(&format!("podman settings for this host: {}", s.describe()));
+    }
+    match &s.conf {
+        Some(conf) if s.source != settings::Source::User => {
+            std::env::set_var("CONTAINERS_CONF", conf)
+        }
+        _ => {}
+    }
+    Ok(())
+}
