@@ -1,307 +1,303 @@
-//! On-disk state under `$FAKE_KUBE_STATE`: clusters, API objects, locks, the call log, kubeconfigs.
-//!
-//! Layout: `calls.jsonl`, `locks/<cluster>.lock`, `clusters/<name>/{cluster.json, objects.json,
-//! pod-errors.json, volumes/}`. Files are replaced atomically; mutations hold the cluster's lock.
+//! State under `$FAKE_KUBE_STATE`: `calls.jsonl`, and per cluster one file,
+//! `clusters/<name>/cluster.json` (its kind config, loaded images, applied objects, restarts),
+//! replaced atomically while `locks/<name>.lock` is held. Also the kubeconfig files kind writes,
+//! and YAML input (kubectl reads YAML or JSON).
 
-use crate::util::{write_atomic, Fail, Res};
+use crate::{Fail, Res};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use yaml_rust2::{Yaml, YamlLoader};
 
-/// Label put on every podman resource the fakes create.
+/// The label on every podman resource the fake creates.
 pub const CLUSTER_LABEL: &str = "io.kubernaut.fake-kube.cluster";
-/// The fake API server address written into kubeconfigs.
-pub const SERVER: &str = "https://127.0.0.1:6443";
-
-pub fn root() -> Res<PathBuf> {
-    let dir = std::env::var_os("FAKE_KUBE_STATE")
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            Fail::new("fake-kube: FAKE_KUBE_STATE is not set (a directory for the fake cluster state and the call log)")
-        })?;
-    let dir = PathBuf::from(dir);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Fail::new(format!("fake-kube: FAKE_KUBE_STATE={}: {e}", dir.display())))?;
-    Ok(dir)
-}
-
-pub fn cluster_dir(name: &str) -> Res<PathBuf> {
-    Ok(root()?.join("clusters").join(name))
-}
-
-/// Appends one line to the call log with a single write (O_APPEND keeps concurrent lines whole).
-pub fn append_call_log(line: &str) -> std::io::Result<()> {
-    let path = root()
-        .map_err(|f| std::io::Error::other(f.msg))?
-        .join("calls.jsonl");
-    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
-    f.write_all(format!("{line}\n").as_bytes())
-}
-
-/// An exclusive lock on one cluster's state, released on drop.
-pub struct Lock(#[allow(dead_code)] File);
-
-pub fn lock(name: &str) -> Res<Lock> {
-    let path = root()?.join("locks").join(format!("{name}.lock"));
-    let io = |e: std::io::Error| Fail::new(format!("fake-kube: lock {}: {e}", path.display()));
-    std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(io)?;
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
-    f.lock().map_err(io)?;
-    Ok(Lock(f))
-}
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct PortMapping {
     pub container_port: u16,
     pub host_port: u16,
     pub listen_address: String,
-    pub protocol: String,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct LoadedImage {
-    /// Exactly as the archive named it (e.g. `localhost/x:tag`).
-    pub reference: String,
-    /// The image config digest or file name from the archive.
-    pub id: String,
-    pub archive: String,
+/// What the fake kubelet did to one exited container.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq)]
+pub struct Restart {
+    pub count: u32,
+    /// Exit code of the run before the latest restart.
+    pub last_exit: i64,
+    /// When the fake first saw the current run exited (0: it is not known to have exited).
+    pub exited_seen_ms: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct Cluster {
     pub name: String,
-    pub config_yaml: String,
     pub node_labels: BTreeMap<String, String>,
-    pub port_mappings: Vec<PortMapping>,
-    pub images: Vec<LoadedImage>,
-    pub created: i64,
-    pub kubeconfig: String,
+    pub ports: Vec<PortMapping>,
+    /// Image names loaded with `kind load`, exactly as the archives name them.
+    pub images: Vec<String>,
+    pub kubeconfig: PathBuf,
+    /// Applied objects as sent, keyed `namespace/Kind/name` (cluster-scoped: no namespace).
+    pub objects: BTreeMap<String, Value>,
+    /// By podman container id.
+    pub restarts: BTreeMap<String, Restart>,
 }
 
 impl Cluster {
     pub fn network(&self) -> String {
-        network_name(&self.name)
+        network(&self.name)
     }
-    pub fn node_name(&self) -> String {
+
+    pub fn node(&self) -> String {
         format!("{}-control-plane", self.name)
+    }
+
+    pub fn object(&self, ns: &str, kind: &str, name: &str) -> Option<&Value> {
+        self.objects.get(&key(ns, kind, name))
+    }
+
+    /// Objects of one kind in one namespace, in name order.
+    pub fn objects_of<'a>(&'a self, kind: &'a str, ns: &'a str) -> impl Iterator<Item = &'a Value> {
+        let prefix = format!("{ns}/{kind}/");
+        self.objects
+            .iter()
+            .filter(move |(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v)
     }
 }
 
-pub fn network_name(cluster: &str) -> String {
+pub fn key(ns: &str, kind: &str, name: &str) -> String {
+    format!("{ns}/{kind}/{name}")
+}
+
+pub fn network(cluster: &str) -> String {
     format!("kindfake-{cluster}")
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Res<Option<T>> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Fail::new(format!(
-                "fake-kube: corrupt state file {}: {e}",
-                path.display()
-            ))
-        }),
+pub fn root() -> Res<PathBuf> {
+    let dir = std::env::var_os("FAKE_KUBE_STATE")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| Fail("fake-kube: FAKE_KUBE_STATE is not set (a folder for the fake clusters and the call log)".into()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Fail(format!("fake-kube: FAKE_KUBE_STATE={}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+fn dir(name: &str) -> Res<PathBuf> {
+    Ok(root()?.join("clusters").join(name))
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Fail + '_ {
+    move |e| Fail(format!("fake-kube: {}: {e}", path.display()))
+}
+
+/// One line to the call log, in a single append (concurrent calls do not interleave).
+pub fn append_call(line: &str) -> Res<()> {
+    let path = root()?.join("calls.jsonl");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    f.write_all(format!("{line}\n").as_bytes())
+        .map_err(io(&path))
+}
+
+/// An exclusive lock (released on drop) on one cluster, or on `_ports` (host ports of all).
+pub struct Lock(#[allow(dead_code)] File);
+
+pub fn lock(name: &str) -> Res<Lock> {
+    let path = root()?.join("locks").join(format!("{name}.lock"));
+    std::fs::create_dir_all(path.parent().unwrap_or(&path)).map_err(io(&path))?;
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    f.lock().map_err(io(&path))?;
+    Ok(Lock(f))
+}
+
+/// Replaces a file atomically (a temporary file in the same folder, then rename).
+pub fn write_atomic(path: &Path, data: &[u8]) -> Res<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let tmp = parent.join(format!(".fake-kube.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, data)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(io(path))
+}
+
+pub fn load(name: &str) -> Res<Option<Cluster>> {
+    let path = dir(name)?.join("cluster.json");
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Fail(format!("fake-kube: corrupt {}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Fail::new(format!(
-            "fake-kube: read {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(io(&path)(e)),
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Res<()> {
-    let text = serde_json::to_vec_pretty(value)
-        .map_err(|e| Fail::new(format!("fake-kube: encode state: {e}")))?;
-    write_atomic(path, &text)
+pub fn save(c: &Cluster) -> Res<()> {
+    let text = serde_json::to_vec_pretty(c).unwrap_or_default();
+    write_atomic(&dir(&c.name)?.join("cluster.json"), &text)
 }
 
-pub fn load_cluster(name: &str) -> Res<Option<Cluster>> {
-    read_json(&cluster_dir(name)?.join("cluster.json"))
+pub fn remove(name: &str) -> Res<()> {
+    let d = dir(name)?;
+    match std::fs::remove_dir_all(&d) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&d)(e)),
+        _ => Ok(()),
+    }
 }
 
-pub fn save_cluster(c: &Cluster) -> Res<()> {
-    write_json(&cluster_dir(&c.name)?.join("cluster.json"), c)
-}
-
-pub fn list_clusters() -> Res<Vec<String>> {
-    let dir = root()?.join("clusters");
-    let mut names: Vec<String> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().join("cluster.json").is_file())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+pub fn names() -> Res<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(root()?.join("clusters"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("cluster.json").is_file())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
     names.sort();
     Ok(names)
 }
 
-/// API objects of a cluster, keyed `namespace/Kind/name` (cluster-scoped objects: empty namespace).
-pub type Objects = BTreeMap<String, Value>;
+// ---- YAML ----
 
-pub fn object_key(ns: &str, kind: &str, name: &str) -> String {
-    format!("{ns}/{kind}/{name}")
-}
-
-pub fn load_objects(cluster: &str) -> Res<Objects> {
-    Ok(read_json(&cluster_dir(cluster)?.join("objects.json"))?.unwrap_or_default())
-}
-
-pub fn save_objects(cluster: &str, objects: &Objects) -> Res<()> {
-    write_json(&cluster_dir(cluster)?.join("objects.json"), objects)
-}
-
-/// Why a pod has no container (podman refused to start it), keyed `namespace/pod`.
-pub fn load_pod_errors(cluster: &str) -> Res<BTreeMap<String, String>> {
-    Ok(read_json(&cluster_dir(cluster)?.join("pod-errors.json"))?.unwrap_or_default())
-}
-
-pub fn save_pod_errors(cluster: &str, errors: &BTreeMap<String, String>) -> Res<()> {
-    write_json(&cluster_dir(cluster)?.join("pod-errors.json"), errors)
-}
-
-/// Restarts done by the fake kubelet for one container (podman itself restarts nothing).
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq)]
-pub struct RestartRec {
-    pub count: i64,
-    /// Exit code of the run before the latest restart.
-    pub last_exit: i64,
-}
-
-/// Restart records keyed by podman container id.
-pub fn load_restarts(cluster: &str) -> Res<BTreeMap<String, RestartRec>> {
-    Ok(read_json(&cluster_dir(cluster)?.join("restarts.json"))?.unwrap_or_default())
-}
-
-pub fn save_restarts(cluster: &str, recs: &BTreeMap<String, RestartRec>) -> Res<()> {
-    write_json(&cluster_dir(cluster)?.join("restarts.json"), recs)
-}
-
-/// Objects of one kind in one namespace (`None`: all namespaces), in key order.
-pub fn objects_of<'a>(
-    objects: &'a Objects,
-    kind: &'a str,
-    ns: Option<&'a str>,
-) -> impl Iterator<Item = &'a Value> + 'a {
-    objects
-        .iter()
-        .filter(move |(k, _)| {
-            let mut parts = k.splitn(3, '/');
-            let (o_ns, o_kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            o_kind == kind && ns.is_none_or(|n| n == o_ns)
-        })
-        .map(|(_, v)| v)
-}
-
-/// Namespaces that exist in every cluster.
-pub const BUILTIN_NAMESPACES: [&str; 4] =
-    ["default", "kube-node-lease", "kube-public", "kube-system"];
-
-pub fn namespace_exists(objects: &Objects, ns: &str) -> bool {
-    BUILTIN_NAMESPACES.contains(&ns) || objects.contains_key(&object_key("", "Namespace", ns))
-}
-
-// ---- kubeconfig ----
-
-/// The kubeconfig file to use: explicit flag, else the first entry of `$KUBECONFIG`, else
-/// `~/.kube/config`.
-pub fn kubeconfig_path(explicit: Option<&str>) -> PathBuf {
-    if let Some(p) = explicit.filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    if let Some(first) = std::env::var("KUBECONFIG")
-        .ok()
-        .and_then(|v| v.split(':').find(|s| !s.is_empty()).map(String::from))
-    {
-        return PathBuf::from(first);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".kube").join("config")
-}
-
-/// From kubeconfig text: the server URL and the kind cluster name of `context` (or of the
-/// current context). A context whose cluster is not `kind-<name>` gives no cluster name.
-pub fn kubeconfig_target(text: &str, context: Option<&str>) -> Option<(String, Option<String>)> {
-    let doc = crate::yaml::parse_docs(text).ok()?.into_iter().next()?;
-    let ctx_name = context
-        .map(String::from)
-        .or_else(|| doc["current-context"].as_str().map(String::from))?;
-    let find = |list: &str, name: &str| -> Option<Value> {
-        doc[list]
-            .as_array()?
+fn to_json(y: &Yaml) -> Value {
+    match y {
+        Yaml::Real(s) => s
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or_else(|| json!(s), Value::Number),
+        Yaml::Integer(i) => json!(i),
+        Yaml::String(s) => json!(s),
+        Yaml::Boolean(b) => json!(b),
+        Yaml::Array(a) => a.iter().map(to_json).collect(),
+        Yaml::Hash(h) => h
             .iter()
-            .find(|e| e["name"].as_str() == Some(name))
-            .cloned()
-    };
-    let ctx = find("contexts", &ctx_name)?;
-    let cluster_name = ctx["context"]["cluster"].as_str()?.to_string();
-    let server = find("clusters", &cluster_name)
-        .and_then(|c| c["cluster"]["server"].as_str().map(String::from))
-        .unwrap_or_else(|| SERVER.into());
-    Some((server, cluster_name.strip_prefix("kind-").map(String::from)))
-}
-
-fn upsert(list: &mut Value, entry: Value) {
-    if !list.is_array() {
-        *list = json!([]);
+            .map(|(k, v)| match to_json(k) {
+                Value::String(k) => (k, to_json(v)),
+                k => (k.to_string(), to_json(v)),
+            })
+            .collect(),
+        _ => Value::Null,
     }
-    let arr = list.as_array_mut().expect("array");
-    arr.retain(|e| e["name"] != entry["name"]);
-    arr.push(entry);
 }
 
-/// Kubeconfig text with the kind cluster `name` added (merging into `existing`) and made current,
-/// the way `kind create cluster` does it.
-pub fn kubeconfig_with(existing: Option<&str>, name: &str) -> String {
-    let mut doc = existing
-        .and_then(|t| crate::yaml::parse_docs(t).ok())
+/// The documents of a YAML (or JSON) stream; empty ones are dropped.
+pub fn parse_docs(text: &str) -> Result<Vec<Value>, String> {
+    let docs = YamlLoader::load_from_str(text)
+        .map_err(|e| format!("error converting YAML to JSON: yaml: {e}"))?;
+    Ok(docs.iter().map(to_json).filter(|v| !v.is_null()).collect())
+}
+
+// ---- kubeconfig (written as JSON, which kubectl reads as YAML) ----
+
+/// `--kubeconfig`, else the first entry of `$KUBECONFIG`, else `~/.kube/config`.
+pub fn kubeconfig_path(flag: Option<&str>) -> PathBuf {
+    let env = std::env::var("KUBECONFIG").unwrap_or_default();
+    match flag.or(env.split(':').find(|s| !s.is_empty())) {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".kube/config"),
+    }
+}
+
+fn read_kubeconfig(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    parse_docs(&text)
+        .ok()
         .and_then(|d| d.into_iter().next())
         .filter(Value::is_object)
-        .unwrap_or_else(|| json!({"apiVersion": "v1", "kind": "Config", "preferences": {}}));
-    let id = format!("kind-{name}");
-    upsert(
-        &mut doc["clusters"],
-        json!({"name": id, "cluster": {"server": SERVER, "insecure-skip-tls-verify": true}}),
-    );
-    upsert(
-        &mut doc["contexts"],
-        json!({"name": id, "context": {"cluster": id, "user": id}}),
-    );
-    upsert(
-        &mut doc["users"],
-        json!({"name": id, "user": {"token": format!("fake-kube-token-{name}")}}),
-    );
-    doc["current-context"] = json!(id);
-    crate::yaml::emit(&doc)
+        .unwrap_or_else(empty_kubeconfig)
 }
 
-/// Kubeconfig text without the kind cluster `name` (as `kind delete cluster` leaves it), or None
-/// when it did not mention the cluster.
-pub fn kubeconfig_without(existing: &str, name: &str) -> Option<String> {
-    let mut doc = crate::yaml::parse_docs(existing).ok()?.into_iter().next()?;
+fn empty_kubeconfig() -> Value {
+    json!({"apiVersion": "v1", "kind": "Config"})
+}
+
+fn write_kubeconfig(path: &Path, doc: &Value) -> Res<()> {
+    write_atomic(
+        path,
+        serde_json::to_string_pretty(doc)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+}
+
+/// The kind cluster the kubeconfig's current context names (`kind-<name>`).
+pub fn kubeconfig_cluster(path: &Path) -> Option<String> {
+    let doc = read_kubeconfig(path);
+    let current = doc["current-context"].as_str()?;
+    let ctx = doc["contexts"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == current)?;
+    Some(
+        ctx["context"]["cluster"]
+            .as_str()?
+            .strip_prefix("kind-")?
+            .to_string(),
+    )
+}
+
+/// Adds the cluster `name` (context, cluster and user `kind-<name>`) and makes it current, as
+/// `kind create cluster` does; `None` = only this cluster (`kind get kubeconfig`).
+pub fn kubeconfig_add(path: Option<&Path>, name: &str) -> Res<Value> {
+    let mut doc = path.map_or_else(empty_kubeconfig, read_kubeconfig);
     let id = format!("kind-{name}");
-    let mut changed = false;
+    for (list, entry) in [
+        (
+            "clusters",
+            json!({"name": id, "cluster": {"server": "https://127.0.0.1:6443"}}),
+        ),
+        (
+            "contexts",
+            json!({"name": id, "context": {"cluster": id, "user": id}}),
+        ),
+        ("users", json!({"name": id, "user": {"token": "fake-kube"}})),
+    ] {
+        let mut items: Vec<Value> = doc[list].as_array().cloned().unwrap_or_default();
+        items.retain(|e| e["name"] != id);
+        items.push(entry);
+        doc[list] = json!(items);
+    }
+    doc["current-context"] = json!(id);
+    if let Some(p) = path {
+        write_kubeconfig(p, &doc)?;
+    }
+    Ok(doc)
+}
+
+/// Removes the cluster `name` from a kubeconfig, as `kind delete cluster` does.
+pub fn kubeconfig_remove(path: &Path, name: &str) -> Res<()> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let mut doc = read_kubeconfig(path);
+    let id = format!("kind-{name}");
+    let before = doc.clone();
     for list in ["clusters", "contexts", "users"] {
-        if let Some(arr) = doc[list].as_array_mut() {
-            let before = arr.len();
-            arr.retain(|e| e["name"].as_str() != Some(id.as_str()));
-            changed |= arr.len() != before;
+        if let Some(items) = doc[list].as_array_mut() {
+            items.retain(|e| e["name"] != id);
         }
     }
-    if doc["current-context"].as_str() == Some(id.as_str()) {
+    if doc["current-context"] == id {
         doc["current-context"] = json!("");
-        changed = true;
     }
-    changed.then(|| crate::yaml::emit(&doc))
+    if doc == before {
+        return Ok(());
+    }
+    write_kubeconfig(path, &doc)
 }
 
 #[cfg(test)]
@@ -309,67 +305,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kubeconfig_create_merge_and_remove() {
-        let first = kubeconfig_with(None, "alpha");
+    fn yaml_streams_and_scalars() {
+        let docs = parse_docs(
+            "a: 1\nb: 1.5\nc: true\nd: ~\ne: '8080'\n8: x\n---\n# empty\n---\n{\"k\": [1]}\n",
+        )
+        .unwrap();
         assert_eq!(
-            kubeconfig_target(&first, None),
-            Some((SERVER.into(), Some("alpha".into())))
+            docs,
+            [
+                json!({"a": 1, "b": 1.5, "c": true, "d": null, "e": "8080", "8": "x"}),
+                json!({"k": [1]})
+            ]
         );
-        let both = kubeconfig_with(Some(&first), "beta");
-        assert_eq!(
-            kubeconfig_target(&both, None).unwrap().1.as_deref(),
-            Some("beta")
-        );
-        assert_eq!(
-            kubeconfig_target(&both, Some("kind-alpha"))
-                .unwrap()
-                .1
-                .as_deref(),
-            Some("alpha")
-        );
-        assert_eq!(kubeconfig_target(&both, Some("kind-gamma")), None);
-        let without = kubeconfig_without(&both, "beta").unwrap();
-        assert_eq!(
-            kubeconfig_target(&without, None),
-            None,
-            "current context cleared"
-        );
-        assert_eq!(
-            kubeconfig_target(&without, Some("kind-alpha"))
-                .unwrap()
-                .1
-                .as_deref(),
-            Some("alpha")
-        );
-        assert!(kubeconfig_without(&without, "beta").is_none());
-        // Re-creating does not duplicate entries.
-        let again = kubeconfig_with(Some(&both), "beta");
-        let doc = &crate::yaml::parse_docs(&again).unwrap()[0];
-        assert_eq!(doc["clusters"].as_array().unwrap().len(), 2);
+        assert!(parse_docs("a: [1, 2\n")
+            .unwrap_err()
+            .starts_with("error converting YAML"));
     }
 
     #[test]
-    fn kubeconfig_foreign_context() {
-        let text = "apiVersion: v1\nkind: Config\ncurrent-context: prod\ncontexts:\n- name: prod\n  context: {cluster: gke-prod, user: me}\n\
-                    clusters:\n- name: gke-prod\n  cluster: {server: 'https://10.0.0.1'}\n";
-        assert_eq!(
-            kubeconfig_target(text, None),
-            Some(("https://10.0.0.1".into(), None))
-        );
-    }
-
-    #[test]
-    fn object_filtering() {
-        let mut o = Objects::new();
-        o.insert(object_key("a", "Pod", "x"), json!(1));
-        o.insert(object_key("b", "Pod", "y"), json!(2));
-        o.insert(object_key("", "Namespace", "a"), json!(3));
-        assert_eq!(objects_of(&o, "Pod", None).count(), 2);
-        assert_eq!(objects_of(&o, "Pod", Some("b")).next(), Some(&json!(2)));
-        assert!(
-            namespace_exists(&o, "a")
-                && namespace_exists(&o, "default")
-                && !namespace_exists(&o, "b")
-        );
+    fn kubeconfig_add_switch_and_remove() {
+        let path = std::env::temp_dir().join(format!("fake-kube-kc-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\nusers: [{name: me, user: {}}]\n",
+        )
+        .unwrap();
+        kubeconfig_add(Some(&path), "alpha").unwrap();
+        kubeconfig_add(Some(&path), "beta").unwrap();
+        kubeconfig_add(Some(&path), "beta").unwrap();
+        assert_eq!(kubeconfig_cluster(&path).as_deref(), Some("beta"));
+        let doc = read_kubeconfig(&path);
+        assert_eq!(doc["contexts"].as_array().unwrap().len(), 2);
+        assert_eq!(doc["users"][0]["name"], "me", "foreign entries are kept");
+        kubeconfig_remove(&path, "beta").unwrap();
+        assert_eq!(kubeconfig_cluster(&path), None, "current context cleared");
+        assert_eq!(read_kubeconfig(&path)["clusters"][0]["name"], "kind-alpha");
+        let only = kubeconfig_add(None, "gamma").unwrap();
+        assert_eq!(only["contexts"].as_array().unwrap().len(), 1);
+        let _ = std::fs::remove_file(path);
     }
 }

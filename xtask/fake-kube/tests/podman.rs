@@ -131,6 +131,28 @@ fn ready(p: &Value) -> bool {
 fn stack(ns: &str, image: &str, id: &str) -> String {
     format!(
         r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: creds, namespace: {ns}}}
+stringData: {{greeting: hello-from-secret}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: conf, namespace: {ns}}}
+data: {{LEVEL: debug}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports: [{{name: http, port: 8080, targetPort: 8080, nodePort: 30080}}]
+---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: web, namespace: {ns}}}
@@ -148,8 +170,9 @@ spec:
         env:
         - name: GREETING
           valueFrom: {{secretKeyRef: {{name: creds, key: greeting}}}}
+        envFrom: [{{configMapRef: {{name: conf}}}}]
         readinessProbe:
-          httpGet: {{path: /readyz, port: http}}
+          httpGet: {{path: /readyz, port: 8080}}
 ---
 apiVersion: batch/v1
 kind: Job
@@ -163,11 +186,7 @@ spec:
       - name: migrate
         image: {image}
         imagePullPolicy: Never
-        env: [{{name: GREETING, valueFrom: {{secretKeyRef: {{name: creds, key: greeting}}}}}}]
-        command:
-        - /bin/bash
-        - -c
-        - echo job-ran-$(GREETING); for i in $(seq 1 40); do if exec 3<>/dev/tcp/web.{ns}.svc.cluster.local/8080; then printf 'GET /env/GREETING HTTP/1.0\r\n\r\n' >&3; read -r status <&3; case "$status" in *" 200 "*) cat <&3; exit 0;; esac; fi; sleep 0.5; done; exit 1
+        args: [get, "http://web.{ns}.svc.cluster.local:8080/env/GREETING"]
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -179,23 +198,6 @@ spec:
     spec:
       containers:
       - {{name: ghost, image: "localhost/fk-never-loaded-{id}:t1", imagePullPolicy: Never}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: {ns}}}
-spec:
-  type: NodePort
-  selector: {{app: web}}
-  ports: [{{name: http, port: 8080, targetPort: 8080, nodePort: 30080}}]
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: creds, namespace: {ns}}}
-stringData: {{greeting: hello-from-secret}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: {ns}}}
 "#
     )
 }
@@ -215,36 +217,38 @@ fn deploys_a_real_stack() {
     let host_port = free_port();
     let cfg = f.write_kind_config(&name, 30080, host_port);
     let kubeconfig = f.dir.join("kc-explicit");
-    f.ok(
-        "kind",
-        &[
-            "create",
-            "cluster",
-            "--name",
-            &name,
-            "--config",
-            cfg.to_str().unwrap(),
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ],
-        None,
-    );
+    let kc = kubeconfig.to_str().unwrap();
+    let create = [
+        "create",
+        "cluster",
+        "--name",
+        &name,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--kubeconfig",
+        kc,
+    ];
+    f.ok("kind", &create, None);
+    let network = format!("kindfake-{name}");
     let (_, labels) = podman(&[
         "network",
         "inspect",
-        &format!("kindfake-{name}"),
+        &network,
         "--format",
         "{{json .Labels}}",
     ]);
     let labels: Value = serde_json::from_str(labels.trim()).unwrap();
-    assert_eq!(labels["io.kubernaut/test"], "fake-kube");
     assert_eq!(labels["io.kubernaut.fake-kube.cluster"], name.as_str());
-    // The test uses the explicit kubeconfig from here on.
-    let f = f.with_env("KUBECONFIG", kubeconfig.to_str().unwrap());
 
     build_image(&f.dir, &image);
     let archive = f.dir.join("image.tar");
-    let (ok, out) = podman(&["save", "-o", archive.to_str().unwrap(), &image]);
+    let (ok, out) = podman(&[
+        "save",
+        "--format=docker-archive",
+        "-o",
+        archive.to_str().unwrap(),
+        &image,
+    ]);
     assert!(ok, "podman save: {out}");
     f.ok(
         "kind",
@@ -258,25 +262,26 @@ fn deploys_a_real_stack() {
         None,
     );
 
+    // As the xtask calls kubectl: --kubeconfig and --namespace first.
+    let kubectl = |args: &[&str]| {
+        let mut all = vec!["--kubeconfig", kc, "--namespace", &ns];
+        all.extend(args);
+        f.ok("kubectl", &all, None).stdout
+    };
     let out = f.ok(
         "kubectl",
-        &["apply", "-f", "-"],
+        &["--kubeconfig", kc, "apply", "-f", "-"],
         Some(&stack(&ns, &image, &id)),
     );
     assert!(
-        out.stdout.starts_with(&format!(
-            "namespace/{ns} created\nsecret/creds created\nservice/web created\n"
-        )),
+        out.stdout.starts_with(&format!("namespace/{ns} created\nsecret/creds created\nconfigmap/conf created\nservice/web created\n")),
         "{out:?}"
     );
-
     let list = poll(90, "web Ready and migrate Succeeded", || {
-        let list = pods(&f, &ns);
+        let list: Value = serde_json::from_str(&kubectl(&["get", "pods", "-o", "json"])).unwrap();
         let web = pod(&list, "web-fake-0").ok_or("no web pod")?;
         let job = pod(&list, "migrate-fake-0").ok_or("no job pod")?;
-        if job["status"]["phase"] == "Failed" {
-            panic!("the job failed: {job}");
-        }
+        assert_ne!(job["status"]["phase"], "Failed", "the job failed: {job}");
         if ready(web) && job["status"]["phase"] == "Succeeded" {
             Ok(list)
         } else {
@@ -289,85 +294,53 @@ fn deploys_a_real_stack() {
         web["status"]["containerStatuses"][0]["image"],
         image.as_str()
     );
+    let job = pod(&list, "migrate-fake-0").unwrap();
+    assert_eq!(job["metadata"]["labels"]["job-name"], "migrate");
     assert_eq!(
-        pod(&list, "migrate-fake-0").unwrap()["metadata"]["labels"]["job-name"],
-        "migrate"
+        job["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        0
     );
     assert_eq!(
         waiting_reason(pod(&list, "ghost-fake-0").unwrap()),
         "ErrImageNeverPull"
     );
 
-    // Host port -> NodePort -> pod, and env from the Secret.
+    // Host port -> NodePort -> pod; env from the Secret and the ConfigMap.
     assert_eq!(
         poll(20, "the host port", || http_get(host_port, "/env/GREETING")),
         "hello-from-secret"
     );
+    assert_eq!(http_get(host_port, "/env/LEVEL").unwrap(), "debug");
     // The job reached the Service by its cluster DNS name.
-    let logs = f
-        .ok("kubectl", &["logs", "job/migrate", "-n", &ns], None)
-        .stdout;
-    assert!(
-        logs.contains("job-ran-hello-from-secret") && logs.contains("hello-from-secret"),
-        "{logs}"
-    );
-
-    let d = f
-        .ok(
-            "kubectl",
-            &["get", "deployments", "-n", &ns, "-o", "json"],
-            None,
-        )
-        .json();
-    let web_d = d["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["metadata"]["name"] == "web")
-        .unwrap();
-    assert_eq!(web_d["status"]["readyReplicas"], 1);
-    let j = f
-        .ok("kubectl", &["get", "jobs", "-n", &ns, "-o", "json"], None)
-        .json();
-    assert_eq!(j["items"][0]["status"]["succeeded"], 1);
-    let nodes = f
-        .ok("kubectl", &["get", "nodes", "-o", "json"], None)
-        .json();
+    let logs = kubectl(&[
+        "logs",
+        "-l",
+        "job-name=migrate",
+        "--all-containers",
+        "--tail",
+        "100",
+    ]);
+    assert!(logs.contains("hello-from-secret"), "{logs}");
+    let nodes: Value = serde_json::from_str(&kubectl(&["get", "nodes", "-o", "json"])).unwrap();
     assert_eq!(
         nodes["items"][0]["status"]["images"][0]["names"][0],
         image.as_str()
     );
-    f.ok(
-        "kubectl",
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "pod",
-            "-l",
-            "app=web",
-            "-n",
-            &ns,
-            "--timeout=10s",
-        ],
-        None,
-    );
-    let described = f
-        .ok("kubectl", &["describe", "pods", "-n", &ns], None)
-        .stdout;
+    let described = kubectl(&["describe", "pods", "-l", "app=ghost"]);
     assert!(
-        described.contains("ErrImageNeverPull")
-            && described.contains("tiny_http: listening on 8080"),
+        described.contains("ErrImageNeverPull") && !described.contains("web-fake-0"),
+        "{described}"
+    );
+    let described = kubectl(&["describe", "pods"]);
+    assert!(
+        described.contains("tiny_http: listening on 8080"),
         "{described}"
     );
 
-    let (_, container_labels) = podman(&[
-        "inspect",
-        &format!("kindfake-{name}-{ns}-web-fake-0"),
-        "--format",
-        "{{json .Config.Labels}}",
-    ]);
+    let container = format!("kindfake-{name}-{ns}-web-fake-0");
+    let (_, container_labels) =
+        podman(&["inspect", &container, "--format", "{{json .Config.Labels}}"]);
     let container_labels: Value = serde_json::from_str(container_labels.trim()).unwrap();
-    assert_eq!(container_labels["io.kubernaut/test"], "fake-kube");
     assert_eq!(container_labels["io.kubernaut.fake-kube.pod"], "web-fake-0");
     assert_eq!(
         container_labels["io.kubernaut.fake-kube.namespace"],
@@ -387,41 +360,27 @@ fn deploys_a_real_stack() {
         ],
         None,
     );
-    assert!(std::fs::read_to_string(exported.join("web-fake-0.log"))
-        .unwrap()
-        .contains("listening on 8080"));
+    let web_log = std::fs::read_to_string(exported.join(&ns).join("web-fake-0.log")).unwrap();
+    assert!(web_log.contains("listening on 8080"), "{web_log}");
     assert!(exported.join("fake-kube-state.json").is_file());
 
     let calls = f.calls();
     let create = calls.iter().find(|c| c["argv"][0] == "create").unwrap();
     assert_eq!(create["env"]["KIND_EXPERIMENTAL_PROVIDER"], "podman");
-    assert!(calls
-        .iter()
-        .any(|c| c["argv"][0] == "apply"
-            && c["stdin"].as_str().is_some_and(|s| s.contains("kind: Job"))));
 
     f.ok(
         "kind",
-        &[
-            "delete",
-            "cluster",
-            "--name",
-            &name,
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ],
+        &["delete", "cluster", "--name", &name, "--kubeconfig", kc],
         None,
     );
-    let (_, left) = podman(&[
-        "ps",
-        "-a",
-        "-q",
-        "--filter",
-        &format!("label=io.kubernaut.fake-kube.cluster={name}"),
-    ]);
-    assert_eq!(left.trim(), "", "containers left behind");
+    let label = format!("label=io.kubernaut.fake-kube.cluster={name}");
+    assert_eq!(
+        podman(&["ps", "-a", "-q", "--filter", &label]).1.trim(),
+        "",
+        "containers left behind"
+    );
     assert!(
-        !podman(&["network", "exists", &format!("kindfake-{name}")]).0,
+        !podman(&["network", "exists", &network]).0,
         "network left behind"
     );
     assert!(!std::fs::read_to_string(&kubeconfig)
@@ -440,7 +399,13 @@ fn restarts_probes_injections_and_late_services() {
         images: Vec::new(),
     };
     let f = Fake::new("restarts");
-    f.ok("kind", &["create", "cluster", "--name", &name], None);
+    let host_port = free_port();
+    let cfg = f.write_kind_config(&name, 30090, host_port);
+    f.ok(
+        "kind",
+        &["create", "cluster", "--config", cfg.to_str().unwrap()],
+        None,
+    );
     // The base image is in local storage already: an archive that only names it is enough.
     let archive = f.dir.join("base.tar");
     let base = base();
@@ -456,98 +421,51 @@ fn restarts_probes_injections_and_late_services() {
         ],
         None,
     );
-    let manifests = format!(
-        r#"
-apiVersion: v1
-kind: Namespace
-metadata: {{name: {ns}}}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: conf, namespace: {ns}}}
-data: {{app.conf: "answer = 42\n"}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: sleeper, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: sleeper}}}}
-  template:
-    metadata: {{labels: {{app: sleeper}}}}
-    spec:
-      containers:
-      - name: s
-        image: {base}
-        command: [sleep, infinity]
-        readinessProbe: {{exec: {{command: [test, -f, /tmp/ready]}}}}
-        volumeMounts: [{{name: tmp, mountPath: /tmp}}, {{name: conf, mountPath: /etc/app}}]
-      volumes: [{{name: tmp, emptyDir: {{}}}}, {{name: conf, configMap: {{name: conf}}}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: crasher, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: crasher}}}}
-  template:
-    metadata: {{labels: {{app: crasher}}}}
-    spec:
-      containers:
-      - {{name: c, image: {base}, command: [/bin/sh, -c, "echo boom; exit 3"]}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: puller, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: puller}}}}
-  template:
-    metadata: {{labels: {{app: puller}}}}
-    spec:
-      containers:
-      - {{name: p, image: "localhost/never-loaded"}}
-"#
-    );
+    let deployment = |app: &str, image: &str, rest: &str| {
+        format!("---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {app}, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata: {{labels: {{app: {app}}}}}\n    spec:\n      containers:\n      - {{name: c, image: \"{image}\"{rest}}}\n")
+    };
+    let manifests = [
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+        deployment(
+            "sleeper",
+            &base,
+            ", args: [sleep, infinity], readinessProbe: {exec: {command: [test, -f, /tmp/ready]}}",
+        ),
+        deployment("crasher", &base, ", args: [sh, -c, \"echo boom; exit 3\"]"),
+        deployment("puller", "localhost/never-loaded", ""),
+    ]
+    .concat();
     f.ok("kubectl", &["apply", "-f", "-"], Some(&manifests));
-    let sleeper_container = format!("kindfake-{name}-{ns}-sleeper-fake-0");
+    let sleeper = format!("kindfake-{name}-{ns}-sleeper-fake-0");
+    let sleeper_pod = |f: &Fake| pod(&pods(f, &ns), "sleeper-fake-0").unwrap().clone();
 
     // Running but not Ready until the exec probe passes.
     poll(30, "sleeper running", || {
-        let list = pods(&f, &ns);
-        let p = pod(&list, "sleeper-fake-0").unwrap();
-        if p["status"]["phase"] == "Running" {
-            Ok(())
-        } else {
-            Err(p.to_string())
-        }
+        let p = sleeper_pod(&f);
+        (p["status"]["phase"] == "Running")
+            .then_some(())
+            .ok_or(p.to_string())
     });
-    assert!(!ready(pod(&pods(&f, &ns), "sleeper-fake-0").unwrap()));
-    let (_, conf) = podman(&["exec", &sleeper_container, "cat", "/etc/app/app.conf"]);
-    assert_eq!(conf, "answer = 42\n");
-    assert!(podman(&["exec", &sleeper_container, "touch", "/tmp/ready"]).0);
-    assert!(ready(pod(&pods(&f, &ns), "sleeper-fake-0").unwrap()));
+    assert!(!ready(&sleeper_pod(&f)));
+    assert!(podman(&["exec", &sleeper, "touch", "/tmp/ready"]).0);
+    assert!(ready(&sleeper_pod(&f)));
+    // The pod-unready injection acts on the call that carries it.
+    let mut cmd = f.command("kubectl", &["get", "pods", "-n", &ns, "-o", "json"]);
+    cmd.env("FAKE_KUBE_FAIL", "pod-unready:sleeper");
+    let p = pod(&f.run_with(cmd, None).json(), "sleeper-fake-0")
+        .unwrap()
+        .clone();
+    assert!(!ready(&p) && p["status"]["phase"] == "Running", "{p}");
 
-    // Unset tag: pull policy Always, and there is no registry.
+    // No tag: pull policy Always, and there is no registry.
     assert_eq!(
         waiting_reason(pod(&pods(&f, &ns), "puller-fake-0").unwrap()),
         "ErrImagePull"
     );
 
-    // Injected failures apply to the call that carries them.
-    let mut cmd = f.command("kubectl", &["get", "pods", "-n", &ns, "-o", "json"]);
-    cmd.env("FAKE_KUBE_FAIL", "pod-unready:sleeper");
-    let list = f.run_with(cmd, None).json();
-    let p = pod(&list, "sleeper-fake-0").unwrap();
-    assert!(!ready(p) && p["status"]["phase"] == "Running");
-    let mut cmd = f.command("kubectl", &["get", "pods", "-n", &ns, "-o", "json"]);
-    cmd.env("FAKE_KUBE_FAIL", "pod-crash:sleeper");
-    assert_eq!(
-        waiting_reason(pod(&f.run_with(cmd, None).json(), "sleeper-fake-0").unwrap()),
-        "CrashLoopBackOff"
-    );
-
     // A crashing container is restarted by the fake kubelet with back-off, not by podman.
     let crasher = poll(40, "crasher in CrashLoopBackOff after a restart", || {
-        let list = pods(&f, &ns);
-        let p = pod(&list, "crasher-fake-0").unwrap().clone();
+        let p = pod(&pods(&f, &ns), "crasher-fake-0").unwrap().clone();
         let cs = &p["status"]["containerStatuses"][0];
         if waiting_reason(&p) == "CrashLoopBackOff" && cs["restartCount"].as_i64() >= Some(1) {
             Ok(p)
@@ -555,129 +473,64 @@ spec:
             Err(p.to_string())
         }
     });
-    assert_eq!(
-        crasher["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
-        3
-    );
+    let cs = &crasher["status"]["containerStatuses"][0];
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3);
+    let restarts_before = cs["restartCount"].as_i64();
+    let crasher_container = format!("kindfake-{name}-{ns}-crasher-fake-0");
     let (_, podman_restarts) = podman(&[
         "inspect",
         "--format",
         "{{.RestartCount}}",
-        &format!("kindfake-{name}-{ns}-crasher-fake-0"),
+        &crasher_container,
     ]);
     assert_eq!(
         podman_restarts.trim(),
         "0",
         "podman must not restart on its own"
     );
+    let again = pods(&f, &ns);
+    let cs = &pod(&again, "crasher-fake-0").unwrap()["status"]["containerStatuses"][0];
+    assert_eq!(
+        cs["restartCount"].as_i64(),
+        restarts_before,
+        "back-off: no restart at once"
+    );
     let logs = f
         .ok("kubectl", &["logs", "-n", &ns, "-l", "app=crasher"], None)
         .stdout;
     assert!(logs.contains("boom"), "{logs}");
 
-    // A Service applied after its pod: the pod container is recreated with the DNS aliases.
-    let svc = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: late, namespace: {ns}}}\nspec:\n  selector: {{app: sleeper}}\n  ports: [{{port: 9000}}]\n");
-    f.ok("kubectl", &["apply", "-f", "-"], Some(&svc));
-    let (_, aliases) = podman(&[
-        "inspect",
-        &sleeper_container,
-        "--format",
-        &format!("{{{{json (index .NetworkSettings.Networks \"kindfake-{name}\").Aliases}}}}"),
-    ]);
+    // A Service applied after its pod recreates the container with the new aliases and the
+    // NodePort's host port; while that port is taken, the pod shows podman's error and is
+    // retried whenever it is looked at.
+    let holder = std::net::TcpListener::bind(("0.0.0.0", host_port)).unwrap();
+    let svc = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: late, namespace: {ns}}}\nspec:\n  type: NodePort\n  selector: {{app: sleeper}}\n  ports: [{{port: 9000, nodePort: 30090}}]\n");
+    let out = f.ok("kubectl", &["apply", "-f", "-"], Some(&svc));
+    assert!(out.stderr.contains("podman could not start it"), "{out:?}");
+    let p = sleeper_pod(&f);
+    assert_eq!(waiting_reason(&p), "CreateContainerError");
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"].to_string();
+    assert!(msg.contains("address already in use"), "{msg}");
+    drop(holder);
+    poll(30, "recreated sleeper running", || {
+        let p = sleeper_pod(&f);
+        (p["status"]["phase"] == "Running")
+            .then_some(())
+            .ok_or(p.to_string())
+    });
+    let alias_format =
+        format!("{{{{json (index .NetworkSettings.Networks \"kindfake-{name}\").Aliases}}}}");
+    let (_, aliases) = podman(&["inspect", &sleeper, "--format", &alias_format]);
     assert!(
         aliases.contains(&format!("\"late.{ns}.svc.cluster.local\""))
             && aliases.contains("\"late\""),
         "{aliases}"
     );
-    poll(20, "recreated sleeper running", || {
-        if podman(&["exec", &sleeper_container, "touch", "/tmp/ready"]).0 {
-            Ok(())
-        } else {
-            Err("not yet".to_string())
-        }
-    });
-    f.ok(
-        "kubectl",
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "pod/sleeper-fake-0",
-            "-n",
-            &ns,
-            "--timeout=20s",
-        ],
-        None,
-    );
+    assert!(podman(&["exec", &sleeper, "touch", "/tmp/ready"]).0);
+    assert!(ready(&sleeper_pod(&f)));
 
-    // Deleting the namespace removes its pods' containers.
-    f.ok("kubectl", &["delete", "namespace", &ns], None);
-    let (_, left) = podman(&[
-        "ps",
-        "-a",
-        "-q",
-        "--filter",
-        &format!("label=io.kubernaut.fake-kube.namespace={ns}"),
-    ]);
-    assert_eq!(left.trim(), "");
     f.ok("kind", &["delete", "cluster", "--name", &name], None);
+    let label = format!("label=io.kubernaut.fake-kube.cluster={name}");
+    assert_eq!(podman(&["ps", "-a", "-q", "--filter", &label]).1.trim(), "");
     assert!(!podman(&["network", "exists", &format!("kindfake-{name}")]).0);
-}
-
-#[test]
-#[ignore = "needs podman, CONTAINERS_CONF where required"]
-fn host_ports_are_held_per_cluster() {
-    let id = common::unique();
-    let (a, b) = (format!("fk-{id}-a"), format!("fk-{id}-b"));
-    let _ca = Cleanup {
-        cluster: a.clone(),
-        images: Vec::new(),
-    };
-    let _cb = Cleanup {
-        cluster: b.clone(),
-        images: Vec::new(),
-    };
-    let f = Fake::new("ports");
-    let port = free_port();
-    let cfg = f.write_kind_config(&a, 30080, port);
-    f.ok(
-        "kind",
-        &["create", "cluster", "--config", cfg.to_str().unwrap()],
-        None,
-    );
-    let out = f.run(
-        "kind",
-        &[
-            "create",
-            "cluster",
-            "--name",
-            &b,
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert_eq!(out.code, 1);
-    assert!(
-        out.stderr
-            .contains(&format!(":{port}: bind: address already in use")),
-        "{out:?}"
-    );
-    assert_eq!(
-        f.ok("kind", &["get", "clusters"], None).stdout,
-        format!("{a}\n")
-    );
-    f.ok("kind", &["delete", "cluster", "--name", &a], None);
-    f.ok(
-        "kind",
-        &[
-            "create",
-            "cluster",
-            "--name",
-            &b,
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-        None,
-    );
-    f.ok("kind", &["delete", "cluster", "--name", &b], None);
 }
