@@ -382,6 +382,7 @@ fn xtask_dependencies_stay_few() {
             "serde",
             "serde_json",
             "signal-hook",
+            "strsim",
             "toml",
             "yaml-rust2"
         ]

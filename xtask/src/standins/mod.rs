@@ -114,17 +114,22 @@ const RECIPES: [Recipe; 3] = [
     },
 ];
 
-/// `(env var, stand-in reference)` for every `[images.*]` of the config with a recipe and an
-/// `env` name: what points the workspace at the stand-ins.
+/// `(env var, stand-in reference)` for every `[images.*]` of the config with a `standin`
+/// recipe and an `env` name: what points the workspace at the stand-ins.
 pub fn env_pairs(config: &Config) -> Vec<(String, String)> {
     config
         .images
-        .iter()
-        .filter_map(|(name, image)| Some((image.env.clone()?, recipe(name)?.reference.to_string())))
+        .values()
+        .filter_map(|image| Some((image.env.clone()?, recipe_of(image)?.reference.to_string())))
         .collect()
 }
 
-/// The stand-in recipe for an `[images.*]` name, if there is one.
+/// The recipe an `[images.*]` names in `standin`, if any.
+pub fn recipe_of(image: &Image) -> Option<Recipe> {
+    image.standin.as_deref().and_then(recipe)
+}
+
+/// The stand-in recipe called `name`, if there is one.
 pub fn recipe(name: &str) -> Option<Recipe> {
     RECIPES.iter().find(|r| r.service == name).copied()
 }
@@ -361,10 +366,11 @@ pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Resu
     // The images of infra.toml we have a recipe for.
     let mut wanted: Vec<(Recipe, &Image)> = Vec::new();
     for (name, image) in &config.images {
-        match recipe(name) {
+        match recipe_of(image) {
             Some(r) => wanted.push((r, image)),
             None => progress.println(&format!(
-                "[images.{name}] has no stand-in recipe (known: postgres, redis, runtime); skipped"
+                "[images.{name}] names no stand-in (`standin = \"{}\"` picks a recipe); skipped",
+                crate::config::STANDIN_RECIPES.join("\" | \"")
             )),
         }
     }
@@ -1108,6 +1114,12 @@ Components: main
         );
         assert_eq!(BASE_INCLUDE, "ca-certificates");
         assert!(recipe("datastorage").is_none());
+        let names: Vec<&str> = RECIPES.iter().map(|r| r.service).collect();
+        assert_eq!(
+            names,
+            crate::config::STANDIN_RECIPES,
+            "infra.toml's `standin` accepts exactly the recipes there are"
+        );
         for r in RECIPES {
             assert!(r.reference.starts_with("localhost/xtask-standin/"));
             assert_eq!(
