@@ -95,6 +95,7 @@ pub fn plan(
             )
         })?;
     let stack = config.stack(consumer, TierName::Integration)?;
+    stack::refuse_not_yet_run(&stack)?;
     let (test_package, test_target) = cargo_test(&c.test, consumer)?;
     let run_id = facts.run_hex.clone();
     let run_dir = runs_dir.join(&run_id);

@@ -116,7 +116,7 @@ fn within(what: &str, name: &str, derived: &[Derived]) -> Result<(), String> {
         if n <= d.max {
             continue;
         }
-        let most = d.max + own - n;
+        let most = (d.max + own).saturating_sub(n);
         return Err(if d.name == name {
             format!(
                 "{what} name `{}` is {own} characters; it becomes {} (at most {}{})",

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context, Result};
 
 use crate::config::names::container_name;
-use crate::config::{placeholders, Component, Config, PortRef, Stack};
+use crate::config::{placeholders, Component, Config, PortRef, Source, Stack};
 
 /// Where a URL is used from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,34 @@ pub fn image_services(stack: &Stack) -> Vec<String> {
         .filter_map(|m| m.image_service().map(str::to_string))
         .collect();
     set.into_iter().collect()
+}
+
+/// Refuses what `infra.toml` can describe but runs do not carry out yet, rather than run
+/// something other than what the file says: `mounts`, `command`, `args` of a long-running
+/// component, `build_args`, and images built by their own Dockerfile.
+pub fn refuse_not_yet_run(stack: &Stack) -> Result<()> {
+    for c in &stack.members {
+        let unsupported = [
+            (!c.mounts.is_empty(), "mounts"),
+            (!c.command.is_empty(), "command"),
+            (!c.is_job() && !c.args.is_empty(), "args"),
+            (!c.build_args.is_empty(), "build_args"),
+            (
+                matches!(c.source, Source::Dockerfile { .. }),
+                "an image built by its own Dockerfile",
+            ),
+        ];
+        if let Some((_, what)) = unsupported.iter().find(|(used, _)| *used) {
+            bail!(
+                "`{}` in {}'s {} stack uses {what}, which runs do not carry out yet; \
+                 `cargo xtask check` accepts it, running it comes next",
+                c.name,
+                stack.consumer,
+                stack.tier
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The URL of `component` (its `port`, or the main one) as seen from `site`.
@@ -272,6 +300,23 @@ pub mod tests {
         assert_eq!(e["DATASTORAGE_URL"], "http://gateway_datastorage_test:8181");
         let other = repo_stack(&c, "notification", TierName::Integration);
         assert_eq!(other.get("datastorage").unwrap().port, Some(8080));
+    }
+
+    #[test]
+    fn what_runs_do_not_carry_out_yet_is_refused() {
+        let c = repo_config();
+        let mut s = repo_stack(&c, "notification", TierName::E2e);
+        refuse_not_yet_run(&s).unwrap();
+        s.members[0].mounts.push(crate::config::Mount {
+            target: "/etc/x".into(),
+            source: "x".into(),
+            dir: false,
+        });
+        let e = refuse_not_yet_run(&s).unwrap_err().to_string();
+        assert!(
+            e.contains("uses mounts, which runs do not carry out yet"),
+            "{e}"
+        );
     }
 
     #[test]
