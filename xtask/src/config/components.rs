@@ -333,6 +333,9 @@ impl Validator<'_> {
 
     fn build_args(&mut self, e: &Entry) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
+        if e.table != Table::Services {
+            return out; // refused by `table_keys`
+        }
         for (k, v) in raw::entries(&e.raw.build_args) {
             if let Err(m) = names::build_arg(k.get_ref()) {
                 self.at(k, format!("{}.build_args: {m}", e.what()));

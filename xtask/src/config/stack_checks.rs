@@ -29,7 +29,9 @@ impl Validator<'_> {
     }
 
     fn drops(&mut self, cx: &Cx, drop: &[Name], r: &Resolved) {
-        for d in drop {
+        let mut seen = BTreeSet::new();
+        // A name listed twice is reported as such (once) by `drop_names`.
+        for d in drop.iter().filter(|d| seen.insert(d.get_ref())) {
             let n = d.get_ref();
             let msg = if r.unused_drops.contains(n) {
                 format!(
@@ -161,7 +163,9 @@ impl Validator<'_> {
             // The names of the component as defined (the override may only change numbers).
             let defined = cx.components.get(n).unwrap_or(c);
             for (k, _) in raw::entries(&o.extra_ports) {
-                if let Some(p) = no_such_port(defined, k.get_ref()) {
+                // A malformed name is reported as such.
+                let valid = names::port_name(k.get_ref()).is_ok();
+                if let Some(p) = no_such_port(defined, k.get_ref()).filter(|_| valid) {
                     self.at(k, format!("{what}.extra_ports: {p}"));
                 }
             }
