@@ -159,11 +159,11 @@ fn check_passes_and_names_both_owners_of_a_shared_port() {
     assert!(!ok);
     assert!(err.contains("host port 15437"), "{err}");
     assert!(
-        err.contains("consumers.notification.integration.postgres"),
+        err.contains("consumers.notification.integration.ports.postgres"),
         "{err}"
     );
     assert!(
-        err.contains("consumers.gateway.integration.postgres"),
+        err.contains("consumers.gateway.integration.ports.postgres"),
         "{err}"
     );
     assert!(err.contains("infra.toml:"), "{err}");

@@ -384,6 +384,7 @@ fn xtask_dependencies_stay_few() {
             "serde",
             "serde_json",
             "signal-hook",
+            "strsim",
             "toml",
             "uuid",
             "which",

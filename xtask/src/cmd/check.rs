@@ -2,19 +2,23 @@
 
 use anyhow::Result;
 
-use crate::config::{ComponentKind, Config};
+use crate::config::{Config, Source};
 
 /// Prints a one-line summary of a valid file (loading already reported any errors).
 pub fn run(config: &Config) -> Result<()> {
     let count =
-        |f: fn(&ComponentKind) -> bool| config.components.values().filter(|c| f(&c.kind)).count();
-    let infra = count(|k| matches!(k, ComponentKind::Infra { .. }));
-    let services = count(|k| matches!(k, ComponentKind::Service(_)));
-    let jobs = count(|k| matches!(k, ComponentKind::Job { .. }));
+        |f: fn(&Source) -> bool| config.components.values().filter(|c| f(&c.source)).count();
+    let infra = count(|k| matches!(k, Source::Image { .. }));
+    let services = count(|k| matches!(k, Source::Rust(_) | Source::Dockerfile { .. }));
+    let jobs = count(|k| matches!(k, Source::Job { .. }));
     let host_ports: usize = config
         .consumers
         .values()
-        .map(|c| c.integration.len() + c.e2e.len())
+        .map(|c| {
+            let i = c.integration.as_ref();
+            i.map_or(0, |t| t.ports.len() + t.own_ports.len())
+                + c.e2e.as_ref().map_or(0, |t| t.ports.len())
+        })
         .sum();
     println!(
         "{}: ok ({services} services, {infra} infrastructure, {jobs} jobs, {} consumers, {host_ports} host ports, all unique)",

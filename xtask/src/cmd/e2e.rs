@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::{ComponentKind, Config, PortRef, ServiceSpec};
+use crate::config::{names, Config, PortRef, RustSpec, Source, TierName};
 use crate::exec::builds;
 use crate::exec::dag::{self, Ctx, Node};
 use crate::exec::lifecycle;
@@ -47,7 +47,7 @@ pub enum Step {
     /// One of our services, from its Dockerfile and a host-built binary.
     ServiceImage {
         component: String,
-        spec: ServiceSpec,
+        spec: RustSpec,
         build: BuildSpec,
     },
     /// A third-party image re-built under this run's tag with our labels (`FROM` the base).
@@ -146,18 +146,20 @@ pub fn plan(
     env: &dyn Fn(&str) -> Option<String>,
     read: &dyn Fn(&Path) -> Result<String>,
 ) -> Result<Plan> {
-    let c = config.consumer(consumer)?;
-    if c.e2e.is_empty() {
+    let c = config.consumer(consumer)?.e2e.as_ref();
+    let Some(c) = c.filter(|c| !c.ports.is_empty()) else {
         bail!(
             "{} has no [consumers.{consumer}.e2e] ports; add its NodePorts to run E2E tests",
             config.file.display()
         );
-    }
-    let test_package = config.service(consumer)?.package.clone();
+    };
+    let stack = config.stack(consumer, TierName::E2e)?;
+    stack::refuse_not_yet_run(&stack)?;
+    let (test_package, test_target) = crate::cmd::integration::cargo_test(&c.test, consumer)?;
     let run_id = facts.run_id.clone();
     let run_dir = runs_dir.join(&run_id);
-    let cluster = format!("{consumer}-e2e-{run_id}");
-    let namespace = format!("{consumer}-e2e");
+    let cluster = names::cluster_name(consumer, &run_id);
+    let namespace = names::e2e_namespace(consumer);
     let labels = RunLabels {
         owner: facts.user.clone(),
         run: run_id.clone(),
@@ -166,12 +168,10 @@ pub fn plan(
         tier: TIER,
         pid,
     };
-    let members = stack::members(config, consumer, true);
-
     // Every image reference of the run, generated here once.
     let mut images: BTreeMap<String, String> = BTreeMap::new();
-    for m in &members {
-        let comp = &config.components[m];
+    for comp in &stack.members {
+        let m = &comp.name;
         let reference = match comp.image_service() {
             Some(s) if s == consumer => facts.service_ref(consumer),
             Some(s) => facts.infra_ref(s, consumer),
@@ -181,23 +181,32 @@ pub fn plan(
     }
 
     let node_ports: BTreeMap<PortRef, u16> = c
-        .e2e
+        .ports
         .iter()
         .map(|(k, v)| (k.clone(), v.node_port))
         .collect();
-    let mapping: Vec<(u16, u16)> = c.e2e.values().map(|v| (v.node_port, v.host_port)).collect();
+    let mapping: Vec<(u16, u16)> = c
+        .ports
+        .values()
+        .map(|v| (v.node_port, v.host_port))
+        .collect();
     let node_labels = labels.for_service("cluster");
     let kind_config = render::kind_config(&cluster, &node_labels, &mapping);
     let namespace_doc = render::namespace_doc(&namespace, &labels.for_service("namespace"));
     let mut manifests = Vec::new();
-    for m in &members {
+    for m in stack.names() {
+        let labels = labels.for_service(&m);
+        let target = render::Target {
+            namespace: &namespace,
+            node_ports: &node_ports,
+            labels: &labels,
+        };
         manifests.push(render::component(
             config,
-            m,
-            &images[m],
-            &namespace,
-            &node_ports,
-            &labels.for_service(m),
+            &stack,
+            &m,
+            &images[&m],
+            target,
             read,
         )?);
     }
@@ -217,7 +226,7 @@ pub fn plan(
 
     // The graph.
     let mut nodes: Vec<Node<Step>> = Vec::new();
-    let services = stack::image_services(config, &members);
+    let services = stack::image_services(&stack);
     let packages = services
         .iter()
         .map(|s| Ok(config.service(s)?.package.clone()))
@@ -234,16 +243,16 @@ pub fn plan(
         .context("infra.toml has no [images.runtime]")?
         .resolve(env);
     let mut built_by: BTreeMap<String, String> = BTreeMap::new(); // reference -> image task id
-    for m in &members {
-        let comp = &config.components[m];
+    for comp in &stack.members {
+        let m = &comp.name;
         let reference = images[m].clone();
         if built_by.contains_key(&reference) {
             continue;
         }
         let id = format!("image:{m}");
         let ctx = builds::context_dir(&run_dir, m);
-        let step = match &comp.kind {
-            ComponentKind::Service(spec) => Step::ServiceImage {
+        let step = match &comp.source {
+            Source::Rust(spec) => Step::ServiceImage {
                 component: m.clone(),
                 spec: spec.clone(),
                 build: builds::build_spec(
@@ -256,7 +265,7 @@ pub fn plan(
                     &runtime_base,
                 ),
             },
-            ComponentKind::Infra { image } => {
+            Source::Image { image } => {
                 let base = config.images[image].resolve(env);
                 let mut build_args = BTreeMap::new();
                 build_args.insert("BASE".to_string(), base.clone());
@@ -273,7 +282,10 @@ pub fn plan(
                 }
             }
             // A job runs its service's image, built for the service (also a member).
-            ComponentKind::Job { .. } => continue,
+            Source::Job { .. } => continue,
+            Source::Dockerfile { .. } => {
+                bail!("{m} is built by its own Dockerfile; E2E runs do not build such images yet")
+            }
         };
         let deps = if matches!(step, Step::ServiceImage { .. }) {
             vec!["compile".to_string()]
@@ -342,7 +354,9 @@ pub fn plan(
         },
     });
     for m in &manifests {
-        let comp = &config.components[&m.component];
+        let comp = stack
+            .get(&m.component)
+            .context("a manifest of a non-member")?;
         let used: BTreeSet<String> = render::image_uses(&m.source, &m.docs)
             .into_iter()
             .map(|u| u.image)
@@ -367,21 +381,21 @@ pub fn plan(
         pool: None,
         action: Step::CompileTests {
             package: test_package.clone(),
-            target: c.e2e_test.clone(),
+            target: test_target.clone(),
         },
     });
     dag::validate(&nodes)?;
 
     let host_map: BTreeMap<PortRef, u16> = c
-        .e2e
+        .ports
         .iter()
         .map(|(k, v)| (k.clone(), v.host_port))
         .collect();
-    let mut test_env = stack::test_env(config, &host_map)?;
+    let mut test_env = stack::test_env(config, &stack, &host_map)?;
     test_env.insert("XTASK_RUN_ID".into(), run_id.clone());
     test_env.insert("XTASK_TIER".into(), TIER.into());
     let host_ports = c
-        .e2e
+        .ports
         .iter()
         .map(|(pr, v)| Claim {
             port: v.host_port,
@@ -404,7 +418,7 @@ pub fn plan(
         host_ports,
         test_env,
         test_package,
-        test_target: c.e2e_test.clone(),
+        test_target,
     })
 }
 

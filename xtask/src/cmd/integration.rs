@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::{ComponentKind, Config, PortRef, ServiceSpec};
+use crate::config::{names, Config, PortRef, RustSpec, Source, TestCmd, TierName};
 use crate::exec::builds;
 use crate::exec::dag::{self, Node};
 use crate::exec::lifecycle;
@@ -40,7 +40,7 @@ pub enum Step {
     CompileTests { package: String, target: String },
     Image {
         service: String,
-        spec: ServiceSpec,
+        spec: RustSpec,
         build: BuildSpec,
     },
     Network {
@@ -83,8 +83,20 @@ pub fn plan(
     env: &dyn Fn(&str) -> Option<String>,
     compile_tests: bool,
 ) -> Result<Plan> {
-    let c = config.consumer(consumer)?;
-    let test_package = config.service(consumer)?.package.clone();
+    let c = config
+        .consumer(consumer)?
+        .integration
+        .as_ref()
+        .with_context(|| {
+            format!(
+                "{} has no [consumers.{consumer}.integration] table; add one to run its \
+                 integration tests",
+                config.file.display()
+            )
+        })?;
+    let stack = config.stack(consumer, TierName::Integration)?;
+    stack::refuse_not_yet_run(&stack)?;
+    let (test_package, test_target) = cargo_test(&c.test, consumer)?;
     let run_id = facts.run_id.clone();
     let run_dir = runs_dir.join(&run_id);
     let labels = RunLabels {
@@ -95,11 +107,10 @@ pub fn plan(
         tier: TIER,
         pid,
     };
-    let members = stack::members(config, consumer, false);
-    let network = stack::network_name(consumer);
+    let network = names::network_name(consumer);
     let mut nodes = Vec::new();
 
-    let services = stack::image_services(config, &members);
+    let services = stack::image_services(&stack);
     let runtime = config
         .images
         .get("runtime")
@@ -153,36 +164,38 @@ pub fn plan(
         },
     });
 
-    for m in &members {
-        let comp = &config.components[m];
-        let image = match &comp.kind {
-            ComponentKind::Infra { image } => config.images[image].resolve(env),
+    for comp in &stack.members {
+        let m = &comp.name;
+        let image = match &comp.source {
+            Source::Image { image } => config.images[image].resolve(env),
             _ => image_refs[comp.image_service().unwrap_or_default()].clone(),
         };
         let mut publish = Vec::new();
-        for (pr, host) in &c.integration {
+        for (pr, host) in &c.ports {
             if &pr.component == m {
                 if let Some(internal) = comp.internal_port(pr.port.as_deref()) {
                     publish.push((*host, internal));
                 }
             }
         }
-        let name = stack::container_name(consumer, m);
-        let args = match &comp.kind {
-            ComponentKind::Job { args, .. } => args.clone(),
-            _ => Vec::new(),
+        let name = names::container_name(consumer, m);
+        // Only jobs' args are run today (command, args and mounts of others: not yet).
+        let args = if comp.is_job() {
+            comp.args.clone()
+        } else {
+            Vec::new()
         };
         let spec = ContainerSpec {
             name: name.clone(),
             image,
             network: network.clone(),
             labels: labels.for_service(m),
-            env: stack::env(config, comp, Site::Network { consumer })?,
+            env: stack::env(config, &stack, comp, Site::Network { consumer })?,
             publish,
             args,
         };
         let host_port = |p: Option<&str>| {
-            c.integration
+            c.ports
                 .get(&PortRef {
                     component: m.clone(),
                     port: p.map(str::to_string),
@@ -220,12 +233,12 @@ pub fn plan(
             pool: None,
             action: Step::CompileTests {
                 package: test_package.clone(),
-                target: c.integration_test.clone(),
+                target: test_target.clone(),
             },
         });
     }
     dag::validate(&nodes)?;
-    let mut test_env = stack::test_env(config, &c.integration)?;
+    let mut test_env = stack::test_env(config, &stack, &c.ports)?;
     test_env.insert("XTASK_RUN_ID".into(), run_id.clone());
     test_env.insert("XTASK_TIER".into(), TIER.into());
     Ok(Plan {
@@ -235,11 +248,23 @@ pub fn plan(
         run_dir,
         network,
         nodes,
-        ports: c.integration.clone(),
+        ports: c.ports.clone(),
         test_env,
         test_package,
-        test_target: c.integration_test.clone(),
+        test_target,
     })
+}
+
+/// The package and target of a consumer's `cargo test` (an argv `test` is not run yet).
+pub fn cargo_test(test: &TestCmd, consumer: &str) -> Result<(String, String)> {
+    match test {
+        TestCmd::Cargo { package, target } => Ok((package.clone(), target.clone())),
+        TestCmd::Argv(argv) => bail!(
+            "{consumer}'s tests are the command `{}`; running a test command other than `cargo \
+             test` is not implemented yet",
+            argv.join(" ")
+        ),
+    }
 }
 
 /// The entry point of the command.
@@ -441,8 +466,8 @@ fn execute(
 /// What to do when a container cannot start: for a third-party image, where a local one
 /// comes from on a host without a registry.
 fn missing_image_hint(config: &Config, component: &str, image: &str) -> String {
-    match config.components.get(component).map(|c| &c.kind) {
-        Some(ComponentKind::Infra { image: name }) => {
+    match config.components.get(component).map(|c| &c.source) {
+        Some(Source::Image { image: name }) => {
             let var = config
                 .images
                 .get(name)

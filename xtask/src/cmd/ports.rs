@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::config::{Config, PortRef};
+use crate::config::{names, Config, PortRef, Stack, TierName};
 
 /// One row of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,45 +15,62 @@ pub struct Row {
     pub purpose: String,
 }
 
-/// Every host port of the file, sorted by consumer, tier, port.
-pub fn rows(config: &Config) -> Vec<Row> {
+/// Every host port of the file, sorted by consumer, tier, port; internal ports as each
+/// consumer's stack runs them (its `override` included).
+pub fn rows(config: &Config) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for c in config.consumers.values() {
-        for (pr, &host) in &c.integration {
-            let internal = internal(config, pr);
-            rows.push(Row {
-                consumer: c.name.clone(),
-                tier: "integration",
-                port: pr.clone(),
-                host_port: host,
-                node_port: None,
-                purpose: format!(
-                    "localhost:{host} -> container {}_{}_test:{internal}",
-                    c.name, pr.component
-                ),
-            });
+        if let Some(t) = &c.integration {
+            let stack = config.stack(&c.name, TierName::Integration)?;
+            for (pr, &host) in &t.ports {
+                let internal = internal(&stack, pr);
+                let container = names::container_name(&c.name, &pr.component);
+                rows.push(Row {
+                    consumer: c.name.clone(),
+                    tier: "integration",
+                    port: pr.clone(),
+                    host_port: host,
+                    node_port: None,
+                    purpose: format!("localhost:{host} -> container {container}:{internal}"),
+                });
+            }
+            for (name, &host) in &t.own_ports {
+                rows.push(Row {
+                    consumer: c.name.clone(),
+                    tier: "integration",
+                    port: PortRef {
+                        component: c.name.clone(),
+                        port: Some(name.clone()),
+                    },
+                    host_port: host,
+                    node_port: None,
+                    purpose: format!("localhost:{host}: {}'s own in-process port", c.name),
+                });
+            }
         }
-        for (pr, np) in &c.e2e {
-            let internal = internal(config, pr);
-            rows.push(Row {
-                consumer: c.name.clone(),
-                tier: "e2e",
-                port: pr.clone(),
-                host_port: np.host_port,
-                node_port: Some(np.node_port),
-                purpose: format!(
-                    "localhost:{} -> kind node :{} -> service {}:{internal}",
-                    np.host_port, np.node_port, pr.component
-                ),
-            });
+        if let Some(t) = &c.e2e {
+            let stack = config.stack(&c.name, TierName::E2e)?;
+            for (pr, np) in &t.ports {
+                let internal = internal(&stack, pr);
+                rows.push(Row {
+                    consumer: c.name.clone(),
+                    tier: "e2e",
+                    port: pr.clone(),
+                    host_port: np.host_port,
+                    node_port: Some(np.node_port),
+                    purpose: format!(
+                        "localhost:{} -> kind node :{} -> service {}:{internal}",
+                        np.host_port, np.node_port, pr.component
+                    ),
+                });
+            }
         }
     }
-    rows
+    Ok(rows)
 }
 
-fn internal(config: &Config, pr: &PortRef) -> String {
-    config
-        .components
+fn internal(stack: &Stack, pr: &PortRef) -> String {
+    stack
         .get(&pr.component)
         .and_then(|c| c.internal_port(pr.port.as_deref()))
         .map_or_else(|| "?".to_string(), |p| p.to_string())
@@ -106,6 +123,6 @@ pub fn render(rows: &[Row]) -> String {
 }
 
 pub fn run(config: &Config) -> Result<()> {
-    print!("{}", render(&rows(config)));
+    print!("{}", render(&rows(config)?));
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::config::{ComponentKind, Config};
+use crate::config::{Config, Source};
 use crate::flags;
 use crate::plan::facts::Facts;
 
@@ -17,7 +17,10 @@ pub fn tag(config: &Config, args: &flags::Tag, facts: &Facts) -> Result<String> 
     let component = config.component(&args.name)?;
     match &args.consumer {
         None => {
-            if !matches!(component.kind, ComponentKind::Service(_)) {
+            if !matches!(
+                component.source,
+                Source::Rust(_) | Source::Dockerfile { .. }
+            ) {
                 bail!(
                     "`{}` is not a service, so it has no service tag; for an infrastructure image \
                      built for a consumer use `cargo xtask tag {} --consumer <service>`",

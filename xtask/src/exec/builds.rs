@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::{Config, ServiceSpec};
+use crate::config::{Config, RustSpec};
 use crate::exec::process::Cmd;
 use crate::exec::progress::Line;
 use crate::exec::record::{Event, Record};
@@ -91,7 +91,7 @@ pub fn context_dir(run_dir: &Path, service: &str) -> PathBuf {
 }
 
 /// Fills a build context: the binary at its root, and each extra path under the same name.
-pub fn assemble(ctx: &Path, root: &Path, spec: &ServiceSpec, binary: &Path) -> Result<()> {
+pub fn assemble(ctx: &Path, root: &Path, spec: &RustSpec, binary: &Path) -> Result<()> {
     if ctx.exists() {
         std::fs::remove_dir_all(ctx).with_context(|| format!("clearing {}", ctx.display()))?;
     }
@@ -128,7 +128,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
 /// the runtime base and the OCI labels' values as build arguments.
 pub fn build_spec(
     config: &Config,
-    spec: &ServiceSpec,
+    spec: &RustSpec,
     reference: &str,
     ctx: &Path,
     labels: BTreeMap<String, String>,
@@ -191,7 +191,7 @@ impl<'a> Builds<'a> {
     pub fn service_image(
         &self,
         service: &str,
-        spec: &ServiceSpec,
+        spec: &RustSpec,
         build: &BuildSpec,
         line: &Line,
     ) -> Result<String> {
@@ -263,7 +263,7 @@ not json"#;
         std::fs::create_dir_all(root.join("migrations")).unwrap();
         std::fs::write(root.join("migrations/0001_a.sql"), "select 1;").unwrap();
         std::fs::write(tmp.join("bin"), "ELF").unwrap();
-        let spec = ServiceSpec {
+        let spec = RustSpec {
             dockerfile: "Dockerfile".into(),
             package: "ds".into(),
             binary: "ds".into(),

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
 
+use crate::config::names;
 use crate::exec::process::quick;
 
 /// What a run's tags are made of, read once.
@@ -55,7 +56,7 @@ impl Facts {
     pub fn service_tag(&self, service: &str) -> String {
         match &self.image_tag {
             Some(t) => t.clone(),
-            None => service_tag(service, &self.user, &self.git7, self.unix),
+            None => names::service_tag(service, &self.user, &self.git7, self.unix),
         }
     }
 
@@ -66,23 +67,21 @@ impl Facts {
 
     /// `localhost/{infra}:{consumer}-{8hex}`: an infrastructure image built for a consumer.
     pub fn infra_ref(&self, infra: &str, consumer: &str) -> String {
-        infra_ref(infra, consumer, &self.run_id[..8.min(self.run_id.len())])
+        format!(
+            "localhost/{infra}:{}",
+            names::infra_tag(consumer, &self.run_id[..8.min(self.run_id.len())])
+        )
     }
 }
 
-pub fn service_tag(service: &str, user: &str, git7: &str, unix: u64) -> String {
-    format!("{service}-{user}-{git7}-{unix}")
-}
-
-pub fn infra_ref(infra: &str, consumer: &str, hex8: &str) -> String {
-    format!("localhost/{infra}:{consumer}-{hex8}")
-}
-
-/// Keeps `[A-Za-z0-9_]`, replaces anything else with `_`; empty becomes `unknown`.
+/// Keeps `[A-Za-z0-9_]`, replaces anything else with `_`, keeps at most
+/// [`names::USER_MAX`] characters (so tags stay within what `check` allows); empty becomes
+/// `unknown`.
 pub fn sanitize_user(name: &str) -> String {
     let s: String = name
         .trim()
         .chars()
+        .take(names::USER_MAX)
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' {
                 c
@@ -232,6 +231,7 @@ mod tests {
         assert_eq!(sanitize_user("jordi.b-x"), "jordi_b_x");
         assert_eq!(sanitize_user(""), "unknown");
         assert_eq!(sanitize_user("root"), "root");
+        assert_eq!(sanitize_user(&"u".repeat(40)), "u".repeat(names::USER_MAX));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use yaml_rust2::yaml::{Hash, Yaml};
 use yaml_rust2::{YamlEmitter, YamlLoader};
 
-use crate::config::{Config, PortRef, Ready};
+use crate::config::{Config, PortRef, Ready, Stack};
 use crate::plan::stack::{self, Site};
 
 /// A component's rendered manifests.
@@ -135,17 +135,34 @@ pub fn namespace_doc(namespace: &str, labels: &BTreeMap<String, String>) -> Stri
     ]))
 }
 
-/// Renders one component: generated Service and Secret, then its template.
+/// Where a component is deployed: the run's namespace, NodePorts and labels.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub namespace: &'a str,
+    pub node_ports: &'a BTreeMap<PortRef, u16>,
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// Renders one member of an E2E stack: generated Service and Secret, then its template.
 pub fn component(
     config: &Config,
+    stack: &Stack,
     name: &str,
     image: &str,
-    namespace: &str,
-    node_ports: &BTreeMap<PortRef, u16>,
-    labels: &BTreeMap<String, String>,
+    target: Target,
     read: &dyn Fn(&Path) -> Result<String>,
 ) -> Result<Manifests> {
-    let comp = config.component(name)?;
+    let Target {
+        namespace,
+        node_ports,
+        labels,
+    } = target;
+    let comp = stack.get(name).with_context(|| {
+        format!(
+            "`{name}` is not part of the E2E stack of {}",
+            stack.consumer
+        )
+    })?;
     let source = comp.manifest.clone();
     let template = read(&config.root.join(&source)).with_context(|| {
         format!(
@@ -171,8 +188,8 @@ pub fn component(
     if let Ready::Http { path, .. } = &comp.ready {
         vars.insert("READY_PATH".into(), path.clone());
     }
-    if let crate::config::ComponentKind::Job { args, .. } = &comp.kind {
-        vars.insert("ARGS".into(), serde_json::to_string(args)?);
+    if comp.is_job() {
+        vars.insert("ARGS".into(), serde_json::to_string(&comp.args)?);
     }
     let text = substitute(&template, &source, &vars)?;
     let docs: Vec<Yaml> = YamlLoader::load_from_str(&text)
@@ -183,7 +200,7 @@ pub fn component(
     let workload = workload(&docs, &source, name)?;
 
     let mut generated = Vec::new();
-    let env = stack::env(config, comp, Site::Cluster)?;
+    let env = stack::env(config, stack, comp, Site::Cluster)?;
     if !env.is_empty() {
         let data: Hash = env.iter().map(|(k, v)| (s(k), s(v))).collect();
         generated.push(map(vec![

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::{placeholders, transitive_needs, Component, Config, PortRef};
+use crate::config::names::container_name;
+use crate::config::{placeholders, Component, Config, PortRef, Source, Stack};
 
 /// Where a URL is used from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,44 +24,42 @@ pub enum Site<'a> {
     Host { ports: &'a BTreeMap<PortRef, u16> },
 }
 
-/// `{consumer}_{component}_test` (design.md section 4).
-pub fn container_name(consumer: &str, component: &str) -> String {
-    format!("{consumer}_{component}_test")
-}
-
-pub fn network_name(consumer: &str) -> String {
-    format!("{consumer}_test_network")
-}
-
-/// The components of a consumer's stack in dependency order (each after what it needs):
-/// for integration everything it needs, for E2E also the consumer itself.
-pub fn members(config: &Config, consumer: &str, with_consumer: bool) -> Vec<String> {
-    let mut set: BTreeSet<String> = transitive_needs(&config.components, consumer);
-    if with_consumer {
-        set.insert(consumer.to_string());
-    }
-    topo_order(config, &set)
-}
-
-/// `names` ordered so that every component comes after what it needs (ties by name).
-pub fn topo_order(config: &Config, names: &BTreeSet<String>) -> Vec<String> {
-    let g = crate::graph::of(
-        config.components.values(),
-        |c| c.name.as_str(),
-        |c| c.needs.as_slice(),
-    );
-    let subset: BTreeSet<&str> = names.iter().map(String::as_str).collect();
-    // A cycle cannot pass validation; keep the names in name order rather than fail.
-    crate::graph::order(&g, &subset).unwrap_or_else(|_| names.iter().cloned().collect())
-}
-
 /// The services whose images a stack runs (their own, or a job's), sorted.
-pub fn image_services(config: &Config, members: &[String]) -> Vec<String> {
-    let set: BTreeSet<String> = members
+pub fn image_services(stack: &Stack) -> Vec<String> {
+    let set: BTreeSet<String> = stack
+        .members
         .iter()
-        .filter_map(|m| config.components[m].image_service().map(str::to_string))
+        .filter_map(|m| m.image_service().map(str::to_string))
         .collect();
     set.into_iter().collect()
+}
+
+/// Refuses what `infra.toml` can describe but runs do not carry out yet, rather than run
+/// something other than what the file says: `mounts`, `command`, `args` of a long-running
+/// component, `build_args`, and images built by their own Dockerfile.
+pub fn refuse_not_yet_run(stack: &Stack) -> Result<()> {
+    for c in &stack.members {
+        let unsupported = [
+            (!c.mounts.is_empty(), "mounts"),
+            (!c.command.is_empty(), "command"),
+            (!c.is_job() && !c.args.is_empty(), "args"),
+            (!c.build_args.is_empty(), "build_args"),
+            (
+                matches!(c.source, Source::Dockerfile { .. }),
+                "an image built by its own Dockerfile",
+            ),
+        ];
+        if let Some((_, what)) = unsupported.iter().find(|(used, _)| *used) {
+            bail!(
+                "`{}` in {}'s {} stack uses {what}, which runs do not carry out yet; \
+                 `cargo xtask check` accepts it, running it comes next",
+                c.name,
+                stack.consumer,
+                stack.tier
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The URL of `component` (its `port`, or the main one) as seen from `site`.
@@ -107,8 +106,14 @@ fn postgres_value(config: &Config, key: &str) -> Option<String> {
     }
 }
 
-/// A component's environment with every `{...}` resolved for `site`.
-pub fn env(config: &Config, component: &Component, site: Site) -> Result<BTreeMap<String, String>> {
+/// A member's environment with every `{...}` resolved for `site` (URLs of the other members
+/// of its stack, as they run in it).
+pub fn env(
+    config: &Config,
+    stack: &Stack,
+    component: &Component,
+    site: Site,
+) -> Result<BTreeMap<String, String>> {
     component
         .env
         .iter()
@@ -123,7 +128,7 @@ pub fn env(config: &Config, component: &Component, site: Site) -> Result<BTreeMa
                     [c, p, "url"] => (*c, Some(*p)),
                     _ => return None,
                 };
-                let c = config.components.get(name)?;
+                let c = stack.get(name)?;
                 url(config, c, port, site).ok()
             })
             .with_context(|| format!("{}.env.{k}", component.name))?;
@@ -147,12 +152,18 @@ pub fn render(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result
 /// What the tests get: `{COMPONENT}[_{PORT}]_URL` for every port published to the host.
 pub fn test_env(
     config: &Config,
+    stack: &Stack,
     ports: &BTreeMap<PortRef, u16>,
 ) -> Result<BTreeMap<String, String>> {
     ports
         .keys()
         .map(|pr| {
-            let c = config.component(&pr.component)?;
+            let c = stack.get(&pr.component).with_context(|| {
+                format!(
+                    "`{}` is not part of the stack of {}",
+                    pr.component, stack.consumer
+                )
+            })?;
             Ok((
                 pr.env_var(),
                 url(config, c, pr.port.as_deref(), Site::Host { ports })?,
@@ -164,6 +175,7 @@ pub fn test_env(
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use crate::config::TierName;
     use std::path::Path;
 
     /// Facts of a run, fixed for tests.
@@ -190,45 +202,42 @@ pub mod tests {
     pub fn repo_config() -> Config {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra.toml");
         let text = std::fs::read_to_string(&file).unwrap();
-        crate::config::parse(&file, Path::new("/repo"), &text, &|_| true).unwrap()
+        let exists = |_: &Path| Some(crate::config::PathKind::File);
+        crate::config::parse(&file, Path::new("/repo"), &text, &exists).unwrap()
+    }
+
+    /// The resolved stack of a consumer's tier in the repository's file.
+    pub fn repo_stack(c: &Config, consumer: &str, tier: TierName) -> Stack {
+        c.stack(consumer, tier).unwrap()
     }
 
     #[test]
     fn members_in_dependency_order() {
         let c = repo_config();
         assert_eq!(
-            members(&c, "notification", false),
+            repo_stack(&c, "notification", TierName::Integration).names(),
             ["postgres", "migrations", "redis", "datastorage"]
         );
-        assert_eq!(
-            members(&c, "datastorage", false),
-            ["postgres", "migrations", "redis"]
-        );
-        let g = members(&c, "gateway", true);
+        let ds = repo_stack(&c, "datastorage", TierName::Integration);
+        assert_eq!(ds.names(), ["postgres", "migrations", "redis"]);
+        let g = repo_stack(&c, "gateway", TierName::E2e).names();
         assert_eq!(g.last().unwrap(), "gateway");
         let pos = |n: &str| g.iter().position(|x| x == n).unwrap();
         assert!(pos("datastorage") < pos("notification"));
-        assert_eq!(
-            image_services(&c, &members(&c, "datastorage", false)),
-            ["datastorage"]
-        );
+        assert_eq!(image_services(&ds), ["datastorage"]);
     }
 
     #[test]
     fn urls_depend_on_the_site() {
         let c = repo_config();
         let pg = &c.components["postgres"];
-        let n = &c.consumers["notification"];
+        let ports = &c.consumers["notification"]
+            .integration
+            .as_ref()
+            .unwrap()
+            .ports;
         assert_eq!(
-            url(
-                &c,
-                pg,
-                None,
-                Site::Host {
-                    ports: &n.integration
-                }
-            )
-            .unwrap(),
+            url(&c, pg, None, Site::Host { ports }).unwrap(),
             "postgres://slm_user:test_password@localhost:15440/action_history"
         );
         assert_eq!(
@@ -248,14 +257,11 @@ pub mod tests {
             url(&c, ds, Some("metrics"), Site::Cluster).unwrap(),
             "http://datastorage:9090"
         );
-        let e = env(
-            &c,
-            ds,
-            Site::Network {
-                consumer: "gateway",
-            },
-        )
-        .unwrap();
+        let stack = repo_stack(&c, "gateway", TierName::Integration);
+        let site = Site::Network {
+            consumer: "gateway",
+        };
+        let e = env(&c, &stack, stack.get("datastorage").unwrap(), site).unwrap();
         assert_eq!(e["REDIS_URL"], "redis://gateway_redis_test:6379");
         assert_eq!(
             e["DATABASE_URL"],
@@ -266,12 +272,51 @@ pub mod tests {
     #[test]
     fn tests_get_every_published_port() {
         let c = repo_config();
-        let e = test_env(&c, &c.consumers["gateway"].integration).unwrap();
+        let stack = repo_stack(&c, "gateway", TierName::Integration);
+        let ports = &c.consumers["gateway"].integration.as_ref().unwrap().ports;
+        let e = test_env(&c, &stack, ports).unwrap();
         assert_eq!(e["DATASTORAGE_URL"], "http://localhost:18091");
         assert_eq!(e["DATASTORAGE_METRICS_URL"], "http://localhost:19091");
         assert_eq!(e["NOTIFICATION_URL"], "http://localhost:18092");
         assert_eq!(e["REDIS_URL"], "redis://localhost:16380");
         assert_eq!(e.len(), 5);
+    }
+
+    /// A consumer's `override` changes the URL the other members and the tests see.
+    #[test]
+    fn overrides_reach_urls_of_other_members() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra.toml");
+        let text = std::fs::read_to_string(&file).unwrap().replace(
+            "[consumers.gateway.e2e.ports]",
+            "[consumers.gateway.integration.override.datastorage]\nport = 8181\n\n[consumers.gateway.e2e.ports]",
+        );
+        let exists = |_: &Path| Some(crate::config::PathKind::File);
+        let c = crate::config::parse(&file, Path::new("/repo"), &text, &exists).unwrap();
+        let stack = repo_stack(&c, "gateway", TierName::Integration);
+        let site = Site::Network {
+            consumer: "gateway",
+        };
+        let e = env(&c, &stack, stack.get("notification").unwrap(), site).unwrap();
+        assert_eq!(e["DATASTORAGE_URL"], "http://gateway_datastorage_test:8181");
+        let other = repo_stack(&c, "notification", TierName::Integration);
+        assert_eq!(other.get("datastorage").unwrap().port, Some(8080));
+    }
+
+    #[test]
+    fn what_runs_do_not_carry_out_yet_is_refused() {
+        let c = repo_config();
+        let mut s = repo_stack(&c, "notification", TierName::E2e);
+        refuse_not_yet_run(&s).unwrap();
+        s.members[0].mounts.push(crate::config::Mount {
+            target: "/etc/x".into(),
+            source: "x".into(),
+            dir: false,
+        });
+        let e = refuse_not_yet_run(&s).unwrap_err().to_string();
+        assert!(
+            e.contains("uses mounts, which runs do not carry out yet"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -114,7 +114,12 @@ const RECIPES: [Recipe; 3] = [
     },
 ];
 
-/// The stand-in recipe for an `[images.*]` name, if there is one.
+/// The recipe an `[images.*]` names in `standin`, if any.
+pub fn recipe_of(image: &Image) -> Option<Recipe> {
+    image.standin.as_deref().and_then(recipe)
+}
+
+/// The stand-in recipe called `name`, if there is one.
 pub fn recipe(name: &str) -> Option<Recipe> {
     RECIPES.iter().find(|r| r.service == name).copied()
 }
@@ -353,10 +358,11 @@ pub fn run(config: &Config, args: &flags::Standins, progress: &Progress) -> Resu
     // The images of infra.toml we have a recipe for.
     let mut wanted: Vec<(Recipe, &Image)> = Vec::new();
     for (name, image) in &config.images {
-        match recipe(name) {
+        match recipe_of(image) {
             Some(r) => wanted.push((r, image)),
             None => progress.println(&format!(
-                "[images.{name}] has no stand-in recipe (known: postgres, redis, runtime); skipped"
+                "[images.{name}] names no stand-in (`standin = \"{}\"` picks a recipe); skipped",
+                crate::config::STANDIN_RECIPES.join("\" | \"")
             )),
         }
     }
@@ -1107,6 +1113,12 @@ Components: main
         );
         assert_eq!(BASE_INCLUDE, "ca-certificates");
         assert!(recipe("datastorage").is_none());
+        let names: Vec<&str> = RECIPES.iter().map(|r| r.service).collect();
+        assert_eq!(
+            names,
+            crate::config::STANDIN_RECIPES,
+            "infra.toml's `standin` accepts exactly the recipes there are"
+        );
         for r in RECIPES {
             assert!(r.reference.starts_with("localhost/xtask-standin/"));
             assert_eq!(

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 
 use crate::config::{Config, Image};
 use crate::host::tools::Engine;
-use crate::standins::{recipe, Recipe};
+use crate::standins::Recipe;
 
 /// How an image was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,9 +111,9 @@ pub fn decide(
     }
 }
 
-/// The stand-in recipe of an image: by its `[images.*]` name.
+/// The stand-in recipe an image names in `standin`.
 pub fn standin_of(image: &Image) -> Option<Recipe> {
-    recipe(&image.name)
+    crate::standins::recipe_of(image)
 }
 
 /// Builds the stand-ins a run needs: gets each recipe with the reason its image could not be
@@ -209,6 +209,7 @@ mod tests {
             name: name.into(),
             default_ref: format!("docker.io/library/{name}:1"),
             env: Some(format!("XTASK_IMAGE_{}", name.to_uppercase())),
+            standin: (name != "keycloak").then(|| name.to_string()),
         }
     }
 
@@ -239,7 +240,7 @@ mod tests {
     fn local_then_built_stand_in_then_pull_then_build() {
         let none = |_: &str| None;
         let redis = image("redis");
-        let standin = recipe("redis").unwrap().reference;
+        let standin = crate::standins::recipe("redis").unwrap().reference;
         let c = decide(&redis, &none, &fake(&["docker.io/library/redis:1"], &[])).unwrap();
         assert_eq!(c.unwrap().source, Source::Local);
         let c = decide(&redis, &none, &fake(&[standin], &[]))

@@ -10,6 +10,7 @@ use k8s_openapi::api::{apps::v1::Deployment, batch::v1::Job, core::v1 as core};
 use serde_json::Value;
 
 use super::*;
+use crate::config::TierName;
 use crate::plan::stack::tests::{read_repo, repo_config};
 
 /// Parses a document as its Kubernetes type and checks nothing was dropped or changed.
@@ -39,16 +40,18 @@ fn as_kubernetes_object(doc: &Yaml) -> std::result::Result<String, String> {
     Ok(kind)
 }
 
+fn e2e_stack(config: &Config, consumer: &str) -> Stack {
+    config.stack(consumer, TierName::E2e).unwrap()
+}
+
 fn images_for(config: &Config, consumer: &str) -> BTreeMap<String, String> {
-    stack::members(config, consumer, true)
-        .into_iter()
+    e2e_stack(config, consumer)
+        .members
+        .iter()
         .map(|m| {
-            let svc = config.components[&m]
-                .image_service()
-                .unwrap_or(&m)
-                .to_string();
+            let svc = m.image_service().unwrap_or(&m.name).to_string();
             let r = format!("localhost/{svc}:{consumer}-1884d074");
-            (m, r)
+            (m.name.clone(), r)
         })
         .collect()
 }
@@ -58,26 +61,38 @@ fn render_all(consumer: &str) -> Vec<Manifests> {
     let images = images_for(&c, consumer);
     let node_ports: BTreeMap<PortRef, u16> = c.consumers[consumer]
         .e2e
+        .as_ref()
+        .unwrap()
+        .ports
         .iter()
         .map(|(k, v)| (k.clone(), v.node_port))
         .collect();
     let labels: BTreeMap<String, String> =
         [("io.kubernaut.xtask.run".to_string(), "1884d074".to_string())].into();
-    stack::members(&c, consumer, true)
+    let stack = e2e_stack(&c, consumer);
+    let target = Target {
+        namespace: "xtask-e2e",
+        node_ports: &node_ports,
+        labels: &labels,
+    };
+    stack
+        .names()
         .iter()
-        .map(|m| {
-            component(
-                &c,
-                m,
-                &images[m],
-                "xtask-e2e",
-                &node_ports,
-                &labels,
-                &read_repo,
-            )
-            .unwrap()
-        })
+        .map(|m| component(&c, &stack, m, &images[m], target, &read_repo).unwrap())
         .collect()
+}
+
+/// Renders `redis` of notification's E2E stack with templates read through `read`.
+fn render_redis(read: &dyn Fn(&Path) -> Result<String>) -> Result<Manifests> {
+    let c = repo_config();
+    let none = BTreeMap::new();
+    let target = Target {
+        namespace: "ns",
+        node_ports: &BTreeMap::new(),
+        labels: &none,
+    };
+    let stack = e2e_stack(&c, "notification");
+    component(&c, &stack, "redis", "localhost/redis:x-1", target, read)
 }
 
 #[test]
@@ -110,18 +125,8 @@ fn every_consumer_renders_valid_kubernetes_objects() {
 
 #[test]
 fn a_misspelt_field_fails_the_round_trip() {
-    let c = repo_config();
     let bad = |p: &Path| Ok(read_repo(p)?.replace("imagePullPolicy", "imagePullPolcy"));
-    let m = component(
-        &c,
-        "redis",
-        "localhost/redis:x-1",
-        "ns",
-        &BTreeMap::new(),
-        &BTreeMap::new(),
-        &bad,
-    )
-    .unwrap();
+    let m = render_redis(&bad).unwrap();
     let deployment = m
         .docs
         .iter()
@@ -270,33 +275,14 @@ fn unknown_placeholders_name_file_and_line() {
 
 #[test]
 fn templates_must_hold_one_named_workload_with_app_label() {
-    let c = repo_config();
     let no_label = |p: &Path| Ok(read_repo(p)?.replace("app: ${NAME}", "tier: ${NAME}"));
-    let e = component(
-        &c,
-        "redis",
-        "localhost/redis:a-1",
-        "ns",
-        &BTreeMap::new(),
-        &BTreeMap::new(),
-        &no_label,
-    )
-    .unwrap_err();
+    let e = render_redis(&no_label).unwrap_err();
     assert!(
         e.to_string().contains("must carry the label `app: redis`"),
         "{e}"
     );
     let renamed = |p: &Path| Ok(read_repo(p)?.replacen("name: ${NAME}", "name: cache", 1));
-    let e = component(
-        &c,
-        "redis",
-        "localhost/redis:a-1",
-        "ns",
-        &BTreeMap::new(),
-        &BTreeMap::new(),
-        &renamed,
-    )
-    .unwrap_err();
+    let e = render_redis(&renamed).unwrap_err();
     assert!(
         e.to_string().contains("the workload is named `cache`"),
         "{e}"
