@@ -6,6 +6,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+/// One task of a plan. `A` is the plan's own description of the work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node<A> {
+    pub id: String,
+    pub deps: Vec<String>,
+    /// Tasks of one pool share a concurrency limit.
+    pub pool: Option<&'static str>,
+    pub action: A,
+}
+
 /// Node -> the nodes it depends on.
 pub type Graph<'a> = BTreeMap<&'a str, Vec<&'a str>>;
 
@@ -19,6 +29,27 @@ pub fn of<'a, T: 'a, D: AsRef<str> + 'a>(
         .into_iter()
         .map(|t| (id(t), deps(t).iter().map(AsRef::as_ref).collect()))
         .collect()
+}
+
+/// Checks a task graph: ids unique, dependencies known and acyclic (a plan that fails this
+/// is a bug in its planner).
+pub fn validate<A>(nodes: &[Node<A>]) -> anyhow::Result<()> {
+    let ids: BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    anyhow::ensure!(ids.len() == nodes.len(), "plan has duplicate task ids");
+    for n in nodes {
+        for d in &n.deps {
+            anyhow::ensure!(
+                ids.contains(d.as_str()),
+                "task {} needs unknown task {d}",
+                n.id
+            );
+        }
+    }
+    let g = of(nodes, |n| n.id.as_str(), |n| n.deps.as_slice());
+    match cycle(&g) {
+        Some(c) => anyhow::bail!("plan has a dependency cycle: {}", c.join(" -> ")),
+        None => Ok(()),
+    }
 }
 
 /// A cycle as the names around it (first == last), if there is one; the first found in name

@@ -56,7 +56,7 @@ fn run(args: flags::Xtask) -> Result<ExitCode> {
             return cmd::integration::run(&load_with(&a.set)?, a, args.progress)
         }
         Command::E2e(a) => return cmd::e2e::run(&load_with(&a.set)?, a, args.progress),
-        Command::Render(a) => cmd::e2e::render_cmd(&load_with(&a.set)?, a)?,
+        Command::Render(a) => cmd::e2e::render(&load_with(&a.set)?, a)?,
         Command::Clean(a) => cmd::clean::run(&load()?, a)?,
         Command::CleanImages(a) => cmd::clean_images::run(&load()?, a)?,
         Command::Test(a) => return cmd::test::run(&load()?, a, args.progress),

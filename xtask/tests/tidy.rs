@@ -183,8 +183,8 @@ fn removal_only_through_label_filtered_selections() {
 fn engine_changes_are_uninterruptible() {
     let engine = std::fs::read_to_string(root().join("xtask/src/host/engine.rs")).unwrap();
     for f in [
-        "run_container",
-        "create_network",
+        "run_cmd",
+        "network_create_cmd",
         "build_cmd",
         "save_cmd",
         "remove_containers",

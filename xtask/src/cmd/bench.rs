@@ -79,8 +79,16 @@ fn plan_speed(config: &Config, consumers: &[String]) -> Result<()> {
     let n = 200u32;
     for c in consumers {
         let t = Instant::now();
+        let run = crate::plan::Run {
+            config,
+            consumer: c,
+            facts: &facts,
+            runs_dir: &runs_dir,
+            pid: 1,
+            env: &|_| None,
+        };
         for _ in 0..n {
-            crate::cmd::integration::plan(config, c, &facts, &runs_dir, 1, &|_| None, true)?;
+            crate::plan::integration::plan(&run, &[])?;
         }
         let per = t.elapsed() / n;
         println!(

@@ -17,10 +17,10 @@ use crate::exec::process::find_in_path;
 use crate::exec::record::{self, Event, RunInfo};
 use crate::flags;
 use crate::host::kube::{Kind, Kubectl};
-use crate::host::labels::{self, Filter};
 use crate::host::removal::{self, Removed};
 use crate::host::tools::{self, Engine, Need};
 use crate::plan::facts::{login_name, sanitize_user};
+use crate::plan::labels::{self, Filter};
 
 pub fn run(config: &Config, args: &flags::Clean) -> Result<()> {
     let engine = tools::require(&[Need::Engine])?.context("no container engine")?;

@@ -11,10 +11,10 @@ use anyhow::{Context, Result};
 use crate::config::{parse_duration, Config};
 use crate::flags;
 use crate::host::engine::{ImageInfo, Ours};
-use crate::host::labels::{self, Filter};
 use crate::host::preflight::human_age;
 use crate::host::tools::{self, Need};
 use crate::plan::facts::{login_name, sanitize_user, unix_now};
+use crate::plan::labels::{self, Filter};
 
 /// What to remove and what to skip, from a listing (pure).
 pub fn select(

@@ -90,6 +90,45 @@ fn choose_engine(purpose: Purpose, no_install: bool, say: &dyn Fn(&str)) -> Resu
     Ok(engine)
 }
 
+/// What a dry run shows of [`prepare`]'s image decisions, without pulling or building: the
+/// same choice where it can be made from what is local, the stand-in where the real run would
+/// build it. Points this process at them like `prepare`, so the dry run's commands are the run's.
+pub fn preview_images(config: &Config, engine: &Engine) -> Result<Vec<String>> {
+    struct NoPull<'a>(&'a Engine);
+    impl resolve::Store for NoPull<'_> {
+        fn exists(&self, r: &str) -> bool {
+            self.0.exists(r)
+        }
+        fn pull(&self, _: &str) -> std::result::Result<(), String> {
+            Err("the dry run pulls nothing".into())
+        }
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let mut notes = Vec::new();
+    let mut build = |needed: &[(crate::standins::Recipe, String)]| -> Result<()> {
+        for (r, _) in needed {
+            notes.push(format!(
+                "the run would pull or build the stand-in {}",
+                r.reference
+            ));
+        }
+        Ok(())
+    };
+    let choices = resolve::resolve(config, &env, &NoPull(engine), &mut build)?;
+    point_at(config, &choices);
+    Ok(notes)
+}
+
+fn point_at(config: &Config, choices: &[resolve::Choice]) {
+    for c in choices {
+        let image = &config.images[&c.image];
+        if let (Some(var), resolve::Source::StandIn { .. }) = (&image.env, &c.source) {
+            // Before any other thread: see the module documentation.
+            std::env::set_var(var, &c.reference);
+        }
+    }
+}
+
 /// Decides every `[images.*]` (stand-ins where nothing can be pulled) and points this process
 /// at them through their `XTASK_IMAGE_*` variables.
 fn images(config: &Config, engine: &Engine, say: &dyn Fn(&str)) -> Result<()> {
@@ -121,16 +160,12 @@ fn images(config: &Config, engine: &Engine, say: &dyn Fn(&str)) -> Result<()> {
         crate::standins::build(config, engine, &recipes, false, &Progress::plain())
     };
     let choices = resolve::resolve(config, &env, engine, &mut build)?;
-    for c in choices {
-        let image = &config.images[&c.image];
-        if let Some(line) = c.line(image) {
+    for c in &choices {
+        if let Some(line) = c.line(&config.images[&c.image]) {
             say(&line);
         }
-        if let (Some(var), resolve::Source::StandIn { .. }) = (&image.env, &c.source) {
-            // Before any other thread: see the module documentation.
-            std::env::set_var(var, &c.reference);
-        }
     }
+    point_at(config, &choices);
     Ok(())
 }
 

@@ -377,17 +377,6 @@ impl Config {
             )
         })
     }
-
-    /// The build of a Rust service.
-    pub fn service(&self, name: &str) -> Result<&RustSpec> {
-        match &self.component(name)?.source {
-            Source::Rust(s) => Ok(s),
-            _ => anyhow::bail!(
-                "`{name}` in {} is not a Rust service of this workspace (it has no `package`)",
-                self.file.display()
-            ),
-        }
-    }
 }
 
 /// What a path is, or `None` when it does not exist: the real file system's answer.

@@ -57,6 +57,13 @@ pub fn e2e_namespace(consumer: &str) -> String {
     format!("{consumer}-e2e")
 }
 
+/// `{CONSUMER}_{NAME}_PORT`: how a consumer's tests learn one of its own in-process ports.
+pub fn own_port_var(consumer: &str, name: &str) -> String {
+    format!("{consumer}_{name}_PORT")
+        .to_uppercase()
+        .replace('-', "_")
+}
+
 /// `{COMPONENT}[_{PORT}]_URL`: how tests find a published port.
 pub fn url_env_var(component: &str, port: Option<&str>) -> String {
     let mut s = component.to_uppercase();

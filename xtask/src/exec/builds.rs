@@ -1,21 +1,13 @@
-//! Our service images: Rust is compiled once on the host for every image of a run (one
-//! `cargo build`), then each image's build context is a small folder holding just its binary and
-//! the extra paths `infra.toml` lists, so `podman build` only copies files onto the runtime base.
+//! Compiling Rust once for every image of a run, and assembling each image's build context
+//! (its binary and the extra paths `infra.toml` lists), so that `podman build` only copies
+//! files onto the runtime base.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use std::sync::Mutex;
+use anyhow::{Context, Result};
 
-use anyhow::{bail, Context, Result};
-
-use crate::config::{Config, RustSpec};
 use crate::exec::process::Cmd;
-use crate::exec::progress::Line;
-use crate::exec::record::{Event, Record};
-use crate::host::engine::BuildSpec;
-use crate::host::tools::Engine;
-use crate::plan::facts::{rfc3339, Facts};
 
 /// `$CARGO` (set when run through `cargo xtask`) or `cargo`.
 pub fn cargo() -> Cmd {
@@ -67,41 +59,24 @@ pub fn parse_artifacts(stdout: &str) -> BTreeMap<String, PathBuf> {
     out
 }
 
-/// Runs the compile, showing cargo's progress on `line`; returns the executables.
-pub fn compile(root: &Path, packages: &[String], line: &Line) -> Result<BTreeMap<String, PathBuf>> {
-    line.state("compiling", &packages.join(", "));
-    let show = line.detail_sink();
-    let out = compile_cmd(root, packages)
-        .run_streaming(move |l| {
-            if !l.starts_with('{') && !l.trim().is_empty() {
-                show(l.trim());
-            }
-        })
-        .context("compiling the service binaries (fix the build, then run again)")?;
-    let artifacts = parse_artifacts(&out.stdout);
-    if artifacts.is_empty() {
-        bail!("cargo reported no binaries for {}", packages.join(", "));
-    }
-    Ok(artifacts)
-}
-
-/// `target/xtask/runs/<run>/context/<service>`.
-pub fn context_dir(run_dir: &Path, service: &str) -> PathBuf {
-    run_dir.join("context").join(service)
-}
-
 /// Fills a build context: the binary at its root, and each extra path under the same name.
-pub fn assemble(ctx: &Path, root: &Path, spec: &RustSpec, binary: &Path) -> Result<()> {
+pub fn assemble(
+    ctx: &Path,
+    root: &Path,
+    exe: &Path,
+    binary: &str,
+    extra: &[PathBuf],
+) -> Result<()> {
     if ctx.exists() {
         std::fs::remove_dir_all(ctx).with_context(|| format!("clearing {}", ctx.display()))?;
     }
     std::fs::create_dir_all(ctx).with_context(|| format!("creating {}", ctx.display()))?;
-    let dest = ctx.join(&spec.binary);
-    if std::fs::hard_link(binary, &dest).is_err() {
-        std::fs::copy(binary, &dest)
-            .with_context(|| format!("copying {} into the build context", binary.display()))?;
+    let dest = ctx.join(binary);
+    if std::fs::hard_link(exe, &dest).is_err() {
+        std::fs::copy(exe, &dest)
+            .with_context(|| format!("copying {} into the build context", exe.display()))?;
     }
-    for extra in &spec.context {
+    for extra in extra {
         copy_tree(&root.join(extra), &ctx.join(extra))?;
     }
     Ok(())
@@ -122,110 +97,6 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         std::fs::copy(src, dst).with_context(|| format!("copying {}", src.display()))?;
     }
     Ok(())
-}
-
-/// The `podman build` of one service image: its Dockerfile, the assembled context, our labels,
-/// the runtime base and the OCI labels' values as build arguments.
-pub fn build_spec(
-    config: &Config,
-    spec: &RustSpec,
-    reference: &str,
-    ctx: &Path,
-    labels: BTreeMap<String, String>,
-    facts: &Facts,
-    runtime_base: &str,
-) -> BuildSpec {
-    let mut build_args = BTreeMap::new();
-    build_args.insert("BASE_IMAGE".to_string(), runtime_base.to_string());
-    build_args.insert("REVISION".to_string(), facts.revision.clone());
-    build_args.insert("CREATED".to_string(), rfc3339(facts.unix));
-    BuildSpec {
-        reference: reference.to_string(),
-        dockerfile: config.root.join(&spec.dockerfile),
-        context: ctx.to_path_buf(),
-        labels,
-        build_args,
-    }
-}
-
-/// The build tasks of a run (integration or E2E): the one compile, the test compile, and
-/// image builds, sharing what the compile produced.
-pub struct Builds<'a> {
-    pub root: &'a Path,
-    pub engine: &'a Engine,
-    pub record: &'a Record,
-    /// Binaries from the compile task, by name.
-    artifacts: Mutex<BTreeMap<String, PathBuf>>,
-}
-
-impl<'a> Builds<'a> {
-    pub fn new(root: &'a Path, engine: &'a Engine, record: &'a Record) -> Builds<'a> {
-        Builds {
-            root,
-            engine,
-            record,
-            artifacts: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    pub fn compile(&self, packages: &[String], line: &Line) -> Result<String> {
-        let a = compile(self.root, packages, line)?;
-        let n = a.len();
-        *self
-            .artifacts
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the build state lock was poisoned"))? = a;
-        Ok(format!("{n} binaries"))
-    }
-
-    pub fn compile_tests(&self, package: &str, target: &str, line: &Line) -> Result<String> {
-        line.state("compiling", &format!("{package} --test {target}"));
-        let show = line.detail_sink();
-        compile_tests_cmd(self.root, package, target)
-            .run_streaming(move |l| show(l.trim()))
-            .with_context(|| format!("compiling the {target} tests of {package}"))?;
-        Ok(String::new())
-    }
-
-    /// A service image: its binary from the compile, assembled into its context, built.
-    pub fn service_image(
-        &self,
-        service: &str,
-        spec: &RustSpec,
-        build: &BuildSpec,
-        line: &Line,
-    ) -> Result<String> {
-        let binary = self
-            .artifacts
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the build state lock was poisoned"))?
-            .get(&spec.binary)
-            .cloned()
-            .with_context(|| {
-                format!(
-                    "cargo built no binary `{}` for {service} (check [services.{service}].binary)",
-                    spec.binary
-                )
-            })?;
-        assemble(&build.context, self.root, spec, &binary)?;
-        self.build(build, line).with_context(|| {
-            format!("building the {service} image (is its base there? `cargo xtask standins` builds local ones)")
-        })
-    }
-
-    /// Runs one `podman build`, recording the image first.
-    pub fn build(&self, build: &BuildSpec, line: &Line) -> Result<String> {
-        self.record.add(&Event::Image {
-            reference: build.reference.clone(),
-        })?;
-        line.state("building", &build.reference);
-        let show = line.detail_sink();
-        self.engine
-            .build_cmd(build)
-            .run_streaming(move |l| show(l.trim()))
-            .with_context(|| format!("building {}", build.reference))?;
-        Ok(build.reference.clone())
-    }
 }
 
 #[cfg(test)]
@@ -263,14 +134,9 @@ not json"#;
         std::fs::create_dir_all(root.join("migrations")).unwrap();
         std::fs::write(root.join("migrations/0001_a.sql"), "select 1;").unwrap();
         std::fs::write(tmp.join("bin"), "ELF").unwrap();
-        let spec = RustSpec {
-            dockerfile: "Dockerfile".into(),
-            package: "ds".into(),
-            binary: "ds".into(),
-            context: vec!["migrations".into()],
-        };
+        let extra = vec![PathBuf::from("migrations")];
         let ctx = tmp.join("ctx");
-        assemble(&ctx, &root, &spec, &tmp.join("bin")).unwrap();
+        assemble(&ctx, &root, &tmp.join("bin"), "ds", &extra).unwrap();
         assert_eq!(std::fs::read_to_string(ctx.join("ds")).unwrap(), "ELF");
         assert_eq!(
             std::fs::read_to_string(ctx.join("migrations/0001_a.sql")).unwrap(),
@@ -278,7 +144,7 @@ not json"#;
         );
         // Assembling again starts from an empty folder.
         std::fs::write(ctx.join("stale"), "x").unwrap();
-        assemble(&ctx, &root, &spec, &tmp.join("bin")).unwrap();
+        assemble(&ctx, &root, &tmp.join("bin"), "ds", &extra).unwrap();
         assert!(!ctx.join("stale").exists());
         std::fs::remove_dir_all(&tmp).unwrap();
     }

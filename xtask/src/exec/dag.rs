@@ -12,15 +12,7 @@ use anyhow::Result;
 
 use crate::exec::progress::{Line, Progress};
 
-/// One task of a plan. `A` is the plan's own description of the work.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node<A> {
-    pub id: String,
-    pub deps: Vec<String>,
-    /// Tasks of one pool share a concurrency limit.
-    pub pool: Option<&'static str>,
-    pub action: A,
-}
+pub use crate::graph::Node;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -85,25 +77,7 @@ impl Ctx<'_> {
     }
 }
 
-/// Checks ids are unique and deps exist and are acyclic; a plan that fails this is a bug.
-pub fn validate<A>(nodes: &[Node<A>]) -> Result<()> {
-    let ids: BTreeMap<&str, &Node<A>> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-    anyhow::ensure!(ids.len() == nodes.len(), "plan has duplicate task ids");
-    for n in nodes {
-        for d in &n.deps {
-            anyhow::ensure!(
-                ids.contains_key(d.as_str()),
-                "task {} needs unknown task {d}",
-                n.id
-            );
-        }
-    }
-    let g = crate::graph::of(nodes, |n| n.id.as_str(), |n| n.deps.as_slice());
-    match crate::graph::cycle(&g) {
-        Some(c) => anyhow::bail!("plan has a dependency cycle: {}", c.join(" -> ")),
-        None => Ok(()),
-    }
-}
+pub use crate::graph::validate;
 
 #[derive(Clone, Copy, PartialEq)]
 enum State {

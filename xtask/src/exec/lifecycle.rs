@@ -1,7 +1,6 @@
 //! What every run (integration or E2E) does around its task graph: record and signal handling
 //! before anything is created, the consumer's tests, teardown bookkeeping, and the report.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -14,8 +13,8 @@ use crate::exec::progress::Progress;
 use crate::exec::record::{self, Event, Record};
 use crate::exec::report::Report;
 use crate::flags::ProgressMode;
-use crate::host::labels::RunLabels;
-use crate::host::tools::Engine;
+use crate::plan::labels::RunLabels;
+use crate::plan::Tests;
 
 /// A run that has started: its record exists, Ctrl-C cleans up.
 pub struct Run {
@@ -32,7 +31,7 @@ pub struct Run {
 pub fn begin(
     labels: &RunLabels,
     run_dir: &Path,
-    engine: &Engine,
+    engine: &str,
     width: usize,
     mode: ProgressMode,
 ) -> Result<Run> {
@@ -46,7 +45,7 @@ pub fn begin(
             consumer: labels.consumer.clone(),
             tier: labels.tier.into(),
             created: labels.created,
-            engine: engine.name().into(),
+            engine: engine.into(),
             argv: std::env::args().collect(),
         },
     )?;
@@ -67,25 +66,15 @@ pub fn begin(
     })
 }
 
-/// `cargo test -p <package> --test <target> -- --include-ignored <extra>` with `env`.
-pub fn test_cmd(
-    package: &str,
-    target: &str,
-    extra: &[String],
-    env: &BTreeMap<String, String>,
-) -> Cmd {
-    cargo()
-        .args([
-            "test",
-            "--package",
-            package,
-            "--test",
-            target,
-            "--",
-            "--include-ignored",
-        ])
-        .args(extra)
-        .envs(env)
+/// The consumer's test command, from the repository root, with the stack's URLs; `cargo` is
+/// the cargo running this xtask (`$CARGO`).
+pub fn tests_cmd(tests: &Tests, root: &Path) -> Cmd {
+    let (program, args) = match tests.argv.split_first() {
+        Some((p, rest)) if p == "cargo" => (cargo(), rest),
+        Some((p, rest)) => (Cmd::new(p), rest),
+        None => (Cmd::new("true"), &[][..]),
+    };
+    program.args(args).envs(&tests.env).current_dir(root)
 }
 
 /// The report's word for how a run ended.
@@ -223,8 +212,15 @@ mod tests {
 
     #[test]
     fn test_command_is_one_argv() {
-        let env: BTreeMap<String, String> = [("A_URL".to_string(), "http://x".to_string())].into();
-        let c = test_cmd("gateway", "e2e", &["name".into()], &env);
+        let mut t = Tests::new(
+            &crate::config::TestCmd::Cargo {
+                package: "gateway".into(),
+                target: "e2e".into(),
+            },
+            &["name".into()],
+        );
+        t.env.insert("A_URL".into(), "http://x".into());
+        let c = tests_cmd(&t, Path::new("/repo"));
         assert_eq!(
             c.argv()[1..],
             [
@@ -242,5 +238,10 @@ mod tests {
             c.env_vars(),
             vec![("A_URL".to_string(), "http://x".to_string())]
         );
+        let t = Tests::new(
+            &crate::config::TestCmd::Argv(vec!["./smoke".into(), "-v".into()]),
+            &[],
+        );
+        assert_eq!(tests_cmd(&t, Path::new("/repo")).argv(), ["./smoke", "-v"]);
     }
 }

@@ -4,6 +4,7 @@
 // returned to the command.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod actions;
 pub mod builds;
 pub mod dag;
 pub mod lifecycle;
@@ -13,3 +14,4 @@ pub mod record;
 pub mod report;
 pub mod signals;
 pub mod slots;
+pub mod steps;

@@ -50,6 +50,22 @@ pub enum Event {
     Finished,
 }
 
+impl Event {
+    /// `container notification_redis_test`, for the dry run.
+    pub fn describe(&self) -> String {
+        match self {
+            Event::Run { run_id, .. } => format!("run {run_id}"),
+            Event::Container { name } => format!("container {name}"),
+            Event::Network { name } => format!("network {name}"),
+            Event::Image { reference } => format!("image {reference}"),
+            Event::Cluster { name, .. } => format!("cluster {name}"),
+            Event::Archive { path } => format!("archive {}", path.display()),
+            Event::Kept => "kept".into(),
+            Event::Finished => "finished".into(),
+        }
+    }
+}
+
 pub struct Record {
     path: PathBuf,
     file: Mutex<File>,

@@ -6,15 +6,16 @@
 //! removal can only ever act on something that was selected by our labels (and re-checked).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::exec::process::{Cmd, Output, Uninterruptible};
-use crate::host::labels::Filter;
 use crate::host::tools::Engine;
+use crate::plan::labels::Filter;
+pub use crate::plan::specs::{BuildSpec, ContainerSpec};
 
 /// A resource selected through one of our label filters. Only this module can make one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,29 +56,6 @@ pub struct ImageInfo {
     pub created: u64,
 }
 
-/// What `podman run -d` needs for one container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerSpec {
-    pub name: String,
-    pub image: String,
-    pub network: String,
-    pub labels: BTreeMap<String, String>,
-    pub env: BTreeMap<String, String>,
-    /// (host port, container port), published on all addresses.
-    pub publish: Vec<(u16, u16)>,
-    pub args: Vec<String>,
-}
-
-/// What `podman build` needs for one image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildSpec {
-    pub reference: String,
-    pub dockerfile: PathBuf,
-    pub context: PathBuf,
-    pub labels: BTreeMap<String, String>,
-    pub build_args: BTreeMap<String, String>,
-}
-
 impl Engine {
     pub fn run_args(&self, s: &ContainerSpec) -> Vec<String> {
         let mut a = vec![
@@ -96,7 +74,17 @@ impl Engine {
         for (h, c) in &s.publish {
             a.extend(["--publish".into(), format!("{h}:{c}")]);
         }
-        a.push(s.image.clone());
+        for (src, dst) in &s.mounts {
+            a.extend(["--volume".into(), format!("{}:{dst}:ro", src.display())]);
+        }
+        // docker takes one word for --entrypoint; the rest of `command` goes before `args`.
+        if let Some((entry, rest)) = s.command.split_first() {
+            a.extend(["--entrypoint".into(), entry.clone()]);
+            a.push(s.image.clone());
+            a.extend(rest.iter().cloned());
+        } else {
+            a.push(s.image.clone());
+        }
         a.extend(s.args.iter().cloned());
         a
     }
@@ -134,18 +122,28 @@ impl Engine {
         a
     }
 
+    pub fn run_cmd(&self, s: &ContainerSpec) -> Cmd<Uninterruptible> {
+        self.cmd().args(self.run_args(s)).uninterruptible()
+    }
+
     pub fn run_container(&self, s: &ContainerSpec) -> Result<String> {
-        self.cmd()
-            .args(self.run_args(s))
-            .uninterruptible()
+        self.run_cmd(s)
             .read()
             .with_context(|| format!("starting container {}", s.name))
     }
 
-    pub fn create_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+    pub fn network_create_cmd(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Cmd<Uninterruptible> {
         self.cmd()
             .args(self.network_create_args(name, labels))
             .uninterruptible()
+    }
+
+    pub fn create_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+        self.network_create_cmd(name, labels)
             .run()
             .with_context(|| format!("creating network {name}"))?;
         Ok(())
@@ -523,7 +521,7 @@ pub fn parse_container(v: &Value) -> ContainerInfo {
 pub fn parse_image(v: &Value) -> ImageInfo {
     let labels = labels_at(v, &[&["Config", "Labels"], &["Labels"]]);
     let created = labels
-        .get(crate::host::labels::CREATED)
+        .get(crate::plan::labels::CREATED)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     ImageInfo {
@@ -569,6 +567,7 @@ mod tests {
             env: [("POSTGRES_PASSWORD".to_string(), "a b;$(x)".to_string())].into(),
             publish: vec![(15440, 5432)],
             args: vec!["-c".into(), "fsync=off".into()],
+            ..ContainerSpec::default()
         };
         assert_eq!(
             podman().run_args(&spec),

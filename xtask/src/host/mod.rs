@@ -6,7 +6,6 @@
 
 pub mod engine;
 pub mod kube;
-pub mod labels;
 pub mod packages;
 pub mod preflight;
 pub mod ready;

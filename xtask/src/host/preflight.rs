@@ -8,15 +8,11 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::exec::record::{self, RunInfo};
-use crate::host::labels::{self, Filter};
 use crate::host::tools::Engine;
+use crate::plan::labels::{self, Filter};
 
 /// A host port a run is about to publish, and what for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub port: u16,
-    pub what: String,
-}
+pub use crate::plan::specs::Claim;
 
 /// An earlier run of the same owner, consumer and tier that still has resources.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,74 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::{Postgres, Ready};
 use crate::exec::dag::Ctx;
 use crate::host::tools::Engine;
 
-/// One check, resolved to concrete ports and names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
-    Sql {
-        container: String,
-        pg: Postgres,
-        query: String,
-        host_port: Option<u16>,
-    },
-    Redis {
-        port: u16,
-    },
-    Http {
-        port: u16,
-        path: String,
-    },
-    Tcp {
-        port: u16,
-    },
-    Exec {
-        container: String,
-        argv: Vec<String>,
-    },
-}
+pub use crate::plan::probe::Probe;
 
 impl Probe {
-    /// The probe for a component's `ready` setting. `host_port` finds published ports.
-    pub fn for_component(
-        ready: &Ready,
-        container: &str,
-        pg: &Postgres,
-        host_port: &dyn Fn(Option<&str>) -> Option<u16>,
-    ) -> Result<Option<Probe>> {
-        let need = |p: Option<&str>| {
-            host_port(p).with_context(|| {
-                format!(
-                    "{container}: its readiness check needs a published host port ({})",
-                    p.unwrap_or("main")
-                )
-            })
-        };
-        Ok(Some(match ready {
-            Ready::Sql { query } => Probe::Sql {
-                container: container.to_string(),
-                pg: pg.clone(),
-                query: query.clone(),
-                host_port: host_port(None),
-            },
-            Ready::Redis => Probe::Redis { port: need(None)? },
-            Ready::Http { path, port } => Probe::Http {
-                port: need(port.as_deref())?,
-                path: path.clone(),
-            },
-            Ready::Tcp { port } => Probe::Tcp {
-                port: need(port.as_deref())?,
-            },
-            Ready::Exec { command } => Probe::Exec {
-                container: container.to_string(),
-                argv: command.clone(),
-            },
-            Ready::Exit => return Ok(None),
-        }))
-    }
-
     /// Runs the check once; the error says why it is not ready yet.
     pub fn once(&self, engine: &Engine) -> Result<()> {
         let short = Duration::from_millis(800);
@@ -150,16 +88,6 @@ impl Probe {
                     bail!("`{}` failed: {}", argv.join(" "), out.tail(1))
                 }
             }
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Probe::Sql { query, .. } => format!("SQL `{query}`"),
-            Probe::Redis { port } => format!("Redis PING on localhost:{port}"),
-            Probe::Http { port, path } => format!("GET http://localhost:{port}{path}"),
-            Probe::Tcp { port } => format!("TCP localhost:{port}"),
-            Probe::Exec { argv, .. } => format!("exec `{}`", argv.join(" ")),
         }
     }
 }
@@ -352,41 +280,6 @@ mod tests {
             (200, String::new())
         );
         t.join().unwrap();
-    }
-
-    #[test]
-    fn probes_need_published_ports() {
-        let pg = Postgres {
-            user: "u".into(),
-            password: "p".into(),
-            database: "d".into(),
-        };
-        let none = |_: Option<&str>| None;
-        let err = Probe::for_component(&Ready::Redis, "c_redis_test", &pg, &none).unwrap_err();
-        assert!(
-            err.to_string().contains("needs a published host port"),
-            "{err}"
-        );
-        let sql = Probe::for_component(
-            &Ready::Sql {
-                query: "SELECT 1".into(),
-            },
-            "c",
-            &pg,
-            &none,
-        )
-        .unwrap();
-        assert!(matches!(
-            sql,
-            Some(Probe::Sql {
-                host_port: None,
-                ..
-            })
-        ));
-        assert_eq!(
-            Probe::for_component(&Ready::Exit, "c", &pg, &none).unwrap(),
-            None
-        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ use anyhow::Result;
 
 use std::collections::BTreeMap;
 
-use crate::host::labels::{self, Filter};
 use crate::host::tools::Engine;
+use crate::plan::labels::{self, Filter};
 
 /// What a selection found (and removed, unless it was a dry run).
 #[derive(Debug, Default)]

@@ -141,10 +141,10 @@ fn try_until_it_runs(podman: &Path, dir: &Path, image: &str) -> Result<Vec<Fix>>
         std::fs::write(&probe, conf_text(&fixes))?;
         let owner = format!(
             "{}={}",
-            crate::host::labels::OWNER,
+            crate::plan::labels::OWNER,
             crate::plan::facts::sanitize_user(&crate::plan::facts::login_name())
         );
-        let service = format!("{}=engine-probe", crate::host::labels::SERVICE);
+        let service = format!("{}=engine-probe", crate::plan::labels::SERVICE);
         let out = Cmd::new(podman)
             .env("CONTAINERS_CONF", &probe)
             .args(["run", "--rm", "--network", "none", "--pull=never"])

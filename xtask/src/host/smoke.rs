@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::host::engine::{BuildSpec, ContainerSpec};
-use crate::host::labels::RunLabels;
 use crate::host::packages::{self, Package};
 use crate::host::ready::Probe;
 use crate::host::tools::Engine;
+use crate::plan::labels::RunLabels;
 
 /// One piece of the smoke test.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +78,7 @@ fn reach(engine: &Engine, images: &Images, net: &str, l: &RunLabels) -> Vec<Chec
             labels: l.for_service("doctor"),
             env: BTreeMap::new(),
             publish: vec![(port, 6379)],
-            args: Vec::new(),
+            ..ContainerSpec::default()
         })?;
         Ok(format!("{server} from {}", images.redis))
     });
@@ -92,11 +92,10 @@ fn reach(engine: &Engine, images: &Images, net: &str, l: &RunLabels) -> Vec<Chec
             image: images.redis.clone(),
             network: net.to_string(),
             labels: l.for_service("doctor"),
-            env: BTreeMap::new(),
-            publish: Vec::new(),
             args: ["redis-cli", "-h", &server, "ping"]
                 .map(String::from)
                 .to_vec(),
+            ..ContainerSpec::default()
         };
         engine.run_container(&spec)?;
         let code = engine.wait_exit(&client, Duration::from_secs(30))?;

@@ -6,12 +6,12 @@
 //! name and internal port, and from the host (the tests) it is `localhost:{host port}`
 //! (design.md section 5). Every URL is rendered from the component's `url` template.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
 use crate::config::names::container_name;
-use crate::config::{placeholders, Component, Config, PortRef, Source, Stack};
+use crate::config::{placeholders, Component, Config, PortRef, Stack};
 
 /// Where a URL is used from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,34 +24,19 @@ pub enum Site<'a> {
     Host { ports: &'a BTreeMap<PortRef, u16> },
 }
 
-/// The services whose images a stack runs (their own, or a job's), sorted.
-pub fn image_services(stack: &Stack) -> Vec<String> {
-    let set: BTreeSet<String> = stack
-        .members
-        .iter()
-        .filter_map(|m| m.image_service().map(str::to_string))
-        .collect();
-    set.into_iter().collect()
-}
-
-/// Refuses what `infra.toml` can describe but runs do not carry out yet, rather than run
-/// something other than what the file says: `mounts`, `command`, `args` of a long-running
-/// component, `build_args`, and images built by their own Dockerfile.
-pub fn refuse_not_yet_run(stack: &Stack) -> Result<()> {
+/// Refuses what `infra.toml` can describe but E2E runs do not render yet, rather than deploy
+/// something other than what the file says: `mounts`, and `command`/`args` of long-running
+/// components.
+pub fn refuse_not_yet_rendered(stack: &Stack) -> Result<()> {
     for c in &stack.members {
         let unsupported = [
             (!c.mounts.is_empty(), "mounts"),
             (!c.command.is_empty(), "command"),
             (!c.is_job() && !c.args.is_empty(), "args"),
-            (!c.build_args.is_empty(), "build_args"),
-            (
-                matches!(c.source, Source::Dockerfile { .. }),
-                "an image built by its own Dockerfile",
-            ),
         ];
         if let Some((_, what)) = unsupported.iter().find(|(used, _)| *used) {
             bail!(
-                "`{}` in {}'s {} stack uses {what}, which runs do not carry out yet; \
+                "`{}` in {}'s {} stack uses {what}, which E2E runs do not render yet; \
                  `cargo xtask check` accepts it, running it comes next",
                 c.name,
                 stack.consumer,
@@ -224,7 +209,6 @@ pub mod tests {
         assert_eq!(g.last().unwrap(), "gateway");
         let pos = |n: &str| g.iter().position(|x| x == n).unwrap();
         assert!(pos("datastorage") < pos("notification"));
-        assert_eq!(image_services(&ds), ["datastorage"]);
     }
 
     #[test]
@@ -303,18 +287,18 @@ pub mod tests {
     }
 
     #[test]
-    fn what_runs_do_not_carry_out_yet_is_refused() {
+    fn what_e2e_runs_do_not_render_yet_is_refused() {
         let c = repo_config();
         let mut s = repo_stack(&c, "notification", TierName::E2e);
-        refuse_not_yet_run(&s).unwrap();
+        refuse_not_yet_rendered(&s).unwrap();
         s.members[0].mounts.push(crate::config::Mount {
             target: "/etc/x".into(),
             source: "x".into(),
             dir: false,
         });
-        let e = refuse_not_yet_run(&s).unwrap_err().to_string();
+        let e = refuse_not_yet_rendered(&s).unwrap_err().to_string();
         assert!(
-            e.contains("uses mounts, which runs do not carry out yet"),
+            e.contains("uses mounts, which E2E runs do not render yet"),
             "{e}"
         );
     }

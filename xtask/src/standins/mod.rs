@@ -27,8 +27,8 @@ use crate::config::{Config, Image};
 use crate::exec::process::{shell_quote, Cmd};
 use crate::exec::progress::{Line, Progress};
 use crate::flags;
-use crate::host::labels::{CREATED, OWNER, SERVICE, STANDIN};
 use crate::host::tools::{Engine, Need, Tool};
+use crate::plan::labels::{CREATED, OWNER, SERVICE, STANDIN};
 
 /// The Debian release every stand-in is built from (glibc 2.36, like our build hosts).
 const SUITE: &str = "bookworm";
@@ -879,7 +879,7 @@ fn remove_replaced(engine: &Engine, reference: &str, old: &str, progress: &Progr
     }
     // Selected by our stand-in label only, like every removal (engine.rs).
     let old_id = old.trim_start_matches("sha256:");
-    let ours: Vec<_> = match engine.images(&crate::host::labels::Filter::standins()) {
+    let ours: Vec<_> = match engine.images(&crate::plan::labels::Filter::standins()) {
         Ok(all) => all
             .into_iter()
             .filter(|i| i.id.starts_with(old_id) || old_id.starts_with(i.id.as_str()))

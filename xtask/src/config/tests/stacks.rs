@@ -39,11 +39,18 @@ fn the_repository_file_with_redis_renamed_redis_cache_passes() {
     // Every name derived from it works: containers, the tests' variable, Kubernetes objects.
     let facts = crate::plan::stack::tests::facts();
     let runs = Path::new("/repo/target/xtask/runs");
-    let p = crate::cmd::integration::plan(&c, "notification", &facts, runs, 1, &|_| None, false)
-        .unwrap();
-    assert_eq!(p.test_env["REDIS_CACHE_URL"], "redis://localhost:16385");
+    let run = crate::plan::Run {
+        config: &c,
+        consumer: "notification",
+        facts: &facts,
+        runs_dir: runs,
+        pid: 1,
+        env: &|_| None,
+    };
+    let p = crate::plan::integration::plan(&run, &[]).unwrap();
+    assert_eq!(p.tests.env["REDIS_CACHE_URL"], "redis://localhost:16385");
     let ds = p.nodes.iter().find(|n| n.id == "datastorage").unwrap();
-    let crate::cmd::integration::Step::Container { spec, .. } = &ds.action else {
+    let crate::plan::integration::Step::Container { spec, .. } = &ds.action else {
         panic!("{:?}", ds.action)
     };
     assert_eq!(

@@ -1,0 +1,434 @@
+//! What a task does, as a list of [`Action`]s: the one description from which both the dry run
+//! (their text) and the real run ([`Runner::perform`]) come, so the two cannot disagree.
+//! `exec::steps` turns each plan step into its actions; this module runs them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::exec::builds;
+use crate::exec::dag::Ctx;
+use crate::exec::process::{Cmd, Timed, Uninterruptible};
+use crate::exec::record::{Event, Record};
+use crate::host::kube::{self, Verdict};
+use crate::host::tools::Engine;
+use crate::plan::probe::Probe;
+use crate::plan::render::Workload;
+
+/// A command of any mode.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Plain(Cmd),
+    Timed(Cmd<Timed>),
+    /// Changes the engine's state: never interrupted.
+    Engine(Cmd<Uninterruptible>),
+}
+
+impl Command {
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Command::Plain(c) => c.argv(),
+            Command::Timed(c) => c.argv(),
+            Command::Engine(c) => c.argv(),
+        }
+    }
+
+    fn run(&self, on_line: impl FnMut(&str) + Send + 'static) -> Result<String> {
+        let out = match self {
+            Command::Plain(c) => c.run_streaming(on_line),
+            Command::Timed(c) => c.run_streaming(on_line),
+            Command::Engine(c) => c.run_streaming(on_line),
+        }?;
+        Ok(out.stdout)
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Plain(c) => c.fmt(f),
+            Command::Timed(c) => c.fmt(f),
+            Command::Engine(c) => c.fmt(f),
+        }
+    }
+}
+
+/// What a command's output is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Shown on the task's progress line as it comes.
+    Show,
+    /// cargo's JSON messages: the binaries it built, for image contexts.
+    Artifacts,
+    /// The size of the file it wrote is the task's summary.
+    FileSize,
+}
+
+/// One thing a task does.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// A resource goes into the run record before the command that creates it starts.
+    Record(Event),
+    /// A file the next commands read.
+    Write { path: PathBuf, text: String },
+    /// A folder the next commands write into.
+    Mkdir(PathBuf),
+    /// A build context: the compiled `binary` at its root, the `extra` paths under their names.
+    Assemble {
+        binary: String,
+        extra: Vec<PathBuf>,
+        context: PathBuf,
+    },
+    Run {
+        state: &'static str,
+        cmd: Command,
+        output: Use,
+        /// What failed, when it fails (context for the error).
+        what: String,
+    },
+    /// One of the host-wide cluster-creation slots (held until the run ends).
+    Slot { slots: usize, holder: String },
+    /// A container's readiness check passes (it must keep running meanwhile).
+    Ready {
+        container: String,
+        probe: Probe,
+        timeout: Duration,
+    },
+    /// A one-shot container exits 0.
+    Exit {
+        container: String,
+        args: Vec<String>,
+        timeout: Duration,
+    },
+    /// The cluster's node lists these images (what was loaded is what the manifests use).
+    OnNode {
+        get_nodes: Cmd<Timed>,
+        images: BTreeSet<String>,
+    },
+    /// The workload's pods are ready; an image that cannot be pulled or a crash loop fails.
+    Pods {
+        get_pods: Cmd<Timed>,
+        workload: Workload,
+        component: String,
+        timeout: Duration,
+    },
+}
+
+impl fmt::Display for Action {
+    /// The dry run's text: `$ argv` for commands, `# ...` for the rest.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Record(e) => write!(f, "# record {}", e.describe()),
+            Action::Write { path, .. } => write!(f, "# write {}", path.display()),
+            Action::Mkdir(path) => write!(f, "# mkdir {}", path.display()),
+            Action::Assemble {
+                binary,
+                extra,
+                context,
+            } => write!(
+                f,
+                "# assemble {} from binary `{binary}`{}",
+                context.display(),
+                extra
+                    .iter()
+                    .map(|e| format!(" + {}", e.display()))
+                    .collect::<String>()
+            ),
+            Action::Run { cmd, .. } => write!(f, "$ {cmd}"),
+            Action::Slot { slots, .. } => {
+                write!(f, "# wait for one of {slots} host-wide cluster slots")
+            }
+            Action::Ready { probe, timeout, .. } => {
+                write!(
+                    f,
+                    "# until ready: {} (at most {}s)",
+                    probe.describe(),
+                    timeout.as_secs()
+                )
+            }
+            Action::Exit {
+                container, timeout, ..
+            } => {
+                write!(
+                    f,
+                    "# until {container} exits 0 (at most {}s)",
+                    timeout.as_secs()
+                )
+            }
+            Action::OnNode { get_nodes, images } => write!(
+                f,
+                "$ {get_nodes}   # until the node lists {}",
+                images.iter().cloned().collect::<Vec<_>>().join(" ")
+            ),
+            Action::Pods {
+                get_pods, workload, ..
+            } => {
+                write!(f, "$ {get_pods}   # until {} is ready", workload.selector())
+            }
+        }
+    }
+}
+
+/// Runs actions: the engine, the run record, the binaries of the run's compile, and a log of
+/// every command run (`commands.log` in the run's folder; the dry-run test compares it).
+pub struct Runner<'a> {
+    pub engine: &'a Engine,
+    pub record: &'a Record,
+    pub root: &'a Path,
+    artifacts: Mutex<BTreeMap<String, PathBuf>>,
+    log: Mutex<Option<std::fs::File>>,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(engine: &'a Engine, record: &'a Record, root: &'a Path, run_dir: &Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run_dir.join("commands.log"))
+            .ok();
+        Runner {
+            engine,
+            record,
+            root,
+            artifacts: Mutex::new(BTreeMap::new()),
+            log: Mutex::new(log),
+        }
+    }
+
+    /// Performs a task's actions in order; the task's summary is the last one's. A slot is
+    /// held until the task ends.
+    pub fn perform_all(&self, actions: &[Action], ctx: &Ctx) -> Result<String> {
+        let mut summary = String::new();
+        let mut _held = Vec::new();
+        for a in actions {
+            if let Action::Slot { slots, holder } = a {
+                let line = ctx.line;
+                _held.push(crate::exec::slots::acquire(
+                    &crate::exec::slots::default_dir(),
+                    *slots,
+                    holder,
+                    Duration::from_secs(1800),
+                    &|holders| line.state("waiting for a cluster slot", &holders.join("; ")),
+                    &|| ctx.stopped(),
+                )?);
+            } else if let Some(s) = self.perform(a, ctx)? {
+                summary = s;
+            }
+        }
+        Ok(summary)
+    }
+
+    fn perform(&self, a: &Action, ctx: &Ctx) -> Result<Option<String>> {
+        match a {
+            Action::Record(e) => self.record.add(e).map(|_| None),
+            Action::Write { path, text } => {
+                if let Some(d) = path.parent() {
+                    std::fs::create_dir_all(d)
+                        .with_context(|| format!("creating {}", d.display()))?;
+                }
+                std::fs::write(path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                Ok(None)
+            }
+            Action::Mkdir(path) => {
+                std::fs::create_dir_all(path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                Ok(None)
+            }
+            Action::Assemble {
+                binary,
+                extra,
+                context,
+            } => {
+                let exe = self.binary(binary)?;
+                builds::assemble(context, self.root, &exe, binary, extra)?;
+                Ok(None)
+            }
+            Action::Run {
+                state,
+                cmd,
+                output,
+                what,
+            } => self.run(state, cmd, *output, what, ctx),
+            Action::Slot { .. } => Ok(None),
+            Action::Ready {
+                container,
+                probe,
+                timeout,
+            } => {
+                let took = crate::host::ready::wait(self.engine, container, probe, *timeout, ctx)?;
+                Ok(Some(format!(
+                    "ready ({}, after {:.1}s)",
+                    probe.describe(),
+                    took.as_secs_f64()
+                )))
+            }
+            Action::Exit {
+                container,
+                args,
+                timeout,
+            } => self.exit(container, args, *timeout, ctx),
+            Action::OnNode { get_nodes, images } => {
+                self.on_node(get_nodes, images, ctx).map(|_| None)
+            }
+            Action::Pods {
+                get_pods,
+                workload,
+                component,
+                timeout,
+            } => self
+                .pods(get_pods, workload, component, *timeout, ctx)
+                .map(Some),
+        }
+    }
+
+    fn log(&self, cmd: &dyn fmt::Display) {
+        if let Ok(mut guard) = self.log.lock() {
+            if let Some(f) = guard.as_mut() {
+                let _ = writeln!(f, "{cmd}");
+            }
+        }
+    }
+
+    fn run(
+        &self,
+        state: &str,
+        cmd: &Command,
+        output: Use,
+        what: &str,
+        ctx: &Ctx,
+    ) -> Result<Option<String>> {
+        self.log(cmd);
+        ctx.line
+            .state(state, &crate::host::ready::one_line(&cmd.to_string(), 200));
+        let show = ctx.line.detail_sink();
+        let out = cmd
+            .run(move |l| {
+                if !l.starts_with('{') && !l.trim().is_empty() {
+                    show(l.trim());
+                }
+            })
+            .with_context(|| what.to_string())?;
+        match output {
+            Use::Show => Ok(None),
+            Use::Artifacts => {
+                let found = builds::parse_artifacts(&out);
+                let n = found.len();
+                self.artifacts
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("the build state lock was poisoned"))?
+                    .extend(found);
+                Ok(Some(format!("{n} binaries")))
+            }
+            Use::FileSize => {
+                let file = cmd
+                    .argv()
+                    .iter()
+                    .skip_while(|a| *a != "--output")
+                    .nth(1)
+                    .cloned();
+                let mb = file
+                    .and_then(|f| std::fs::metadata(f).ok())
+                    .map_or(0, |m| m.len() / 1_000_000);
+                Ok(Some(format!("{mb} MB")))
+            }
+        }
+    }
+
+    fn binary(&self, name: &str) -> Result<PathBuf> {
+        self.artifacts
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the build state lock was poisoned"))?
+            .get(name)
+            .cloned()
+            .with_context(|| {
+                format!(
+                    "cargo built no binary `{name}` (check the service's `binary` in infra.toml)"
+                )
+            })
+    }
+
+    fn exit(
+        &self,
+        container: &str,
+        args: &[String],
+        timeout: Duration,
+        ctx: &Ctx,
+    ) -> Result<Option<String>> {
+        ctx.line.state("running", &args.join(" "));
+        let code = self.engine.wait_exit(container, timeout)?;
+        if code != 0 {
+            bail!(
+                "{container} (a one-shot job) exited with {code}; its last log lines:\n{}",
+                crate::exec::process::indent(&self.engine.logs_tail(container, 30))
+            );
+        }
+        Ok(Some("completed".into()))
+    }
+
+    /// Polled: the node's image list can lag behind the load.
+    fn on_node(&self, get_nodes: &Cmd<Timed>, images: &BTreeSet<String>, ctx: &Ctx) -> Result<()> {
+        self.log(get_nodes);
+        let start = Instant::now();
+        loop {
+            ctx.line.state("verifying", "images on the node");
+            let out = get_nodes.read()?;
+            let nodes: serde_json::Value =
+                serde_json::from_str(&out).context("kubectl get nodes -o json")?;
+            let missing = kube::missing_on_node(images, &kube::node_images(&nodes));
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!(
+                    "the cluster's node does not have {} although it was loaded; what the manifests \
+                     reference and what was loaded differ",
+                    missing.join(", ")
+                );
+            }
+            ctx.line.state(
+                "waiting",
+                &format!("node does not list {} yet", missing.join(", ")),
+            );
+            ctx.pause(Duration::from_millis(500))?;
+        }
+    }
+
+    fn pods(
+        &self,
+        get_pods: &Cmd<Timed>,
+        w: &Workload,
+        component: &str,
+        timeout: Duration,
+        ctx: &Ctx,
+    ) -> Result<String> {
+        self.log(get_pods);
+        let start = Instant::now();
+        loop {
+            let out = get_pods.read()?;
+            let pods: serde_json::Value =
+                serde_json::from_str(&out).context("kubectl get pods -o json")?;
+            match kube::judge(&pods, w) {
+                Verdict::Ready => {
+                    return Ok(format!("ready after {:.1}s", start.elapsed().as_secs_f64()))
+                }
+                Verdict::Failed(why) => bail!("{component} cannot start: {why}"),
+                Verdict::Waiting(why) => {
+                    ctx.line.state("waiting", &why);
+                    if start.elapsed() > timeout {
+                        bail!(
+                            "{component} was not ready after {}s: {why}",
+                            timeout.as_secs()
+                        );
+                    }
+                }
+            }
+            ctx.pause(Duration::from_millis(500))?;
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The plan of an E2E run, pure (design.md section 6). Phase 0 happens here: every image
+//! reference is generated once ([`images`](crate::plan::images)), the kind config and every
+//! manifest are rendered with those exact references ([`manifests`]), and the manifests are
+//! checked to reference nothing else. Then the task graph ([`graph`]): the compile and image
+//! builds (phase 1) alongside the cluster (phase 2), each image saved and loaded as soon as it
+//! and the cluster are there (phase 3), each component deployed once what it needs is ready
+//! (phase 4).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::config::{names, PortRef, Stack, TierName};
+use crate::graph::Node;
+use crate::plan::images::{self, Build, Images, ThirdParty};
+use crate::plan::integration::{build_nodes, FromCompile};
+use crate::plan::labels::RunLabels;
+use crate::plan::render::{self, Manifests};
+use crate::plan::specs::Claim;
+use crate::plan::stack;
+use crate::plan::{Run, Tests};
+
+pub const TIER: &str = "e2e";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Compile {
+        packages: Vec<String>,
+    },
+    CompileTests {
+        package: String,
+        target: String,
+    },
+    Image(Build),
+    Save {
+        reference: String,
+        archive: PathBuf,
+    },
+    Cluster {
+        config: PathBuf,
+    },
+    Load {
+        reference: String,
+        archive: Option<PathBuf>,
+    },
+    Namespace {
+        doc: String,
+    },
+    /// Checks the node has the images the manifests reference (phase 3's verification, per
+    /// component so that each deploys as soon as its own images are in), applies, waits.
+    Deploy {
+        manifests: Manifests,
+        images: BTreeSet<String>,
+        timeout: Duration,
+    },
+}
+
+/// What each phase of the graph does (index = phase number).
+pub const PHASES: [&str; 5] = [
+    "tags and rendering",
+    "build images (while phase 2 runs)",
+    "create the kind cluster",
+    "load images and verify",
+    "deploy and wait",
+];
+
+impl Step {
+    /// Phase number, for the plan and the progress lines.
+    pub fn phase(&self) -> u8 {
+        match self {
+            Step::Compile { .. } | Step::CompileTests { .. } | Step::Image(_) => 1,
+            Step::Cluster { .. } => 2,
+            Step::Save { .. } | Step::Load { .. } => 3,
+            Step::Namespace { .. } | Step::Deploy { .. } => 4,
+        }
+    }
+}
+
+impl From<Build> for Step {
+    fn from(b: Build) -> Step {
+        Step::Image(b)
+    }
+}
+
+impl FromCompile for Step {
+    fn compile(packages: Vec<String>) -> Step {
+        Step::Compile { packages }
+    }
+}
+
+/// How images reach the cluster's node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loading {
+    /// `podman save` to an archive, then `kind load image-archive` (podman).
+    Archive,
+    /// `kind load docker-image`, straight from docker's store.
+    DockerImage,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub run_id: String,
+    pub consumer: String,
+    pub cluster: String,
+    pub namespace: String,
+    pub run_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub labels: RunLabels,
+    pub kind_config: String,
+    /// Member -> the image reference used to build, load and deploy it.
+    pub images: BTreeMap<String, String>,
+    pub manifests: Vec<Manifests>,
+    pub namespace_doc: String,
+    pub nodes: Vec<Node<Step>>,
+    pub claims: Vec<Claim>,
+    pub tests: Tests,
+}
+
+impl Plan {
+    pub fn archives_dir(&self) -> PathBuf {
+        self.run_dir.join("images")
+    }
+
+    pub fn kind_config_path(&self) -> PathBuf {
+        self.run_dir.join("kind-config.yaml")
+    }
+}
+
+/// Phase 0 and the graph. Reads manifest templates through `read`.
+pub fn plan(
+    run: &Run,
+    loading: Loading,
+    read: &dyn Fn(&Path) -> Result<String>,
+    test_args: &[String],
+) -> Result<Plan> {
+    let (config, consumer) = (run.config, run.consumer);
+    let tier = config.consumer(consumer)?.e2e.as_ref();
+    let Some(tier) = tier.filter(|t| !t.ports.is_empty()) else {
+        bail!(
+            "{} has no [consumers.{consumer}.e2e] ports; add its NodePorts to run E2E tests",
+            config.file.display()
+        );
+    };
+    let stack = config.stack(consumer, TierName::E2e)?;
+    stack::refuse_not_yet_rendered(&stack)?;
+    let labels = run.labels(TIER);
+    let cluster = names::cluster_name(consumer, run.id());
+    let namespace = names::e2e_namespace(consumer);
+    let images = images::plan(run, &stack, ThirdParty::Retag)?;
+    let node_ports: BTreeMap<PortRef, u16> = tier
+        .ports
+        .iter()
+        .map(|(k, v)| (k.clone(), v.node_port))
+        .collect();
+    let manifests = manifests(run, &stack, &images, &namespace, &node_ports, read)?;
+    let mapping: Vec<(u16, u16)> = tier
+        .ports
+        .values()
+        .map(|v| (v.node_port, v.host_port))
+        .collect();
+    let mut tests = Tests::new(&tier.test, test_args);
+    let host_map: BTreeMap<PortRef, u16> = tier
+        .ports
+        .iter()
+        .map(|(k, v)| (k.clone(), v.host_port))
+        .collect();
+    tests.env = stack::test_env(config, &stack, &host_map)?;
+    tests
+        .env
+        .insert("XTASK_RUN_ID".into(), run.id().to_string());
+    tests.env.insert("XTASK_TIER".into(), TIER.into());
+    let plan = Plan {
+        run_id: run.id().to_string(),
+        consumer: consumer.to_string(),
+        kind_config: render::kind_config(&cluster, &labels.for_service("cluster"), &mapping),
+        namespace_doc: render::namespace_doc(&namespace, &labels.for_service("namespace")),
+        cluster,
+        namespace,
+        kubeconfig: run.dir().join("kubeconfig"),
+        run_dir: run.dir(),
+        labels,
+        images: images.refs.clone(),
+        nodes: Vec::new(),
+        claims: tier
+            .ports
+            .iter()
+            .map(|(pr, v)| Claim {
+                port: v.host_port,
+                what: format!("{consumer} e2e {pr}"),
+            })
+            .collect(),
+        manifests,
+        tests,
+    };
+    let nodes = graph(&plan, &stack, &images, loading)?;
+    Ok(Plan { nodes, ..plan })
+}
+
+/// Every member's manifests with the run's references, and the Phase 0 check: they reference
+/// exactly what this run builds, under `localhost/`, not `:latest`, pulled `Never`.
+pub fn manifests(
+    run: &Run,
+    stack: &Stack,
+    images: &Images,
+    namespace: &str,
+    node_ports: &BTreeMap<PortRef, u16>,
+    read: &dyn Fn(&Path) -> Result<String>,
+) -> Result<Vec<Manifests>> {
+    let labels = run.labels(TIER);
+    let mut out = Vec::new();
+    for m in stack.names() {
+        let labels = labels.for_service(&m);
+        let target = render::Target {
+            namespace,
+            node_ports,
+            labels: &labels,
+        };
+        out.push(render::component(
+            run.config,
+            stack,
+            &m,
+            &images.refs[&m],
+            target,
+            read,
+        )?);
+    }
+    let built: BTreeSet<String> = images.refs.values().cloned().collect();
+    let uses: Vec<render::ImageUse> = out
+        .iter()
+        .flat_map(|m| render::image_uses(&m.source, &m.docs))
+        .collect();
+    let problems = render::check_images(&uses, &built);
+    if !problems.is_empty() {
+        bail!(
+            "the manifests would not run what this run builds; nothing was built or applied:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    Ok(out)
+}
+
+/// The task graph: builds, cluster, save and load, namespace, one deploy per member.
+pub fn graph(
+    plan: &Plan,
+    stack: &Stack,
+    images: &Images,
+    loading: Loading,
+) -> Result<Vec<Node<Step>>> {
+    let mut nodes: Vec<Node<Step>> = build_nodes(images);
+    nodes.push(Node {
+        id: "cluster".into(),
+        deps: vec![],
+        pool: None,
+        action: Step::Cluster {
+            config: plan.kind_config_path(),
+        },
+    });
+    let mut load_of: BTreeMap<String, String> = BTreeMap::new();
+    for b in &images.builds {
+        let (id, spec) = (b.component(), b.spec());
+        load_of.insert(spec.reference.clone(), format!("load:{id}"));
+        nodes.extend(load_nodes(plan, id, &spec.reference, loading));
+    }
+    nodes.push(Node {
+        id: "namespace".into(),
+        deps: vec!["cluster".into()],
+        pool: None,
+        action: Step::Namespace {
+            doc: plan.namespace_doc.clone(),
+        },
+    });
+    for m in &plan.manifests {
+        let Some(c) = stack.get(&m.component) else {
+            bail!("{} has manifests but is not in the stack", m.component);
+        };
+        let used: BTreeSet<String> = render::image_uses(&m.source, &m.docs)
+            .into_iter()
+            .map(|u| u.image)
+            .collect();
+        let mut deps = vec!["namespace".to_string()];
+        deps.extend(used.iter().filter_map(|r| load_of.get(r).cloned()));
+        deps.extend(
+            c.needs
+                .iter()
+                .filter(|n| stack.get(n).is_some())
+                .map(|n| format!("deploy:{n}")),
+        );
+        nodes.push(Node {
+            id: format!("deploy:{}", m.component),
+            deps,
+            pool: None,
+            action: Step::Deploy {
+                manifests: m.clone(),
+                images: used,
+                timeout: c.timeout,
+            },
+        });
+    }
+    if let Some((package, target)) = plan.tests.compile.clone() {
+        let deps = if images.packages.is_empty() {
+            vec![]
+        } else {
+            vec!["compile".into()]
+        };
+        nodes.push(Node {
+            id: "compile-tests".into(),
+            deps,
+            pool: None,
+            action: Step::CompileTests { package, target },
+        });
+    }
+    crate::graph::validate(&nodes)?;
+    Ok(nodes)
+}
+
+/// Save (podman) and load one image, as soon as it is built and the cluster exists.
+fn load_nodes(plan: &Plan, id: &str, reference: &str, loading: Loading) -> Vec<Node<Step>> {
+    let image_task = format!("image:{id}");
+    let load = |deps: Vec<String>, archive| Node {
+        id: format!("load:{id}"),
+        deps,
+        pool: Some("load"),
+        action: Step::Load {
+            reference: reference.to_string(),
+            archive,
+        },
+    };
+    match loading {
+        Loading::DockerImage => vec![load(vec![image_task, "cluster".into()], None)],
+        Loading::Archive => {
+            let archive = plan.archives_dir().join(format!("{id}.tar"));
+            vec![
+                Node {
+                    id: format!("save:{id}"),
+                    deps: vec![image_task],
+                    pool: Some("save"),
+                    action: Step::Save {
+                        reference: reference.to_string(),
+                        archive: archive.clone(),
+                    },
+                },
+                load(vec![format!("save:{id}"), "cluster".into()], Some(archive)),
+            ]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

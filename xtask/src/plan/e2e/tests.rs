@@ -1,0 +1,178 @@
+//! Tests of the plan: fixtures from the repository's own infra.toml.
+
+use super::*;
+use crate::plan::facts::Facts;
+use crate::plan::stack::tests::{facts, read_repo, repo_config};
+
+fn plan_with(
+    consumer: &str,
+    loading: Loading,
+    facts: &Facts,
+    read: &dyn Fn(&Path) -> Result<String>,
+) -> Result<Plan> {
+    let config = repo_config();
+    let run = Run {
+        config: &config,
+        consumer,
+        facts,
+        runs_dir: Path::new("/repo/target/xtask/runs"),
+        pid: 7,
+        env: &|_| None,
+    };
+    plan(&run, loading, read, &[])
+}
+
+fn plan_for(consumer: &str, loading: Loading) -> Plan {
+    plan_with(consumer, loading, &facts(), &read_repo).unwrap()
+}
+
+fn deps<'a>(p: &'a Plan, id: &str) -> &'a [String] {
+    &p.nodes
+        .iter()
+        .find(|n| n.id == id)
+        .unwrap_or_else(|| panic!("no {id}"))
+        .deps
+}
+
+#[test]
+fn one_reference_per_image_from_phase0_to_deploy() {
+    let p = plan_for("notification", Loading::Archive);
+    assert_eq!(
+        p.images["notification"],
+        "localhost/notification:notification-alice-abc1234-1734278400"
+    );
+    assert_eq!(
+        p.images["datastorage"],
+        "localhost/datastorage:notification-1884d074"
+    );
+    assert_eq!(p.images["migrations"], p.images["datastorage"]);
+    assert_eq!(
+        p.images["postgres"],
+        "localhost/postgres:notification-1884d074"
+    );
+    // The reference built is the reference saved, loaded, verified and deployed.
+    let (mut built, mut saved, mut loaded, mut verified) = (
+        BTreeSet::new(),
+        BTreeSet::new(),
+        BTreeSet::new(),
+        BTreeSet::new(),
+    );
+    for n in &p.nodes {
+        match &n.action {
+            Step::Image(b) => {
+                built.insert(b.spec().reference.clone());
+            }
+            Step::Save { reference, .. } => {
+                saved.insert(reference.clone());
+            }
+            Step::Load { reference, .. } => {
+                loaded.insert(reference.clone());
+            }
+            Step::Deploy { images, .. } => verified.extend(images.iter().cloned()),
+            _ => {}
+        }
+    }
+    let deployed: BTreeSet<String> = p
+        .manifests
+        .iter()
+        .flat_map(|m| render::image_uses(&m.source, &m.docs))
+        .map(|u| u.image)
+        .collect();
+    assert_eq!(built.len(), 4, "{built:?}");
+    assert_eq!(built, saved);
+    assert_eq!(built, loaded);
+    assert_eq!(built, verified);
+    assert_eq!(built, deployed);
+}
+
+#[test]
+fn images_build_while_the_cluster_is_created() {
+    let p = plan_for("gateway", Loading::Archive);
+    assert!(
+        deps(&p, "cluster").is_empty(),
+        "cluster creation waits for nothing"
+    );
+    assert_eq!(deps(&p, "image:datastorage"), ["compile"]);
+    assert!(
+        deps(&p, "image:postgres").is_empty(),
+        "re-tagging needs no compile"
+    );
+    assert_eq!(deps(&p, "save:datastorage"), ["image:datastorage"]);
+    assert_eq!(
+        deps(&p, "load:datastorage"),
+        ["save:datastorage", "cluster"]
+    );
+    assert!(deps(&p, "deploy:datastorage").contains(&"deploy:migrations".to_string()));
+    assert!(deps(&p, "deploy:gateway").contains(&"deploy:notification".to_string()));
+    assert_eq!(
+        deps(&p, "deploy:redis"),
+        ["namespace", "load:redis"],
+        "infrastructure deploys while Rust compiles"
+    );
+    assert_eq!(
+        deps(&p, "deploy:migrations"),
+        ["namespace", "load:datastorage", "deploy:postgres"]
+    );
+    assert_eq!(
+        p.nodes
+            .iter()
+            .filter(|n| n.id.starts_with("image:"))
+            .count(),
+        5
+    );
+}
+
+#[test]
+fn docker_loads_from_its_store() {
+    let p = plan_for("notification", Loading::DockerImage);
+    assert!(p.nodes.iter().all(|n| !n.id.starts_with("save:")));
+    assert_eq!(
+        deps(&p, "load:datastorage"),
+        ["image:datastorage", "cluster"]
+    );
+}
+
+#[test]
+fn cluster_and_tests_use_this_consumers_ports() {
+    let p = plan_for("notification", Loading::Archive);
+    assert_eq!(p.cluster, "notification-e2e-1884d074a1b2");
+    assert!(p.kind_config.contains("hostPort: 28120"));
+    assert!(p.kind_config.contains("containerPort: 30086"));
+    assert!(p
+        .kind_config
+        .contains("io.kubernaut.xtask.run: 1884d074a1b2"));
+    assert_eq!(p.tests.env["NOTIFICATION_URL"], "http://localhost:28120");
+    assert_eq!(p.tests.env["DATASTORAGE_URL"], "http://localhost:28121");
+    assert_eq!(p.claims.len(), 2);
+}
+
+#[test]
+fn image_tag_override_reaches_the_manifests() {
+    let f = Facts {
+        image_tag: Some("ci-deadbee-7".into()),
+        ..facts()
+    };
+    let p = plan_with("notification", Loading::Archive, &f, &read_repo).unwrap();
+    let m = p
+        .manifests
+        .iter()
+        .find(|m| m.component == "notification")
+        .unwrap();
+    assert!(
+        m.text
+            .contains("image: localhost/notification:ci-deadbee-7"),
+        "{}",
+        m.text
+    );
+}
+
+#[test]
+fn a_template_with_a_foreign_image_is_refused_before_anything_runs() {
+    let bad = |p: &Path| {
+        Ok(read_repo(p)?.replace("image: ${IMAGE}", "image: docker.io/library/redis:latest"))
+    };
+    let err = plan_with("notification", Loading::Archive, &facts(), &bad).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("nothing was built or applied"), "{msg}");
+    assert!(msg.contains("manifests/redis.yaml: Deployment/redis spec.template.spec.containers[0].image `docker.io/library/redis:latest` was not built by this run"), "{msg}");
+}
