@@ -82,26 +82,70 @@ fn every_module_starts_with_a_doc_line() {
     );
 }
 
+/// Layer rule: only `exec/process.rs` starts processes. clippy enforces it
+/// (`xtask/clippy.toml` disallows `Command::new`, `duct::cmd`, xshell's runners); this checks
+/// that no other file opts out, and that the rule stays configured.
 #[test]
 fn only_the_process_module_starts_processes() {
+    let clippy = std::fs::read_to_string(root().join("xtask/clippy.toml")).unwrap();
+    for banned in [
+        "std::process::Command::new",
+        "duct::cmd",
+        "xshell::Cmd::run",
+    ] {
+        assert!(
+            clippy.contains(banned),
+            "xtask/clippy.toml no longer bans {banned}"
+        );
+    }
+    let opted_out: Vec<String> = xtask_src()
+        .into_iter()
+        .filter(|(_, text)| text.contains("clippy::disallowed_methods"))
+        .map(|(p, _)| rel(&p))
+        .collect();
+    assert_eq!(
+        opted_out,
+        ["xtask/src/exec/process.rs", "xtask/src/exec/quick.rs"]
+    );
+}
+
+/// Layer rule: planning is pure. `plan/` and `config/` import neither `exec` (which runs
+/// things) nor `host` (which touches the machine), so a dry run and a run cannot disagree.
+#[test]
+fn plan_and_config_import_neither_exec_nor_host() {
     let mut bad = Vec::new();
     for (p, text) in xtask_src() {
-        if p.ends_with("process.rs") {
+        let r = rel(&p);
+        if !(r.starts_with("xtask/src/plan/") || r.starts_with("xtask/src/config/")) {
             continue;
         }
         for (n, l) in code_lines(&text) {
-            if l.contains("process::Command")
-                || l.contains("Command::new(")
-                || l.contains(".spawn()")
-            {
-                bad.push(format!("{}:{n}: {}", rel(&p), l.trim()));
+            if l.contains("crate::exec") || l.contains("crate::host") || l.contains("crate::cmd") {
+                bad.push(format!("{r}:{n}: {}", l.trim()));
             }
         }
     }
     assert!(
         bad.is_empty(),
-        "start processes through crate::exec::process::Cmd only:\n{}",
+        "pure layers import effects:\n{}",
         bad.join("\n")
+    );
+}
+
+/// Layer rule: only `host/` removes engine resources (through `Ours<T>`, see
+/// `removal_only_through_label_filtered_selections`), and no file of `xtask/src` is longer
+/// than 600 lines.
+#[test]
+fn files_stay_short() {
+    let long: Vec<String> = xtask_src()
+        .into_iter()
+        .filter(|(_, text)| text.lines().count() > 600)
+        .map(|(p, text)| format!("{} ({} lines)", rel(&p), text.lines().count()))
+        .collect();
+    assert!(
+        long.is_empty(),
+        "split these files (at most 600 lines):\n{}",
+        long.join("\n")
     );
 }
 

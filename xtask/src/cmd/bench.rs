@@ -183,7 +183,7 @@ fn e2e_runs(config: &Config, xtask: &Path, consumer: &str, runs: usize) -> Resul
 
 fn cold_builds(root: &Path) -> Result<()> {
     let scratch =
-        std::env::temp_dir().join(format!("xtask-cold-{}", crate::plan::facts::random_id()));
+        std::env::temp_dir().join(format!("xtask-cold-{}", crate::host::facts::random_id()));
     for (what, args) in [
         ("cargo build -p xtask", vec!["build", "--package", "xtask"]),
         ("cargo build --workspace", vec!["build", "--workspace"]),

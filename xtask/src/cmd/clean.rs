@@ -16,10 +16,11 @@ use crate::config::Config;
 use crate::exec::process::find_in_path;
 use crate::exec::record::{self, Event, RunInfo};
 use crate::flags;
+use crate::host::facts::login_name;
 use crate::host::kube::{Kind, Kubectl};
 use crate::host::removal::{self, Removed};
 use crate::host::tools::{self, Engine, Need};
-use crate::plan::facts::{login_name, sanitize_user};
+use crate::plan::facts::sanitize_user;
 use crate::plan::labels::{self, Filter};
 
 pub fn run(config: &Config, args: &flags::Clean) -> Result<()> {
@@ -191,7 +192,7 @@ impl Clean<'_> {
             Some(k) => k,
             None => {
                 tmp = std::env::temp_dir()
-                    .join(format!("xtask-clean-{}", crate::plan::facts::random_id()));
+                    .join(format!("xtask-clean-{}", crate::host::facts::random_id()));
                 &tmp
             }
         };
@@ -228,7 +229,7 @@ impl Clean<'_> {
                 continue;
             }
             let kc =
-                std::env::temp_dir().join(format!("xtask-kc-{}", crate::plan::facts::random_id()));
+                std::env::temp_dir().join(format!("xtask-kc-{}", crate::host::facts::random_id()));
             match kind
                 .get_kubeconfig(name)
                 .timeout(Duration::from_secs(30))

@@ -11,9 +11,10 @@ use anyhow::{Context, Result};
 use crate::config::{parse_duration, Config};
 use crate::flags;
 use crate::host::engine::{ImageInfo, Ours};
+use crate::host::facts::{login_name, unix_now};
 use crate::host::preflight::human_age;
 use crate::host::tools::{self, Need};
-use crate::plan::facts::{login_name, sanitize_user, unix_now};
+use crate::plan::facts::sanitize_user;
 use crate::plan::labels::{self, Filter};
 
 /// What to remove and what to skip, from a listing (pure).

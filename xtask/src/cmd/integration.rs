@@ -174,7 +174,7 @@ fn kept(plan: &Plan) -> String {
 
 /// Takes down what `--keep` (or a killed run) left of this owner's stacks of `consumer`.
 fn down(engine: &Engine, runs_dir: &Path, consumer: &str) -> Result<()> {
-    let owner = crate::plan::facts::sanitize_user(&crate::plan::facts::login_name());
+    let owner = crate::plan::facts::sanitize_user(&crate::host::facts::login_name());
     let earlier = preflight::earlier_runs(engine, runs_dir, &owner, consumer, TIER)?;
     let say = |s: &str| println!("{s}");
     if earlier.is_empty() {

@@ -129,7 +129,7 @@ not json"#;
     #[test]
     fn contexts_hold_the_binary_and_extra_paths() {
         let tmp =
-            std::env::temp_dir().join(format!("xtask-ctx-{}", crate::plan::facts::random_id()));
+            std::env::temp_dir().join(format!("xtask-ctx-{}", crate::host::facts::random_id()));
         let root = tmp.join("repo");
         std::fs::create_dir_all(root.join("migrations")).unwrap();
         std::fs::write(root.join("migrations/0001_a.sql"), "select 1;").unwrap();

@@ -10,6 +10,7 @@ pub mod dag;
 pub mod lifecycle;
 pub mod process;
 pub mod progress;
+pub mod quick;
 pub mod record;
 pub mod report;
 pub mod signals;

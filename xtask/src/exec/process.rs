@@ -11,13 +11,12 @@
 //! Output is captured (and kept for error messages) or streamed line by line to a callback, so
 //! workers never write to the terminal themselves; only [`Cmd::run_inherit`] (the test phase)
 //! hands the terminal over.
-#![allow(clippy::disallowed_methods)] // this module is where processes are started
+#![allow(clippy::disallowed_methods)] // this module (with `quick`) is where processes start
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader};
 use std::marker::PhantomData;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -397,92 +396,7 @@ impl<M: Mode> Cmd<M> {
 }
 
 type LineSink = Box<dyn FnMut(&str) + Send>;
-
-/// The exit status of a reader whose output ended (it waits for the child at EOF).
-fn reader_status(reader: &duct::ReaderHandle, what: &str) -> Result<ExitStatus> {
-    for _ in 0..500 {
-        if let Some(out) = reader
-            .try_wait()
-            .with_context(|| format!("waiting for `{what}`"))?
-        {
-            return Ok(out.status);
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    bail!("`{what}` closed its output but did not exit within 5s")
-}
-
-/// Kills a process group once a time limit has passed, unless dropped before.
-struct Watchdog {
-    fired: Arc<AtomicBool>,
-    done: Arc<AtomicBool>,
-}
-
-impl Watchdog {
-    fn start(pgid: u32, limit: Option<Duration>) -> Watchdog {
-        let (fired, done) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        if let Some(limit) = limit {
-            let (f, d) = (fired.clone(), done.clone());
-            thread::spawn(move || {
-                let deadline = Instant::now() + limit;
-                while !d.load(Ordering::SeqCst) {
-                    if Instant::now() >= deadline {
-                        f.store(true, Ordering::SeqCst);
-                        signal_group(pgid, libc::SIGKILL);
-                        return;
-                    }
-                    thread::sleep(Duration::from_millis(20));
-                }
-            });
-        }
-        Watchdog { fired, done }
-    }
-
-    fn fired(&self) -> bool {
-        self.fired.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::SeqCst);
-    }
-}
-
-fn pid_of(handle: &duct::Handle) -> u32 {
-    handle.pids().first().copied().unwrap_or(0)
-}
-
-/// Hands every complete line of the files to `f` as they grow, until `done` and drained.
-fn follow_files(paths: &[PathBuf; 2], done: &AtomicBool, mut f: LineSink) {
-    let mut offsets = [0u64; 2];
-    let mut partial = [String::new(), String::new()];
-    loop {
-        let finished = done.load(Ordering::SeqCst);
-        for i in 0..2 {
-            let Ok(mut file) = File::open(&paths[i]) else {
-                continue;
-            };
-            let mut buf = String::new();
-            if file.seek(SeekFrom::Start(offsets[i])).is_ok() {
-                let _ = file.read_to_string(&mut buf);
-            }
-            offsets[i] += buf.len() as u64;
-            partial[i].push_str(&buf);
-            while let Some(nl) = partial[i].find('\n') {
-                let line: String = partial[i].drain(..=nl).collect();
-                f(line.trim_end_matches(['\n', '\r']));
-            }
-        }
-        if finished {
-            return;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
+use follow::{follow_files, pid_of, reader_status, Watchdog};
 
 struct RemoveOnDrop(Vec<PathBuf>);
 
@@ -610,44 +524,8 @@ pub fn pid_alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Short synchronous reads through xshell (`git`, `--version`): quick commands that need no
-/// time limit, process group or streaming. `None` when the program is missing or fails.
-pub mod quick {
-    use std::path::Path;
+pub use crate::exec::quick;
 
-    use xshell::{cmd, Shell};
-
-    /// `git -C <root> rev-parse HEAD`, trimmed.
-    pub fn git_head(root: &Path) -> Option<String> {
-        let sh = Shell::new().ok()?;
-        let out = cmd!(sh, "git -C {root} rev-parse HEAD")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .ok()?;
-        Some(out.trim().to_string())
-    }
-
-    /// The first non-empty line `program args...` prints (stdout, else stderr).
-    pub fn first_line(program: &Path, args: &[&str]) -> Option<String> {
-        let sh = Shell::new().ok()?;
-        let out = cmd!(sh, "{program} {args...}")
-            .quiet()
-            .ignore_status()
-            .output()
-            .ok()?;
-        let text = if out.stdout.iter().all(u8::is_ascii_whitespace) {
-            out.stderr
-        } else {
-            out.stdout
-        };
-        String::from_utf8_lossy(&text)
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .map(str::to_string)
-    }
-}
-
+mod follow;
 #[cfg(test)]
 mod tests;

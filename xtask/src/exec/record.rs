@@ -293,7 +293,7 @@ mod tests {
     #[test]
     fn records_round_trip_and_survive_a_torn_line() {
         let dir =
-            std::env::temp_dir().join(format!("xtask-rec-{}", crate::plan::facts::random_id()));
+            std::env::temp_dir().join(format!("xtask-rec-{}", crate::host::facts::random_id()));
         let r = Record::create(&dir, header("ab12cd34", std::process::id())).unwrap();
         r.add(&Event::Network { name: "n".into() }).unwrap();
         r.add(&Event::Container { name: "c".into() }).unwrap();

@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn at_most_n_holders_and_release_on_drop() {
         let dir =
-            std::env::temp_dir().join(format!("xtask-slots-{}", crate::plan::facts::random_id()));
+            std::env::temp_dir().join(format!("xtask-slots-{}", crate::host::facts::random_id()));
         let a = try_acquire(&dir, 2, "alice gateway")
             .unwrap()
             .expect("first slot");
@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn waiting_reports_and_times_out() {
         let dir =
-            std::env::temp_dir().join(format!("xtask-slots-{}", crate::plan::facts::random_id()));
+            std::env::temp_dir().join(format!("xtask-slots-{}", crate::host::facts::random_id()));
         let _held = try_acquire(&dir, 1, "alice").unwrap().unwrap();
         let reported = Cell::new(0);
         let err = acquire(

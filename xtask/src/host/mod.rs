@@ -5,6 +5,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod engine;
+pub mod facts;
 pub mod kube;
 pub mod packages;
 pub mod preflight;

@@ -130,7 +130,7 @@ pub fn holder(port: u16, published: &[crate::host::engine::ContainerInfo]) -> St
                     .map(|c| {
                         format!(
                             ", started {} ago",
-                            human_age(crate::plan::facts::unix_now().saturating_sub(c))
+                            human_age(crate::host::facts::unix_now().saturating_sub(c))
                         )
                     })
                     .unwrap_or_default();

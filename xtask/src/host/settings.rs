@@ -142,7 +142,7 @@ fn try_until_it_runs(podman: &Path, dir: &Path, image: &str) -> Result<Vec<Fix>>
         let owner = format!(
             "{}={}",
             crate::plan::labels::OWNER,
-            crate::plan::facts::sanitize_user(&crate::plan::facts::login_name())
+            crate::plan::facts::sanitize_user(&crate::host::facts::login_name())
         );
         let service = format!("{}=engine-probe", crate::plan::labels::SERVICE);
         let out = Cmd::new(podman)

@@ -34,9 +34,9 @@ pub struct Images {
 /// Runs every piece (a failed one skips those that depend on it) and removes what it made.
 pub fn run(engine: &Engine, images: &Images, scratch: &std::path::Path) -> Vec<Check> {
     let labels = RunLabels {
-        owner: crate::plan::facts::sanitize_user(&crate::plan::facts::login_name()),
-        run: crate::plan::facts::random_id(),
-        created: crate::plan::facts::unix_now(),
+        owner: crate::plan::facts::sanitize_user(&crate::host::facts::login_name()),
+        run: crate::host::facts::random_id(),
+        created: crate::host::facts::unix_now(),
         consumer: "doctor".into(),
         tier: "doctor",
         pid: std::process::id(),

@@ -511,8 +511,8 @@ fn build_all(
         }
     };
 
-    let owner = crate::plan::facts::sanitize_user(&crate::plan::facts::login_name());
-    let created = crate::plan::facts::unix_now();
+    let owner = crate::plan::facts::sanitize_user(&crate::host::facts::login_name());
+    let created = crate::host::facts::unix_now();
     let results: Vec<(Recipe, Result<String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = todo
             .iter()

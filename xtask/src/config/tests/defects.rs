@@ -74,7 +74,7 @@ fn a_non_utf8_byte_is_located() {
         d.contains("infra.toml:2:11: the file must be UTF-8 (byte 0xff is not)"),
         "{d}"
     );
-    let dir = std::env::temp_dir().join(format!("xtask-utf8-{}", crate::plan::facts::random_id()));
+    let dir = std::env::temp_dir().join(format!("xtask-utf8-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("infra.toml");
     std::fs::write(&file, &bytes).unwrap();

@@ -1,0 +1,98 @@
+//! Tests of the engine layer: argv builders and parsing of `inspect` output.
+
+use super::*;
+use crate::host::tools::Tool;
+
+fn podman() -> Engine {
+    Engine {
+        tool: Tool::Podman,
+        program: "podman".into(),
+    }
+}
+
+#[test]
+fn run_args_are_an_argv() {
+    let spec = ContainerSpec {
+        name: "notification_postgres_test".into(),
+        image: "localhost/pg:15".into(),
+        network: "notification_test_network".into(),
+        labels: [("io.kubernaut.xtask.run".to_string(), "ab".to_string())].into(),
+        env: [("POSTGRES_PASSWORD".to_string(), "a b;$(x)".to_string())].into(),
+        publish: vec![(15440, 5432)],
+        args: vec!["-c".into(), "fsync=off".into()],
+        ..ContainerSpec::default()
+    };
+    assert_eq!(
+        podman().run_args(&spec),
+        [
+            "run",
+            "-d",
+            "--name",
+            "notification_postgres_test",
+            "--network",
+            "notification_test_network",
+            "--label",
+            "io.kubernaut.xtask.run=ab",
+            "--env",
+            "POSTGRES_PASSWORD=a b;$(x)",
+            "--publish",
+            "15440:5432",
+            "localhost/pg:15",
+            "-c",
+            "fsync=off",
+        ]
+    );
+}
+
+#[test]
+fn podman_builds_never_pull() {
+    let spec = BuildSpec {
+        reference: "localhost/datastorage:notification-1884d074".into(),
+        dockerfile: "services/datastorage/Dockerfile".into(),
+        context: "target/xtask/ctx".into(),
+        labels: BTreeMap::new(),
+        build_args: [("BASE_IMAGE".to_string(), "localhost/runtime:1".to_string())].into(),
+    };
+    let a = podman().build_args(&spec);
+    assert!(a.contains(&"--pull=never".to_string()));
+    assert!(
+        a.contains(&"--layers=false".to_string()),
+        "no labelled intermediate images"
+    );
+    assert_eq!(a.last().unwrap(), "target/xtask/ctx");
+    let docker = Engine {
+        tool: Tool::Docker,
+        program: "docker".into(),
+    };
+    assert!(!docker
+        .build_args(&spec)
+        .iter()
+        .any(|x| x.starts_with("--pull")));
+}
+
+#[test]
+fn parses_podman_and_docker_inspect() {
+    let podman_c: Value = serde_json::json!({
+        "Id": "abc", "Name": "n1", "State": {"Running": true, "Status": "running"},
+        "Config": {"Labels": {"io.kubernaut.xtask.run": "r1"}},
+        "HostConfig": {"PortBindings": {"5432/tcp": [{"HostIp": "", "HostPort": "15440"}]}},
+        "ImageName": "localhost/pg:1"
+    });
+    let c = parse_container(&podman_c);
+    assert_eq!(
+        (c.name.as_str(), c.running, c.host_ports.clone()),
+        ("n1", true, vec![15440])
+    );
+    assert_eq!(c.labels["io.kubernaut.xtask.run"], "r1");
+    let docker_c: Value = serde_json::json!({"Id": "d", "Name": "/n2", "State": {"Running": false, "Status": "exited"}, "Config": {"Labels": null}});
+    let c = parse_container(&docker_c);
+    assert_eq!(c.name, "n2");
+    assert!(c.labels.is_empty());
+    let img: Value = serde_json::json!({"Id": "sha256:ff", "RepoTags": ["localhost/a:b"], "Size": 10,
+        "Labels": {"io.kubernaut.xtask.created": "1700000000"}});
+    let i = parse_image(&img);
+    assert_eq!(
+        (i.id.as_str(), i.size, i.created),
+        ("ff", 10, 1_700_000_000)
+    );
+}
