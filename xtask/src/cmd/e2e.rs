@@ -177,8 +177,6 @@ fn plan_here(
 ) -> Result<Plan> {
     let facts = Facts::gather(&config.root)?;
     let env = |k: &str| std::env::var(k).ok();
-    let read =
-        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let runs_dir = record::runs_dir(&config.root);
     let run = Run {
         config,
@@ -188,7 +186,28 @@ fn plan_here(
         pid: std::process::id(),
         env: &env,
     };
-    planner::plan(&run, steps::loading(engine), &read, test_args)
+    planner::plan(&run, steps::loading(engine), &Disk, test_args)
+}
+
+/// Templates and mounted files, from disk.
+struct Disk;
+
+impl crate::plan::render::Files for Disk {
+    fn read(&self, p: &Path) -> Result<String> {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    }
+
+    fn list(&self, dir: &Path) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let e = e?;
+            if e.file_type()?.is_file() {
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
 }
 
 /// The engine if there is one; planning and rendering do not need it (podman's argv then).

@@ -7,7 +7,7 @@
 //! (phase 4).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -17,7 +17,7 @@ use crate::graph::Node;
 use crate::plan::images::{self, Build, Images, ThirdParty};
 use crate::plan::integration::{build_nodes, FromCompile};
 use crate::plan::labels::RunLabels;
-use crate::plan::render::{self, Manifests};
+use crate::plan::render::{self, Files, Manifests};
 use crate::plan::specs::Claim;
 use crate::plan::stack;
 use crate::plan::{Run, Tests};
@@ -128,13 +128,8 @@ impl Plan {
     }
 }
 
-/// Phase 0 and the graph. Reads manifest templates through `read`.
-pub fn plan(
-    run: &Run,
-    loading: Loading,
-    read: &dyn Fn(&Path) -> Result<String>,
-    test_args: &[String],
-) -> Result<Plan> {
+/// Phase 0 and the graph. Reads manifest templates and mounted files through `files`.
+pub fn plan(run: &Run, loading: Loading, files: &dyn Files, test_args: &[String]) -> Result<Plan> {
     let (config, consumer) = (run.config, run.consumer);
     let tier = config.consumer(consumer)?.e2e.as_ref();
     let Some(tier) = tier.filter(|t| !t.ports.is_empty()) else {
@@ -144,7 +139,6 @@ pub fn plan(
         );
     };
     let stack = config.stack(consumer, TierName::E2e)?;
-    stack::refuse_not_yet_rendered(&stack)?;
     let labels = run.labels(TIER);
     let cluster = names::cluster_name(consumer, run.id());
     let namespace = names::e2e_namespace(consumer);
@@ -154,7 +148,7 @@ pub fn plan(
         .iter()
         .map(|(k, v)| (k.clone(), v.node_port))
         .collect();
-    let manifests = manifests(run, &stack, &images, &namespace, &node_ports, read)?;
+    let manifests = manifests(run, &stack, &images, &namespace, &node_ports, files)?;
     let mapping: Vec<(u16, u16)> = tier
         .ports
         .values()
@@ -206,7 +200,7 @@ pub fn manifests(
     images: &Images,
     namespace: &str,
     node_ports: &BTreeMap<PortRef, u16>,
-    read: &dyn Fn(&Path) -> Result<String>,
+    files: &dyn Files,
 ) -> Result<Vec<Manifests>> {
     let labels = run.labels(TIER);
     let mut out = Vec::new();
@@ -223,7 +217,7 @@ pub fn manifests(
             &m,
             &images.refs[&m],
             target,
-            read,
+            files,
         )?);
     }
     let built: BTreeSet<String> = images.refs.values().cloned().collect();

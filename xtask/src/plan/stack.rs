@@ -24,29 +24,6 @@ pub enum Site<'a> {
     Host { ports: &'a BTreeMap<PortRef, u16> },
 }
 
-/// Refuses what `infra.toml` can describe but E2E runs do not render yet, rather than deploy
-/// something other than what the file says: `mounts`, and `command`/`args` of long-running
-/// components.
-pub fn refuse_not_yet_rendered(stack: &Stack) -> Result<()> {
-    for c in &stack.members {
-        let unsupported = [
-            (!c.mounts.is_empty(), "mounts"),
-            (!c.command.is_empty(), "command"),
-            (!c.is_job() && !c.args.is_empty(), "args"),
-        ];
-        if let Some((_, what)) = unsupported.iter().find(|(used, _)| *used) {
-            bail!(
-                "`{}` in {}'s {} stack uses {what}, which E2E runs do not render yet; \
-                 `cargo xtask check` accepts it, running it comes next",
-                c.name,
-                stack.consumer,
-                stack.tier
-            );
-        }
-    }
-    Ok(())
-}
-
 /// The URL of `component` (its `port`, or the main one) as seen from `site`.
 pub fn url(
     config: &Config,
@@ -175,6 +152,36 @@ pub mod tests {
         }
     }
 
+    /// The repository's files, under the `/repo` root that [`repo_config`] uses.
+    pub struct RepoFiles;
+
+    impl crate::plan::render::Files for RepoFiles {
+        fn read(&self, p: &Path) -> anyhow::Result<String> {
+            read_repo(p)
+        }
+        fn list(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
+            let rel = dir.strip_prefix("/repo").unwrap_or(dir);
+            let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+            let mut names: Vec<String> = std::fs::read_dir(real)?
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect();
+            names.sort();
+            Ok(names)
+        }
+    }
+
+    /// The repository's files with templates edited by a closure (malformed-template tests).
+    pub struct Edit<F>(pub F);
+
+    impl<F: Fn(&Path) -> anyhow::Result<String>> crate::plan::render::Files for Edit<F> {
+        fn read(&self, p: &Path) -> anyhow::Result<String> {
+            (self.0)(p)
+        }
+        fn list(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
+            crate::plan::render::Files::list(&RepoFiles, dir)
+        }
+    }
+
     /// Reads a repository file under the `/repo` root that [`repo_config`] uses.
     pub fn read_repo(p: &Path) -> anyhow::Result<String> {
         let rel = p.strip_prefix("/repo").unwrap_or(p);
@@ -284,23 +291,6 @@ pub mod tests {
         assert_eq!(e["DATASTORAGE_URL"], "http://gateway_datastorage_test:8181");
         let other = repo_stack(&c, "notification", TierName::Integration);
         assert_eq!(other.get("datastorage").unwrap().port, Some(8080));
-    }
-
-    #[test]
-    fn what_e2e_runs_do_not_render_yet_is_refused() {
-        let c = repo_config();
-        let mut s = repo_stack(&c, "notification", TierName::E2e);
-        refuse_not_yet_rendered(&s).unwrap();
-        s.members[0].mounts.push(crate::config::Mount {
-            target: "/etc/x".into(),
-            source: "x".into(),
-            dir: false,
-        });
-        let e = refuse_not_yet_rendered(&s).unwrap_err().to_string();
-        assert!(
-            e.contains("uses mounts, which E2E runs do not render yet"),
-            "{e}"
-        );
     }
 
     #[test]

@@ -71,12 +71,25 @@ fn the_repository_file_with_redis_renamed_redis_cache_passes() {
         labels: &labels,
     };
     let reference = "localhost/redis-cache:notification-1884d074";
-    let m =
-        crate::plan::render::component(&c, &e2e, "redis-cache", reference, target, &read).unwrap();
+    let m = crate::plan::render::component(
+        &c,
+        &e2e,
+        "redis-cache",
+        reference,
+        target,
+        &crate::plan::stack::tests::Edit(read),
+    )
+    .unwrap();
     assert!(m.text.contains("name: redis-cache"), "{}", m.text);
-    let secret =
-        crate::plan::render::component(&c, &e2e, "datastorage", "localhost/d:t", target, &read)
-            .unwrap();
+    let secret = crate::plan::render::component(
+        &c,
+        &e2e,
+        "datastorage",
+        "localhost/d:t",
+        target,
+        &crate::plan::stack::tests::Edit(read),
+    )
+    .unwrap();
     assert!(
         secret.text.contains("redis://redis-cache:6379"),
         "{}",

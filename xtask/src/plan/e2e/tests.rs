@@ -2,14 +2,10 @@
 
 use super::*;
 use crate::plan::facts::Facts;
-use crate::plan::stack::tests::{facts, read_repo, repo_config};
+use crate::plan::stack::tests::{facts, read_repo, repo_config, Edit, RepoFiles};
+use std::path::Path;
 
-fn plan_with(
-    consumer: &str,
-    loading: Loading,
-    facts: &Facts,
-    read: &dyn Fn(&Path) -> Result<String>,
-) -> Result<Plan> {
+fn plan_with(consumer: &str, loading: Loading, facts: &Facts, files: &dyn Files) -> Result<Plan> {
     let config = repo_config();
     let run = Run {
         config: &config,
@@ -19,11 +15,11 @@ fn plan_with(
         pid: 7,
         env: &|_| None,
     };
-    plan(&run, loading, read, &[])
+    plan(&run, loading, files, &[])
 }
 
 fn plan_for(consumer: &str, loading: Loading) -> Plan {
-    plan_with(consumer, loading, &facts(), &read_repo).unwrap()
+    plan_with(consumer, loading, &facts(), &RepoFiles).unwrap()
 }
 
 fn deps<'a>(p: &'a Plan, id: &str) -> &'a [String] {
@@ -152,7 +148,7 @@ fn image_tag_override_reaches_the_manifests() {
         image_tag: Some("ci-deadbee-7".into()),
         ..facts()
     };
-    let p = plan_with("notification", Loading::Archive, &f, &read_repo).unwrap();
+    let p = plan_with("notification", Loading::Archive, &f, &RepoFiles).unwrap();
     let m = p
         .manifests
         .iter()
@@ -171,7 +167,7 @@ fn a_template_with_a_foreign_image_is_refused_before_anything_runs() {
     let bad = |p: &Path| {
         Ok(read_repo(p)?.replace("image: ${IMAGE}", "image: docker.io/library/redis:latest"))
     };
-    let err = plan_with("notification", Loading::Archive, &facts(), &bad).unwrap_err();
+    let err = plan_with("notification", Loading::Archive, &facts(), &Edit(bad)).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("nothing was built or applied"), "{msg}");
     assert!(msg.contains("manifests/redis.yaml: Deployment/redis spec.template.spec.containers[0].image `docker.io/library/redis:latest` was not built by this run"), "{msg}");

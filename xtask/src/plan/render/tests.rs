@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::config::TierName;
-use crate::plan::stack::tests::{read_repo, repo_config};
+use crate::plan::stack::tests::{read_repo, repo_config, Edit, RepoFiles};
 
 /// Parses a document as its Kubernetes type and checks nothing was dropped or changed.
 fn as_kubernetes_object(doc: &Yaml) -> std::result::Result<String, String> {
@@ -29,6 +29,7 @@ fn as_kubernetes_object(doc: &Yaml) -> std::result::Result<String, String> {
         "Service" => round::<core::Service>(&v),
         "Secret" => round::<core::Secret>(&v),
         "Namespace" => round::<core::Namespace>(&v),
+        "ConfigMap" => round::<core::ConfigMap>(&v),
         other => return Err(format!("unexpected kind {other}")),
     }?;
     if back != v {
@@ -78,21 +79,36 @@ fn render_all(consumer: &str) -> Vec<Manifests> {
     stack
         .names()
         .iter()
-        .map(|m| component(&c, &stack, m, &images[m], target, &read_repo).unwrap())
+        .map(|m| component(&c, &stack, m, &images[m], target, &RepoFiles).unwrap())
         .collect()
 }
 
 /// Renders `redis` of notification's E2E stack with templates read through `read`.
 fn render_redis(read: &dyn Fn(&Path) -> Result<String>) -> Result<Manifests> {
-    let c = repo_config();
+    render_member(&repo_config(), "redis", read)
+}
+
+/// Renders `name` of notification's E2E stack in `c`, templates read through `read`.
+fn render_member(
+    c: &Config,
+    name: &str,
+    read: &dyn Fn(&Path) -> Result<String>,
+) -> Result<Manifests> {
     let none = BTreeMap::new();
     let target = Target {
         namespace: "ns",
         node_ports: &BTreeMap::new(),
         labels: &none,
     };
-    let stack = e2e_stack(&c, "notification");
-    component(&c, &stack, "redis", "localhost/redis:x-1", target, read)
+    let stack = e2e_stack(c, "notification");
+    component(
+        c,
+        &stack,
+        name,
+        &format!("localhost/{name}:x-1"),
+        target,
+        &Edit(read),
+    )
 }
 
 #[test]
@@ -313,4 +329,76 @@ fn kind_config_maps_node_ports_to_unique_host_ports() {
     );
     assert_eq!(node["extraPortMappings"][1]["containerPort"], 30081);
     assert_eq!(node["extraPortMappings"][1]["hostPort"], 28121);
+}
+
+/// `command`, `args` and `mounts` of infra.toml reach the workload (not only the integration
+/// stack): a command and args on the container, the mounted files in a ConfigMap, mounted
+/// read-only by subPath (a file) or as a folder of its files.
+#[test]
+fn command_args_and_mounts_are_put_into_the_workload() {
+    let mut c = repo_config();
+    let redis = c.components.get_mut("redis").unwrap();
+    redis.command = vec!["redis-server".into()];
+    redis.args = vec!["--save".into(), "".into()];
+    redis.mounts = vec![
+        crate::config::Mount {
+            target: "/etc/redis/extra.conf".into(),
+            source: "manifests/redis.yaml".into(),
+            dir: false,
+        },
+        crate::config::Mount {
+            target: "/etc/migrations".into(),
+            source: "migrations".into(),
+            dir: true,
+        },
+    ];
+    let m = render_member(&c, "redis", &read_repo).unwrap();
+    for d in &m.docs {
+        as_kubernetes_object(d).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let reparsed: Vec<Yaml> = YamlLoader::load_from_str(&m.text)
+        .unwrap()
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect();
+    assert_eq!(reparsed, m.docs, "the applied text is what was checked");
+    let doc = |kind: &str| {
+        m.docs
+            .iter()
+            .find(|d| d["kind"].as_str() == Some(kind))
+            .unwrap()
+    };
+    let pod = &doc("Deployment")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        to_json(&container["command"]),
+        serde_json::json!(["redis-server"])
+    );
+    assert_eq!(
+        to_json(&container["args"]),
+        serde_json::json!(["--save", ""])
+    );
+    let mounts = to_json(&container["volumeMounts"]);
+    assert_eq!(mounts[0]["mountPath"], "/etc/redis/extra.conf");
+    assert_eq!(mounts[0]["subPath"], "m0");
+    assert_eq!(mounts[1]["subPath"], "m1");
+    assert_eq!(mounts[1]["readOnly"], true);
+    let cm = to_json(doc("ConfigMap"));
+    assert_eq!(cm["metadata"]["name"], "redis-files");
+    assert!(cm["data"]["m0"]
+        .as_str()
+        .unwrap()
+        .contains("kind: Deployment"));
+    let migration = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .min()
+        .unwrap();
+    assert!(cm["data"][format!("m1-{migration}")].is_string(), "{cm}");
+    let items = to_json(&pod["volumes"][0]["configMap"]["items"]);
+    assert!(items
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["path"] == format!("m1/{migration}")));
 }

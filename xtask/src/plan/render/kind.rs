@@ -1,0 +1,84 @@
+//! The kind config of a run and the Namespace: small documents made from data.
+
+use std::collections::BTreeMap;
+
+use yaml_rust2::yaml::{Hash, Yaml};
+
+use super::yaml::{emit, labels_yaml, map, s};
+
+/// The kind config: one control-plane node carrying our labels, and this consumer's NodePorts
+/// mapped to its unique host ports (on 127.0.0.1 only: a shared host's other users do not need
+/// them).
+pub fn kind_config(
+    cluster: &str,
+    labels: &BTreeMap<String, String>,
+    ports: &[(u16, u16)],
+) -> String {
+    let mut node = Hash::new();
+    node.insert(s("role"), s("control-plane"));
+    let mut l = Hash::new();
+    for (k, v) in labels {
+        l.insert(s(k), s(&label_value(v)));
+    }
+    node.insert(s("labels"), Yaml::Hash(l));
+    let maps: Vec<Yaml> = ports
+        .iter()
+        .map(|(node_port, host)| {
+            map(vec![
+                ("containerPort", Yaml::Integer(i64::from(*node_port))),
+                ("hostPort", Yaml::Integer(i64::from(*host))),
+                ("listenAddress", s("127.0.0.1")),
+                ("protocol", s("TCP")),
+            ])
+        })
+        .collect();
+    node.insert(s("extraPortMappings"), Yaml::Array(maps));
+    let doc = map(vec![
+        ("kind", s("Cluster")),
+        ("apiVersion", s("kind.x-k8s.io/v1alpha4")),
+        ("name", s(cluster)),
+        ("nodes", Yaml::Array(vec![Yaml::Hash(node)])),
+    ]);
+    format!(
+        "# kind cluster for one E2E run, rendered by cargo xtask from infra.toml\n{}",
+        emit(&doc)
+    )
+}
+
+/// A Kubernetes label value: at most 63 characters, alphanumeric at both ends.
+pub fn label_value(v: &str) -> String {
+    let clean: String = v
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    let trimmed = clean
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
+    if trimmed.is_empty() {
+        "unknown".into()
+    } else {
+        trimmed
+    }
+}
+
+/// The Namespace of a run.
+pub fn namespace_doc(namespace: &str, labels: &BTreeMap<String, String>) -> String {
+    emit(&map(vec![
+        ("apiVersion", s("v1")),
+        ("kind", s("Namespace")),
+        (
+            "metadata",
+            map(vec![
+                ("name", s(namespace)),
+                ("labels", labels_yaml(labels)),
+            ]),
+        ),
+    ]))
+}
