@@ -460,3 +460,92 @@ fn a_missing_kind_stops_the_run_before_any_build() {
 fn a_missing_kubectl_stops_the_run_before_any_build() {
     missing_tool_stops_before_any_build("kind", "kubectl");
 }
+
+/// The dry run and the run come from the same actions: every command the dry run lists for
+/// phases 1-4 is exactly what the run executed (its `commands.log`), once the values that
+/// differ between two processes (run id, pid, clock) are replaced by placeholders. The fake's
+/// own call log confirms the kind and kubectl commands independently.
+#[test]
+#[ignore = "needs podman and the stand-in images: run by `cargo xtask test`"]
+fn the_dry_run_lists_exactly_the_commands_the_run_executes() {
+    let _slot = slots(&["e2e"]);
+    let fakes = FakeKube::new();
+    let guard = CleanRuns::with_fakes(&fakes);
+    let dry = e2e("datastorage", &fakes).arg("--dry-run").run();
+    dry.assert_success();
+    let dry_id = dry.run_id().expect("the dry run names its run id");
+    let listed: BTreeSet<String> = dry
+        .stdout
+        .split("phase 5:")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("$ "))
+        .map(|l| normalise(l.split("   # ").next().unwrap_or(l), &dry_id))
+        .collect();
+    // Every command of the dry run, phases 5 and 6 included (for the fake's call log).
+    let listed_all: BTreeSet<String> = dry
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("$ "))
+        .map(|l| normalise(l.split("   # ").next().unwrap_or(l), &dry_id))
+        .collect();
+    let out = e2e("datastorage", &fakes).run();
+    let id = out
+        .run_id()
+        .unwrap_or_else(|| panic!("no run id:\n{}", out.all()));
+    guard.add(&id);
+    out.assert_success();
+    let log = std::fs::read_to_string(run_dir(&id).join("commands.log")).unwrap();
+    let ran: BTreeSet<String> = log.lines().map(|l| normalise(l, &id)).collect();
+    assert!(listed.len() >= 10, "too few commands listed: {listed:#?}");
+    assert_eq!(
+        listed.difference(&ran).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "listed by the dry run but not run"
+    );
+    assert_eq!(
+        ran.difference(&listed).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "run but not listed by the dry run"
+    );
+    // Independently of our own log: every kind/kubectl call the fake saw is one the dry run
+    // listed (by its arguments; polls repeat).
+    for c in fakes.calls() {
+        let call = normalise(&c.argv.join(" "), &id);
+        assert!(
+            listed_all.iter().any(|l| l.ends_with(&call)),
+            "the fake saw `{} {call}`, which the dry run did not list",
+            c.tool
+        );
+    }
+}
+
+/// Replaces what differs between two processes planning the same run.
+fn normalise(cmd: &str, run_id: &str) -> String {
+    let mut out = cmd.replace(run_id, "RUN").replace(&run_id[..8], "RUN8");
+    for key in ["pid=", "created=", "CREATED="] {
+        let mut rest = out.as_str();
+        let mut s = String::new();
+        while let Some(i) = rest.find(key) {
+            s.push_str(&rest[..i + key.len()]);
+            rest = &rest[i + key.len()..];
+            let end = rest.find([' ', '\'']).unwrap_or(rest.len());
+            s.push('N');
+            rest = &rest[end..];
+        }
+        s.push_str(rest);
+        out = s;
+    }
+    // The consumer's own tag ends in the clock: `{service}-{user}-{git7}-{unix}`.
+    let words: Vec<String> = out
+        .split(' ')
+        .map(|w| match w.rsplit_once('-') {
+            Some((head, t)) if t.len() == 10 && t.chars().all(|c| c.is_ascii_digit()) => {
+                format!("{head}-UNIX")
+            }
+            _ => w.to_string(),
+        })
+        .collect();
+    words.join(" ")
+}
