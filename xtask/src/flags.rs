@@ -147,6 +147,9 @@ pub struct Integration {
     /// Start the stack and print its URLs without running the tests (implies --keep).
     #[arg(long, conflicts_with = "down")]
     pub no_tests: bool,
+    /// Build every image (and the database's data image) even when the cache has it.
+    #[arg(long)]
+    pub rebuild: bool,
     /// Override a component for this run without editing infra.toml (repeatable):
     /// `<component>.env.<VAR>=<value>` or `<component>.timeout=<duration>`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -173,6 +176,9 @@ pub struct E2e {
     /// Keep the cluster, images and archives after the run (printing how to remove them).
     #[arg(long)]
     pub keep: bool,
+    /// Build every image even when the cache has it (and save every archive again).
+    #[arg(long)]
+    pub rebuild: bool,
     /// How many image builds may run at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub jobs: usize,

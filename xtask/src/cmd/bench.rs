@@ -86,6 +86,7 @@ fn plan_speed(config: &Config, consumers: &[String]) -> Result<()> {
             runs_dir: &runs_dir,
             pid: 1,
             env: &|_| None,
+            snapshots: &crate::plan::NO_SNAPSHOTS,
         };
         for _ in 0..n {
             crate::plan::integration::plan(&run, &[])?;

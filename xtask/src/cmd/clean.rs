@@ -163,11 +163,17 @@ impl Clean<'_> {
         }
         // Named resources of the record that lost their labels cannot exist: everything is
         // created with labels. The labels are the selection.
-        let removed = removal::remove(
+        let untagged = removal::untag_names(
+            self.engine,
+            &removal::recorded_images(&info.path),
+            self.dry_run,
+        )?;
+        let mut removed = removal::remove(
             self.engine,
             &Filter::owner(&info.owner).and(labels::RUN, &info.run_id),
             self.dry_run,
         )?;
+        removed.images.extend(untagged);
         if !self.dry_run {
             if let Some(run_dir) = info.path.parent() {
                 record::remove_scratch(run_dir)?;

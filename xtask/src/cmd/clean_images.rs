@@ -45,6 +45,11 @@ pub fn run(config: &Config, args: &flags::CleanImages) -> Result<()> {
         config.component(s)?;
         filter = filter.and(labels::SERVICE, s);
     }
+    let target = crate::exec::record::target_dir(&config.root);
+    let owner_only = (!args.all_users).then_some(owner.as_str());
+    if args.service.is_none() {
+        cache::age_out(&engine, &target, owner_only, older.as_secs(), args.dry_run)?;
+    }
     let images = engine.images(&filter)?;
     let in_use: BTreeSet<String> = engine.images_in_use()?.into_iter().collect();
     let now = unix_now();
@@ -129,6 +134,8 @@ pub fn run(config: &Config, args: &flags::CleanImages) -> Result<()> {
     }
     Ok(())
 }
+
+mod cache;
 
 /// Whether `used` (an id, a short id, or a reference as `ps` shows it) names this image.
 fn used_by(i: &ImageInfo, used: &str) -> bool {

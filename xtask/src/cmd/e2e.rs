@@ -55,6 +55,7 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         kind: Some(&kind),
         kubectl: Some(&kubectl),
         slots: args.cluster_slots,
+        rebuild: args.rebuild,
     };
     if args.dry_run {
         print!("{}", dry_run(&plan, &tools));
@@ -96,9 +97,10 @@ fn execute(
             run.progress
                 .println(&format!("phase {phase}: {}", PHASES[phase as usize]));
         }
-        runner.perform_all(&steps::e2e(&n.action, plan, tools), ctx)
+        runner.perform_all(&n.id, &steps::e2e(&n.action, plan, tools), ctx)
     });
     let mut report = run.report(&ex);
+    report.add_cache_notes(runner.cache_notes());
     let diagnostics = || diagnostics(plan, tools, &run.progress);
     let mut outcome: Result<ExitCode> = match ex.error {
         Some(e) => Err(e.context(format!("diagnostics: {}", diagnostics().display()))),
@@ -185,6 +187,7 @@ fn plan_here(
         runs_dir: &runs_dir,
         pid: std::process::id(),
         env: &env,
+        snapshots: &crate::plan::NO_SNAPSHOTS,
     };
     planner::plan(&run, steps::loading(engine), &Disk, test_args)
 }
@@ -276,7 +279,8 @@ fn cleanup(tools: &Tools, plan: &Plan) -> Result<String> {
             errors.push(format!("{e:#}"));
         }
     }
-    let removed = crate::host::removal::remove_run(tools.engine, &plan.run_id, false);
+    let removed =
+        crate::host::removal::remove_run_recorded(tools.engine, &plan.run_dir, &plan.run_id, false);
     if let Err(e) = &removed {
         errors.push(format!("{e:#}"));
     }

@@ -33,6 +33,10 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
     let engine = crate::cmd::setup::prepare(config, crate::cmd::setup::Purpose::Run)?;
     let facts = Facts::gather(&config.root)?;
     let env = |k: &str| std::env::var(k).ok();
+    let stack = config.stack(&args.consumer, crate::config::TierName::Integration)?;
+    let cache = crate::exec::cache::Cache::open(&record::target_dir(&config.root));
+    let snapshots = crate::exec::snapshot::decide(config, &stack, &engine, &cache, args.rebuild)?;
+    cache.save_hashes();
     let run = Run {
         config,
         consumer: &args.consumer,
@@ -40,6 +44,7 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
         runs_dir: &runs_dir,
         pid: std::process::id(),
         env: &env,
+        snapshots: &snapshots,
     };
     let mut plan = planner::plan(&run, &args.test_args)?;
     if args.no_tests {
@@ -78,13 +83,15 @@ fn execute(
         kind: None,
         kubectl: None,
         slots: 0,
+        rebuild: args.rebuild,
     };
     let runner = Runner::new(engine, &run.record, &config.root, &plan.run_dir);
     let limits = [("build", 4usize)].into_iter().collect();
     let ex = dag::execute(&plan.nodes, &limits, &run.progress, |n, ctx| {
-        runner.perform_all(&steps::integration(&n.action, &tools), ctx)
+        runner.perform_all(&n.id, &steps::integration(&n.action, &tools), ctx)
     });
     let mut report = run.report(&ex);
+    report.add_cache_notes(runner.cache_notes());
     let mut outcome: Result<ExitCode> = ex.error.map_or(Ok(ExitCode::SUCCESS), Err);
     if outcome.is_ok() && !crate::exec::signals::interrupted() {
         run.progress
@@ -100,7 +107,12 @@ fn execute(
         print!("{}", kept(plan));
     } else {
         outcome = run.teardown(&mut report, outcome, || {
-            let removed = crate::host::removal::remove_run(engine, &plan.run_id, false)?;
+            let removed = crate::host::removal::remove_run_recorded(
+                engine,
+                &plan.run_dir,
+                &plan.run_id,
+                false,
+            )?;
             record::remove_scratch(&plan.run_dir)?;
             Ok(removed.to_string())
         })?;
@@ -118,7 +130,12 @@ fn preflight_checks(engine: &Engine, runs_dir: &Path, plan: &Plan) -> Result<()>
     for e in &earlier {
         let note = match e.state {
             EarlierState::Stale => {
-                let removed = crate::host::removal::remove_run(engine, &e.run_id, false)?;
+                let removed = crate::host::removal::remove_run_recorded(
+                    engine,
+                    &runs_dir.join(&e.run_id),
+                    &e.run_id,
+                    false,
+                )?;
                 record::mark_finished(&runs_dir.join(&e.run_id).join("record.jsonl"))?;
                 crate::exec::progress::Progress::plain().println(&format!(
                     "removed what an earlier run {} left (its process {} is gone): {removed}",
@@ -192,8 +209,10 @@ fn down(engine: &Engine, runs_dir: &Path, consumer: &str) -> Result<()> {
                 e.pid
             );
         }
-        let removed = crate::host::removal::remove_run(engine, &e.run_id, false)?;
-        record::mark_finished(&runs_dir.join(&e.run_id).join("record.jsonl"))?;
+        let run_dir = runs_dir.join(&e.run_id);
+        let removed =
+            crate::host::removal::remove_run_recorded(engine, &run_dir, &e.run_id, false)?;
+        record::mark_finished(&run_dir.join("record.jsonl"))?;
         say(&format!("run {}: removed {removed}", e.run_id));
     }
     Ok(())

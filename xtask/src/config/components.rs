@@ -35,7 +35,7 @@ impl Table {
 
     fn own_keys(self) -> &'static [&'static str] {
         match self {
-            Table::Infra => &["image"],
+            Table::Infra => &["image", "snapshot"],
             Table::Services => &[
                 "dockerfile",
                 "package",
@@ -176,6 +176,7 @@ impl Validator<'_> {
                 .unwrap_or(e.table.default_timeout()),
             manifest,
             tiers: self.tiers(e),
+            snapshot: self.snapshot(e),
             source,
         }
     }
@@ -416,6 +417,30 @@ impl Validator<'_> {
             self.at(c, msg);
         }
         c.get_ref().clone()
+    }
+
+    /// `snapshot = { after, inputs, env, flush }`; that `after` names jobs needing this
+    /// component is checked with the other references.
+    fn snapshot(&mut self, e: &Entry) -> Option<super::Snapshot> {
+        let raw = e.raw.snapshot.as_ref()?.get_ref();
+        let what = format!("{}.snapshot", e.what());
+        let inputs = raw::items(&raw.inputs)
+            .map(|p| self.repo_path(p, &format!("{what}.inputs"), None).0)
+            .collect();
+        Some(super::Snapshot {
+            after: raw
+                .after
+                .get_ref()
+                .iter()
+                .map(|n| n.get_ref().clone())
+                .collect(),
+            inputs,
+            env: self.env_map(&raw.env, &format!("{what}.env")),
+            flush: raw
+                .flush
+                .as_ref()
+                .map_or_else(Vec::new, |f| f.get_ref().clone()),
+        })
     }
 
     /// `mounts = { "/container/path" = "repository/path" }`, read-only.

@@ -126,6 +126,20 @@ pub enum Ready {
     Exit,
 }
 
+/// A data image of a component taken after jobs ran against it: later integration runs start
+/// from it and skip those jobs (see `exec::snapshot`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The jobs whose effect the image holds.
+    pub after: Vec<String>,
+    /// Repository paths whose content the jobs apply (part of the image's key).
+    pub inputs: Vec<PathBuf>,
+    /// Environment of the component while the image is made and when it runs from it.
+    pub env: BTreeMap<String, String>,
+    /// A command in the container before it is committed (e.g. a checkpoint); templates.
+    pub flush: Vec<String>,
+}
+
 /// A repository file or folder mounted read-only into the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -213,6 +227,7 @@ pub struct Component {
     /// The Kubernetes manifest template (relative to the root).
     pub manifest: PathBuf,
     pub tiers: Tiers,
+    pub snapshot: Option<Snapshot>,
 }
 
 impl Component {

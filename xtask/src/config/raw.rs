@@ -81,6 +81,18 @@ pub struct Component {
     pub args: Option<Spanned<Vec<String>>>,
     pub mounts: Option<Strings>,
     pub tiers: Option<Names>,
+    /// `[infra.*]`: a data image taken after jobs ran against it (warm starts).
+    pub snapshot: Option<Spanned<Snapshot>>,
+}
+
+/// `snapshot = { after = [...], inputs = [...], env = {...}, flush = [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub after: Names,
+    pub inputs: Option<Names>,
+    pub env: Option<Strings>,
+    pub flush: Option<Spanned<Vec<String>>>,
 }
 
 fn start<T>(s: &Option<Spanned<T>>) -> Option<usize> {
@@ -112,6 +124,7 @@ impl Component {
             ("args", start(&self.args)),
             ("mounts", start(&self.mounts)),
             ("tiers", start(&self.tiers)),
+            ("snapshot", start(&self.snapshot)),
         ];
         all.into_iter()
             .filter_map(|(k, at)| Some((k, at?)))

@@ -20,6 +20,7 @@ impl Validator<'_> {
             self.needs_known(e, components);
             self.tiers_along_needs(e, components);
             self.ready_port(e, components);
+            self.snapshot_after(e, components);
         }
         let graph = needs_graph(components);
         if let Some(cycle) = crate::graph::cycle(&graph) {
@@ -50,6 +51,29 @@ impl Validator<'_> {
             }
         }
         self.url_variables(entries, components);
+    }
+
+    /// A snapshot is taken after jobs that run against the component: each `after` is a job
+    /// that needs it.
+    fn snapshot_after(&mut self, e: &Entry, components: &BTreeMap<String, Component>) {
+        let Some(snap) = e.raw.snapshot.as_ref() else {
+            return;
+        };
+        for job in snap.get_ref().after.get_ref() {
+            let ok = components
+                .get(job.get_ref())
+                .is_some_and(|c| c.is_job() && c.needs.iter().any(|n| n == e.name()));
+            if !ok {
+                let msg = format!(
+                    "{}.snapshot.after: `{}` must be a job that needs `{}` (the data image holds \
+                     what such jobs did to it)",
+                    e.what(),
+                    job.get_ref(),
+                    e.name()
+                );
+                self.at(job, msg);
+            }
+        }
     }
 
     fn needs_known(&mut self, e: &Entry, components: &BTreeMap<String, Component>) {

@@ -5,7 +5,9 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod actions;
+pub mod archive;
 pub mod builds;
+pub mod cache;
 pub mod dag;
 pub mod lifecycle;
 pub mod process;
@@ -15,4 +17,5 @@ pub mod record;
 pub mod report;
 pub mod signals;
 pub mod slots;
+pub mod snapshot;
 pub mod steps;

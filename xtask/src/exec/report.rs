@@ -40,6 +40,9 @@ pub struct TaskReport {
     pub duration_ms: u64,
     pub outcome: &'static str,
     pub message: String,
+    /// Image tasks: `hit` (a cached image got the run's name) or `miss`, the key, and why.
+    #[serde(flatten)]
+    pub cache: Option<crate::exec::actions::build::Note>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -58,6 +61,13 @@ pub fn critical_path(timings: &[Timing]) -> (Vec<String>, Duration) {
 }
 
 impl Report {
+    /// What the input cache did for each image task.
+    pub fn add_cache_notes(&mut self, notes: BTreeMap<String, crate::exec::actions::build::Note>) {
+        for t in &mut self.tasks {
+            t.cache = notes.get(&t.id).cloned();
+        }
+    }
+
     pub fn new(
         run_id: &str,
         consumer: &str,
@@ -97,6 +107,7 @@ impl Report {
                         Outcome::Skipped => "skipped",
                     },
                     message: t.message.lines().next().unwrap_or("").to_string(),
+                    cache: None,
                 })
                 .collect(),
             extra: BTreeMap::new(),

@@ -4,8 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::exec::actions::build::{cache_spec, Cached};
 use crate::exec::actions::{Action, Command, Use};
 use crate::exec::builds;
+use crate::exec::process::Cmd;
 use crate::exec::record::Event;
 use crate::host::kube::{Kind, Kubectl};
 use crate::host::tools::Engine;
@@ -22,6 +24,8 @@ pub struct Tools<'a> {
     pub kubectl: Option<&'a Kubectl>,
     /// Host-wide cluster-creation slots (E2E).
     pub slots: usize,
+    /// `--rebuild`: build every image even when the cache has it.
+    pub rebuild: bool,
 }
 
 /// The actions of an integration step.
@@ -31,6 +35,9 @@ pub fn integration(step: &integration::Step, t: &Tools) -> Vec<Action> {
         Step::Compile { packages } => vec![compile(t, packages)],
         Step::CompileTests { package, target } => vec![compile_tests(t, package, target)],
         Step::Image(b) => image(t, b),
+        Step::NameData { .. } | Step::Verified { .. } | Step::Snapshot { .. } => {
+            data_image(step, t)
+        }
         Step::Network { name, labels } => vec![
             Action::Record(Event::Network { name: name.clone() }),
             Action::Run {
@@ -76,6 +83,71 @@ pub fn integration(step: &integration::Step, t: &Tools) -> Vec<Action> {
     }
 }
 
+/// The data-image steps of an integration run (see `exec::snapshot`).
+fn data_image(step: &integration::Step, t: &Tools) -> Vec<Action> {
+    match step {
+        integration::Step::NameData { source, reference } => vec![
+            Action::Record(Event::Image {
+                reference: reference.clone(),
+            }),
+            Action::Run {
+                state: "naming",
+                cmd: Command::Engine(t.engine.tag_cmd(source, reference)),
+                output: Use::Show,
+                what: format!("naming the cached data image {source}"),
+            },
+            Action::Note {
+                cache: "hit",
+                key: source.rsplit(':').next().unwrap_or_default().to_string(),
+                why: String::new(),
+                summary: format!("cached data image ({source})"),
+            },
+        ],
+        integration::Step::Verified { job, key } => vec![Action::Note {
+            cache: "hit",
+            key: key.clone(),
+            why: String::new(),
+            summary: format!("{job}: its effect is in the data image {key}, not run again"),
+        }],
+        integration::Step::Snapshot {
+            container,
+            flush,
+            reference,
+            labels,
+            key,
+            why,
+        } => {
+            let mut a = Vec::new();
+            if !flush.is_empty() {
+                a.push(Action::Run {
+                    state: "flushing",
+                    cmd: Command::Timed(
+                        t.engine
+                            .exec(container, flush, &[])
+                            .timeout(Duration::from_secs(60)),
+                    ),
+                    output: Use::Show,
+                    what: format!("flushing {container} before its data image is taken"),
+                });
+            }
+            a.push(Action::Run {
+                state: "committing",
+                cmd: Command::Engine(t.engine.commit_cmd(container, reference, labels)),
+                output: Use::Show,
+                what: format!("committing {container} as {reference}"),
+            });
+            a.push(Action::Note {
+                cache: "miss",
+                key: key.clone(),
+                why: why.clone(),
+                summary: format!("data image {reference} made ({why})"),
+            });
+            a
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// The actions of an E2E step.
 pub fn e2e(step: &e2e::Step, plan: &e2e::Plan, t: &Tools) -> Vec<Action> {
     use e2e::Step;
@@ -93,11 +165,14 @@ pub fn e2e(step: &e2e::Step, plan: &e2e::Plan, t: &Tools) -> Vec<Action> {
             Action::Record(Event::Archive {
                 path: archive.clone(),
             }),
-            Action::Run {
-                state: "saving",
-                cmd: Command::Engine(t.engine.save_cmd(reference, archive)),
-                output: Use::FileSize,
-                what: format!("saving {reference}"),
+            Action::SaveCached {
+                reference: reference.clone(),
+                archive: archive.clone(),
+                rebuild: t.rebuild,
+                save: Command::Engine(t.engine.save_cmd(
+                    reference,
+                    std::path::Path::new("<cache>/archives/<image id>.tar.partial"),
+                )),
             },
         ],
         Step::Cluster { config } => vec![
@@ -214,21 +289,19 @@ fn image(t: &Tools, b: &Build) -> Vec<Action> {
         }),
         Build::Dockerfile { .. } => {}
     }
-    let what = match b {
-        Build::Retag { base, .. } => format!(
-            "re-tagging {base} as {}: is {base} in local storage?",
-            spec.reference
-        ),
-        _ => format!(
-            "building {} (is its base there? `cargo xtask doctor` checks the images)",
-            spec.reference
-        ),
+    let binary = match b {
+        Build::Rust { binary, .. } => Some(binary.clone()),
+        _ => None,
     };
-    a.push(Action::Run {
-        state: "building",
-        cmd: Command::Engine(t.engine.build_cmd(spec)),
-        output: Use::Show,
-        what,
-    });
+    let mut c = Cached {
+        component: b.component().to_string(),
+        spec: spec.clone(),
+        binary,
+        rebuild: t.rebuild,
+        build: Command::Plain(Cmd::new("true")),
+        engine: t.engine.program.display().to_string(),
+    };
+    c.build = Command::Engine(t.engine.build_cmd(&cache_spec(&c, "{key}")));
+    a.push(Action::CachedBuild(c));
     a
 }

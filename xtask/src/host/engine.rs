@@ -68,8 +68,10 @@ impl Engine {
         for (k, v) in &s.labels {
             a.extend(["--label".into(), format!("{k}={v}")]);
         }
-        for (k, v) in &s.env {
-            a.extend(["--env".into(), format!("{k}={v}")]);
+        // Names only: the values (passwords among them) reach the engine through its own
+        // environment (`run_cmd`), never its argv, logs or records.
+        for k in s.env.keys() {
+            a.extend(["--env".into(), k.clone()]);
         }
         for (h, c) in &s.publish {
             a.extend(["--publish".into(), format!("{h}:{c}")]);
@@ -99,6 +101,9 @@ impl Engine {
         }
         a.extend(["--file".into(), s.dockerfile.display().to_string()]);
         a.extend(["--tag".into(), s.reference.clone()]);
+        for t in &s.tags {
+            a.extend(["--tag".into(), t.clone()]);
+        }
         for (k, v) in &s.labels {
             a.extend(["--label".into(), format!("{k}={v}")]);
         }
@@ -123,7 +128,10 @@ impl Engine {
     }
 
     pub fn run_cmd(&self, s: &ContainerSpec) -> Cmd<Uninterruptible> {
-        self.cmd().args(self.run_args(s)).uninterruptible()
+        self.cmd()
+            .args(self.run_args(s))
+            .envs(&s.env)
+            .uninterruptible()
     }
 
     pub fn run_container(&self, s: &ContainerSpec) -> Result<String> {
@@ -172,6 +180,35 @@ impl Engine {
             })
     }
 
+    /// `commit`: a container's file system as an image with our labels (paused meanwhile).
+    pub fn commit_cmd(
+        &self,
+        container: &str,
+        reference: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Cmd<Uninterruptible> {
+        let mut c = self.cmd().args(["commit", "--pause=true"]);
+        for (k, v) in labels {
+            c = c.arg("--change").arg(format!("LABEL {k}=\"{v}\""));
+        }
+        c.args([container, reference]).uninterruptible()
+    }
+
+    /// `tag SOURCE TARGET`: another name for an image (a state change: uninterruptible).
+    pub fn tag_cmd(&self, source: &str, target: &str) -> Cmd<Uninterruptible> {
+        self.cmd().args(["tag", source, target]).uninterruptible()
+    }
+
+    /// The image id of `reference`, if it is in local storage.
+    pub fn image_id(&self, reference: &str) -> Option<String> {
+        let out = self
+            .cmd()
+            .args(["image", "inspect", "--format", "{{.Id}}", reference])
+            .output()
+            .ok()?;
+        out.success().then(|| out.stdout.trim().to_string())
+    }
+
     pub fn image_exists(&self, reference: &str) -> bool {
         self.cmd()
             .args(["image", "inspect", "--format", "{{.Id}}", reference])
@@ -194,7 +231,8 @@ impl Engine {
     pub fn exec(&self, container: &str, argv: &[String], env: &[(String, String)]) -> Cmd {
         let mut c = self.cmd().arg("exec");
         for (k, v) in env {
-            c = c.arg("--env").arg(format!("{k}={v}"));
+            // The name on argv, the value in the engine's environment (see `run_args`).
+            c = c.arg("--env").arg(k).env(k, v);
         }
         c.arg(container).args(argv)
     }
@@ -406,6 +444,24 @@ impl Engine {
             .uninterruptible()
             .run()
             .context("removing networks")?;
+        Ok(())
+    }
+
+    /// Takes one of our names off a cached image (the image stays for other runs). Only names
+    /// the image carries, of an image selected by our labels.
+    pub fn untag(&self, image: &Ours<ImageInfo>, reference: &str) -> Result<()> {
+        if !image.tags.iter().any(|t| t == reference) {
+            anyhow::bail!("{} does not carry the name {reference}", image.id);
+        }
+        let c = if self.is_podman() {
+            self.cmd().args(["untag", &image.id, reference])
+        } else {
+            // docker: `rmi` of one of several names removes only that name.
+            self.cmd().args(["rmi", reference])
+        };
+        c.uninterruptible()
+            .run()
+            .with_context(|| format!("removing the name {reference}"))?;
         Ok(())
     }
 

@@ -6,7 +6,8 @@ use std::fmt;
 
 use anyhow::Result;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use crate::host::tools::Engine;
 use crate::plan::labels::{self, Filter};
@@ -122,4 +123,66 @@ pub fn labelled_runs(engine: &Engine, filter: &Filter) -> Result<BTreeMap<String
 /// Everything of one run.
 pub fn remove_run(engine: &Engine, run_id: &str, dry_run: bool) -> Result<Removed> {
     remove(engine, &Filter::run(run_id), dry_run)
+}
+
+/// Everything of one run, and the names it gave cached images (read from its record in
+/// `run_dir`: a cached image carries no run label, only the run's name for it; the image
+/// itself stays for other runs and `clean-images`).
+pub fn remove_run_recorded(
+    engine: &Engine,
+    run_dir: &Path,
+    run_id: &str,
+    dry_run: bool,
+) -> Result<Removed> {
+    let untagged = untag_names(
+        engine,
+        &recorded_images(&run_dir.join("record.jsonl")),
+        dry_run,
+    );
+    let mut removed = remove_run(engine, run_id, dry_run)?;
+    removed.images.extend(untagged?);
+    Ok(removed)
+}
+
+/// Takes `names` off the cached images that carry them (only images selected by the cache
+/// label, only the given names).
+pub fn untag_names(
+    engine: &Engine,
+    names: &BTreeSet<String>,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    let mut untagged = Vec::new();
+    let mut errors = Vec::new();
+    if names.is_empty() {
+        return Ok(untagged);
+    }
+    for image in engine.images(&Filter::cache())? {
+        for name in image.tags.iter().filter(|t| names.contains(*t)) {
+            untagged.push(format!("{name} (a name of a cached image)"));
+            if !dry_run {
+                if let Err(e) = engine.untag(&image, name) {
+                    errors.push(format!("{e:#}"));
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("\n"));
+    }
+    Ok(untagged)
+}
+
+/// The image names a run recorded before creating them.
+pub fn recorded_images(record: &Path) -> BTreeSet<String> {
+    crate::exec::record::read(record)
+        .map(|r| {
+            r.resources
+                .into_iter()
+                .filter_map(|e| match e {
+                    crate::exec::record::Event::Image { reference } => Some(reference),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

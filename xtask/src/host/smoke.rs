@@ -137,6 +137,7 @@ fn build(
         context: ctx.clone(),
         labels: l.for_service("doctor"),
         build_args: [("BASE".to_string(), images.base.clone())].into(),
+        tags: Vec::new(),
     };
     let built = engine.build_cmd(&spec).run();
     let _ = std::fs::remove_dir_all(&ctx);

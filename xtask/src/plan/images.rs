@@ -129,13 +129,16 @@ fn build(
     reference: &str,
     third_party: ThirdParty,
 ) -> Result<Option<Build>> {
-    let labels = run.labels(stack.tier.as_str());
+    let mut labels = run.labels(stack.tier.as_str()).for_service(&c.name);
+    // Not a stand-in, even when built on one (an empty value is no value to our filters).
+    labels.insert(crate::plan::labels::STANDIN.into(), String::new());
     let spec = |dockerfile: PathBuf, context: PathBuf| BuildSpec {
         reference: reference.to_string(),
         dockerfile,
         context,
-        labels: labels.for_service(&c.name),
+        labels: labels.clone(),
         build_args: BTreeMap::new(),
+        tags: Vec::new(),
     };
     let scratch = context_dir(run, &c.name);
     let root = &run.config.root;

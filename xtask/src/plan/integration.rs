@@ -37,6 +37,25 @@ pub enum Step {
         name: String,
         labels: BTreeMap<String, String>,
     },
+    /// Gives a cached data image the run's own reference (a snapshot hit).
+    NameData {
+        source: String,
+        reference: String,
+    },
+    /// A job whose effect the data image already holds: verified by the image's key.
+    Verified {
+        job: String,
+        key: String,
+    },
+    /// Flushes and commits a member's container as its data image (a snapshot miss).
+    Snapshot {
+        container: String,
+        flush: Vec<String>,
+        reference: String,
+        labels: BTreeMap<String, String>,
+        key: String,
+        why: String,
+    },
     /// A long-running component (ready when its probe passes) or a job (ready when it exited 0).
     Container {
         component: String,
@@ -90,7 +109,7 @@ pub fn plan(run: &Run, test_args: &[String]) -> Result<Plan> {
         },
     });
     for c in &stack.members {
-        nodes.push(container(run, &stack, c, &images, &tier.ports)?);
+        nodes.extend(member(run, &stack, c, &images, &tier.ports)?);
     }
     if let Some((package, target)) = tests.compile.clone() {
         let after_compile = nodes.iter().any(|n| n.id == "compile");
@@ -170,6 +189,91 @@ impl FromCompile for Step {
     fn compile(packages: Vec<String>) -> Step {
         Step::Compile { packages }
     }
+}
+
+/// A member's tasks: its container; with a data image, naming it (hit) or making it (miss);
+/// a job whose effect a cached data image holds is only verified.
+fn member(
+    run: &Run,
+    stack: &Stack,
+    c: &Component,
+    images: &images::Images,
+    ports: &BTreeMap<PortRef, u16>,
+) -> Result<Vec<Node<Step>>> {
+    let owner = stack.members.iter().find(|o| {
+        o.snapshot
+            .as_ref()
+            .is_some_and(|s| s.after.contains(&c.name))
+            && run.snapshots.get(&o.name).is_some_and(|d| d.hit)
+    });
+    if let Some(o) = owner {
+        let key = run.snapshots[&o.name].key.clone();
+        return Ok(vec![Node {
+            id: c.name.clone(),
+            deps: vec![o.name.clone()],
+            pool: None,
+            action: Step::Verified {
+                job: c.name.clone(),
+                key,
+            },
+        }]);
+    }
+    let mut node = container(run, stack, c, images, ports)?;
+    let (Some(snap), Some(d)) = (&c.snapshot, run.snapshots.get(&c.name)) else {
+        return Ok(vec![node]);
+    };
+    let Step::Container { spec, .. } = &mut node.action else {
+        return Ok(vec![node]);
+    };
+    spec.env.extend(snap.env.clone());
+    let extra = if d.hit {
+        let reference = run
+            .facts
+            .infra_ref(&format!("{}-data", c.name), run.consumer);
+        spec.image = reference.clone();
+        node.deps.push(format!("data:{}", c.name));
+        Node {
+            id: format!("data:{}", c.name),
+            deps: vec![],
+            pool: None,
+            action: Step::NameData {
+                source: d.cache_ref.clone(),
+                reference,
+            },
+        }
+    } else {
+        snapshot_node(run, c, snap, d, &spec.name)?
+    };
+    Ok(vec![node, extra])
+}
+
+/// Making a member's data image after its `after` jobs (a miss).
+fn snapshot_node(
+    run: &Run,
+    c: &Component,
+    snap: &crate::config::Snapshot,
+    d: &crate::plan::Snapshot,
+    container: &str,
+) -> Result<Node<Step>> {
+    let flush = snap
+        .flush
+        .iter()
+        .map(|w| stack::postgres_template(run.config, w))
+        .collect::<Result<Vec<_>>>()?;
+    let labels = crate::plan::labels::cache_labels(&run.labels(TIER).for_service(&c.name), &d.key);
+    Ok(Node {
+        id: format!("snapshot:{}", c.name),
+        deps: snap.after.clone(),
+        pool: None,
+        action: Step::Snapshot {
+            container: container.to_string(),
+            flush,
+            reference: d.cache_ref.clone(),
+            labels,
+            key: d.key.clone(),
+            why: d.why.clone(),
+        },
+    })
 }
 
 /// A member's container: on the run's network, publishing its host ports, its environment

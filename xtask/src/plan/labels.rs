@@ -20,6 +20,32 @@ pub const TIER: &str = "io.kubernaut.xtask.tier";
 pub const PID: &str = "io.kubernaut.xtask.pid";
 /// On stand-in images (long-lived, not part of any run).
 pub const STANDIN: &str = "io.kubernaut.xtask.standin";
+/// On cached images (input-addressed, shared by the runs that use them, aged out by
+/// `clean-images`): `1`.
+pub const CACHE: &str = "io.kubernaut.xtask.cache";
+/// The input key of a cached image.
+pub const CACHE_KEY: &str = "io.kubernaut.xtask.cache-key";
+
+/// Labels an image must not inherit from what it is built on or committed from (a stand-in's
+/// mark, a run's identity), blanked: an empty value is no value to our filters.
+pub const NOT_INHERITED: [&str; 5] = [STANDIN, RUN, PID, CONSUMER, TIER];
+
+/// The labels of a cached image: who made it and what for, the cache mark and key, and the
+/// inherited ones blanked.
+pub fn cache_labels(from: &BTreeMap<String, String>, key: &str) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = NOT_INHERITED
+        .iter()
+        .map(|k| (k.to_string(), String::new()))
+        .collect();
+    for k in [OWNER, SERVICE, CREATED] {
+        if let Some(v) = from.get(k) {
+            out.insert(k.to_string(), v.clone());
+        }
+    }
+    out.insert(CACHE.to_string(), "1".to_string());
+    out.insert(CACHE_KEY.to_string(), key.to_string());
+    out
+}
 
 /// The labels of one run; `for_service` adds the component.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +80,23 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Every cached image.
+    pub fn cache() -> Filter {
+        Filter {
+            terms: vec![(CACHE.to_string(), Some("1".to_string()))],
+        }
+    }
+
+    /// The cached image with these inputs.
+    pub fn cache_key(key: &str) -> Filter {
+        Filter {
+            terms: vec![
+                (CACHE.to_string(), Some("1".to_string())),
+                (CACHE_KEY.to_string(), Some(key.to_string())),
+            ],
+        }
+    }
+
     /// Everything of one run.
     pub fn run(run: &str) -> Filter {
         Filter {
@@ -114,7 +157,9 @@ impl Filter {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.terms.iter().all(|(k, v)| match (labels.get(k), v) {
             (Some(have), Some(want)) => have == want,
-            (Some(_), None) => true,
+            // An empty value is no value: images inherit their base's labels, and ours blank
+            // the ones that must not carry over (a run's, a stand-in's).
+            (Some(have), None) => !have.is_empty(),
             (None, _) => false,
         })
     }

@@ -33,7 +33,23 @@ pub struct Run<'a> {
     pub runs_dir: &'a Path,
     pub pid: u32,
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Ready-made data images, decided before planning (integration runs; empty otherwise).
+    pub snapshots: &'a std::collections::BTreeMap<String, Snapshot>,
 }
+
+/// A member's data image (see `exec::snapshot`): its key and cache reference, whether it is
+/// cached (`hit`: start from it, skip its jobs) or to be made by this run, and why not cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub key: String,
+    pub cache_ref: String,
+    pub hit: bool,
+    pub why: String,
+}
+
+/// No data images (E2E runs, and callers that plan without the engine).
+pub static NO_SNAPSHOTS: std::sync::LazyLock<std::collections::BTreeMap<String, Snapshot>> =
+    std::sync::LazyLock::new(Default::default);
 
 impl Run<'_> {
     pub fn id(&self) -> &str {

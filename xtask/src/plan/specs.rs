@@ -23,9 +23,11 @@ pub struct ContainerSpec {
 }
 
 /// What `podman build` needs for one image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BuildSpec {
     pub reference: String,
+    /// More names for the same image (the run's own reference next to a cache reference).
+    pub tags: Vec<String>,
     pub dockerfile: PathBuf,
     pub context: PathBuf,
     pub labels: BTreeMap<String, String>,

@@ -59,6 +59,11 @@ pub fn url(
     })
 }
 
+/// `{postgres.user}`, `{postgres.password}`, `{postgres.database}` filled in.
+pub fn postgres_template(config: &Config, template: &str) -> Result<String> {
+    render(template, &|k| postgres_value(config, k))
+}
+
 fn postgres_value(config: &Config, key: &str) -> Option<String> {
     match key {
         "postgres.user" => Some(config.postgres.user.clone()),

@@ -46,6 +46,7 @@ fn the_repository_file_with_redis_renamed_redis_cache_passes() {
         runs_dir: runs,
         pid: 1,
         env: &|_| None,
+        snapshots: &crate::plan::NO_SNAPSHOTS,
     };
     let p = crate::plan::integration::plan(&run, &[]).unwrap();
     assert_eq!(p.tests.env["REDIS_CACHE_URL"], "redis://localhost:16385");

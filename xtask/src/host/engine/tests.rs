@@ -34,12 +34,49 @@ fn run_args_are_an_argv() {
             "--label",
             "io.kubernaut.xtask.run=ab",
             "--env",
-            "POSTGRES_PASSWORD=a b;$(x)",
+            "POSTGRES_PASSWORD",
             "--publish",
             "15440:5432",
             "localhost/pg:15",
             "-c",
             "fsync=off",
+        ]
+    );
+    // The password is in the engine's environment, not on its argv.
+    let cmd = podman().run_cmd(&spec);
+    assert!(!cmd.to_string().contains("a b;$(x)"), "{cmd}");
+    assert_eq!(
+        cmd.env_vars(),
+        [("POSTGRES_PASSWORD".to_string(), "a b;$(x)".to_string())]
+    );
+}
+
+/// `command` replaces the entrypoint (docker takes one word; the rest goes before `args`);
+/// mounts are read-only.
+#[test]
+fn command_and_mounts_are_argv() {
+    let spec = ContainerSpec {
+        name: "c".into(),
+        image: "localhost/mock:1".into(),
+        network: "n".into(),
+        command: vec!["python3".into(), "/srv/mock.py".into()],
+        args: vec!["--port".into(), "8080".into()],
+        mounts: vec![("/repo/mocks/r.json".into(), "/etc/mock/r.json".into())],
+        ..ContainerSpec::default()
+    };
+    let a = podman().run_args(&spec);
+    let tail = &a[a.iter().position(|x| x == "--volume").unwrap()..];
+    assert_eq!(
+        tail,
+        [
+            "--volume",
+            "/repo/mocks/r.json:/etc/mock/r.json:ro",
+            "--entrypoint",
+            "python3",
+            "localhost/mock:1",
+            "/srv/mock.py",
+            "--port",
+            "8080"
         ]
     );
 }
@@ -52,6 +89,7 @@ fn podman_builds_never_pull() {
         context: "target/xtask/ctx".into(),
         labels: BTreeMap::new(),
         build_args: [("BASE_IMAGE".to_string(), "localhost/runtime:1".to_string())].into(),
+        tags: Vec::new(),
     };
     let a = podman().build_args(&spec);
     assert!(a.contains(&"--pull=never".to_string()));

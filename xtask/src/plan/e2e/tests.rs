@@ -14,6 +14,7 @@ fn plan_with(consumer: &str, loading: Loading, facts: &Facts, files: &dyn Files)
         runs_dir: Path::new("/repo/target/xtask/runs"),
         pid: 7,
         env: &|_| None,
+        snapshots: &crate::plan::NO_SNAPSHOTS,
     };
     plan(&run, loading, files, &[])
 }

@@ -27,6 +27,7 @@ fn plan_args(consumer: &str, args: &[String]) -> Plan {
         runs_dir: std::path::Path::new("/repo/target/xtask/runs"),
         pid: 42,
         env: &env,
+        snapshots: &crate::plan::NO_SNAPSHOTS,
     };
     plan(&run, args).unwrap()
 }

@@ -20,6 +20,8 @@ use crate::host::tools::Engine;
 use crate::plan::probe::Probe;
 use crate::plan::render::Workload;
 
+pub mod build;
+
 /// A command of any mode.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -30,14 +32,6 @@ pub enum Command {
 }
 
 impl Command {
-    pub fn argv(&self) -> Vec<String> {
-        match self {
-            Command::Plain(c) => c.argv(),
-            Command::Timed(c) => c.argv(),
-            Command::Engine(c) => c.argv(),
-        }
-    }
-
     fn run(&self, on_line: impl FnMut(&str) + Send + 'static) -> Result<String> {
         let out = match self {
             Command::Plain(c) => c.run_streaming(on_line),
@@ -65,8 +59,6 @@ pub enum Use {
     Show,
     /// cargo's JSON messages: the binaries it built, for image contexts.
     Artifacts,
-    /// The size of the file it wrote is the task's summary.
-    FileSize,
 }
 
 /// One thing a task does.
@@ -90,6 +82,25 @@ pub enum Action {
         output: Use,
         /// What failed, when it fails (context for the error).
         what: String,
+    },
+    /// An image built only when no cached image has the same inputs; either way the run's
+    /// reference ends up naming it (see `exec::cache`).
+    CachedBuild(build::Cached),
+    /// The image's archive for the cluster: saved once per image id into the cache, copied
+    /// with the run's reference into `archive`.
+    SaveCached {
+        reference: String,
+        archive: PathBuf,
+        rebuild: bool,
+        /// The save as it runs when no archive of the image is cached (the dry run's text).
+        save: Command,
+    },
+    /// What the cache did (for the report) and the task's summary.
+    Note {
+        cache: &'static str,
+        key: String,
+        why: String,
+        summary: String,
     },
     /// One of the host-wide cluster-creation slots (held until the run ends).
     Slot { slots: usize, holder: String },
@@ -140,6 +151,13 @@ impl fmt::Display for Action {
                     .collect::<String>()
             ),
             Action::Run { cmd, .. } => write!(f, "$ {cmd}"),
+            Action::CachedBuild(c) => c.fmt(f),
+            Action::Note { summary, .. } => write!(f, "# {summary}"),
+            Action::SaveCached { save, archive, .. } => write!(
+                f,
+                "# unless an archive of this image is cached:\n    $? {save}\n    # then its copy naming the run's reference: {}",
+                archive.display()
+            ),
             Action::Slot { slots, .. } => {
                 write!(f, "# wait for one of {slots} host-wide cluster slots")
             }
@@ -182,6 +200,9 @@ pub struct Runner<'a> {
     pub root: &'a Path,
     artifacts: Mutex<BTreeMap<String, PathBuf>>,
     log: Mutex<Option<std::fs::File>>,
+    cache: crate::exec::cache::Cache,
+    /// Per task: whether its image came from the cache, and why not.
+    notes: Mutex<BTreeMap<String, build::Note>>,
 }
 
 impl<'a> Runner<'a> {
@@ -197,12 +218,14 @@ impl<'a> Runner<'a> {
             root,
             artifacts: Mutex::new(BTreeMap::new()),
             log: Mutex::new(log),
+            cache: crate::exec::cache::Cache::open(&crate::exec::record::target_dir(root)),
+            notes: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// Performs a task's actions in order; the task's summary is the last one's. A slot is
     /// held until the task ends.
-    pub fn perform_all(&self, actions: &[Action], ctx: &Ctx) -> Result<String> {
+    pub fn perform_all(&self, task: &str, actions: &[Action], ctx: &Ctx) -> Result<String> {
         let mut summary = String::new();
         let mut _held = Vec::new();
         for a in actions {
@@ -216,6 +239,30 @@ impl<'a> Runner<'a> {
                     &|holders| line.state("waiting for a cluster slot", &holders.join("; ")),
                     &|| ctx.stopped(),
                 )?);
+            } else if let Action::SaveCached {
+                reference,
+                archive,
+                rebuild,
+                ..
+            } = a
+            {
+                summary = self.save_cached(task, reference, archive, *rebuild, ctx)?;
+            } else if let Action::CachedBuild(c) = a {
+                summary = self.cached_build(task, c, ctx)?;
+            } else if let Action::Note {
+                cache,
+                key,
+                why,
+                summary: s,
+            } = a
+            {
+                let note = build::Note {
+                    cache,
+                    key: key.clone(),
+                    why: why.clone(),
+                };
+                self.note(task, note);
+                summary = s.clone();
             } else if let Some(s) = self.perform(a, ctx)? {
                 summary = s;
             }
@@ -255,7 +302,10 @@ impl<'a> Runner<'a> {
                 output,
                 what,
             } => self.run(state, cmd, *output, what, ctx),
-            Action::Slot { .. } => Ok(None),
+            Action::Slot { .. }
+            | Action::CachedBuild(_)
+            | Action::Note { .. }
+            | Action::SaveCached { .. } => Ok(None),
             Action::Ready {
                 container,
                 probe,
@@ -285,6 +335,12 @@ impl<'a> Runner<'a> {
                 .pods(get_pods, workload, component, *timeout, ctx)
                 .map(Some),
         }
+    }
+
+    /// What the cache did for each task, for the run report.
+    pub fn cache_notes(&self) -> BTreeMap<String, build::Note> {
+        self.cache.save_hashes();
+        self.notes.lock().map(|n| n.clone()).unwrap_or_default()
     }
 
     fn log(&self, cmd: &dyn fmt::Display) {
@@ -324,18 +380,6 @@ impl<'a> Runner<'a> {
                     .map_err(|_| anyhow::anyhow!("the build state lock was poisoned"))?
                     .extend(found);
                 Ok(Some(format!("{n} binaries")))
-            }
-            Use::FileSize => {
-                let file = cmd
-                    .argv()
-                    .iter()
-                    .skip_while(|a| *a != "--output")
-                    .nth(1)
-                    .cloned();
-                let mb = file
-                    .and_then(|f| std::fs::metadata(f).ok())
-                    .map_or(0, |m| m.len() / 1_000_000);
-                Ok(Some(format!("{mb} MB")))
             }
         }
     }
