@@ -1,19 +1,26 @@
 //! From a packed rootfs to an image: `podman import --change ...`, image ids, and removing the
 //! image a `--force` build replaced.
+//!
+//! The import changes the engine's state, so it is uninterruptible like every such command
+//! (ARCHITECTURE.md): never signalled, output to files, and therefore without a time limit.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use super::recipes::{Recipe, DESCRIPTION};
-use crate::exec::process::{Cmd, Timed};
+use crate::exec::process::{Cmd, Uninterruptible};
 use crate::exec::progress::{Line, Progress};
 use crate::host::tools::Engine;
 
 /// `podman import --change ... --message ... TAR REFERENCE`.
-pub fn import_cmd(engine: &Engine, changes: &[String], tar: &Path, reference: &str) -> Cmd<Timed> {
+pub fn import_cmd(
+    engine: &Engine,
+    changes: &[String],
+    tar: &Path,
+    reference: &str,
+) -> Cmd<Uninterruptible> {
     let mut c = engine.cmd().arg("import");
     for change in changes {
         c = c.arg("--change").arg(change);
@@ -22,7 +29,7 @@ pub fn import_cmd(engine: &Engine, changes: &[String], tar: &Path, reference: &s
         .arg(DESCRIPTION)
         .arg(tar)
         .arg(reference)
-        .timeout(Duration::from_secs(20 * 60))
+        .uninterruptible()
 }
 
 /// What one import needs.
