@@ -119,7 +119,7 @@ fn build_one(shared: &Shared, job: &Job) -> Result<String> {
     let work = Work::new(&shared.dir, r.service, shared.progress)?;
     rootfs::make(r, &shared.base, &work.root, &job.line)?;
     rootfs::pack(&work.root, &work.tar, &job.line)?;
-    // The tree is not needed any more: free the disk space before podman copies the tar.
+    // The tree is not needed any more: free the disk space before the engine copies the tar.
     work.remove_root()?;
     rootfs::stop_if_interrupted()?;
     let import = Import {

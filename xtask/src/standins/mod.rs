@@ -3,20 +3,18 @@
 //! For hosts where no registry answers. One `debootstrap --variant=minbase` of Debian bookworm is
 //! cached under `target/xtask/standins/`; every image starts from a copy of it, gets its packages
 //! with `apt-get` in a chroot (proc mounted for that time only), is packed with `tar` and becomes
-//! an image through `podman import --change ...`. The three images are built in parallel, each on
-//! its own progress line; images that exist are skipped unless `--force`.
+//! an image through the engine's `import --change ...` (podman or docker: docker's import takes
+//! fewer instructions, see `import.rs`). The images are built in parallel, each on its own
+//! progress line; images that exist are skipped unless `--force`.
 //!
 //! `infra.toml` is never edited: the command prints `export XTASK_IMAGE_...=...` lines on stdout
 //! (everything else goes to stderr), so `eval "$(cargo xtask standins --print-env)"` points the
 //! workspace at the stand-ins.
 //!
-//! Building is podman-only (`podman import`); with docker the command says so and stops, while
-//! `--print-env` works with either engine.
-//!
 //! - `recipes.rs`: what each image is (packages, files, image config);
 //! - `mirror.rs`: the Debian mirror, from apt's own sources;
 //! - `rootfs.rs`: base, chroot install, trimming, packing;
-//! - `import.rs`: the tar becomes an image, image ids;
+//! - `import.rs`: the tar becomes an image (per engine), image ids;
 //! - `build.rs`: the lock, the base, the images in parallel;
 //! - `guards.rs`: mounts, work trees and the lock, released on drop;
 //! - `resolve.rs`: per image of a run: explicit, local, stand-in, pull, or build.
@@ -77,8 +75,8 @@ fn wanted<'a>(config: &'a Config, progress: &Progress) -> Vec<(Recipe, &'a Image
     wanted
 }
 
-/// Builds the stand-ins of `recipes` that do not exist yet (all of them with `force`). Needs
-/// root and debootstrap; says how to get them otherwise.
+/// Builds the stand-ins of `recipes` that do not exist yet (all of them with `force`), with the
+/// engine in use (podman or docker). Needs root and debootstrap; says how to get them otherwise.
 pub fn build(
     config: &Config,
     engine: &Engine,
@@ -86,13 +84,6 @@ pub fn build(
     force: bool,
     progress: &Progress,
 ) -> Result<()> {
-    if !engine.is_podman() {
-        bail!(
-            "stand-ins are built with `podman import`, and the engine here is {}; install podman \
-             (`cargo xtask doctor` says how) and run again with XTASK_ENGINE=podman",
-            engine.name()
-        );
-    }
     if !crate::host::packages::is_root() {
         bail!("{NEED_ROOT}");
     }
