@@ -1,5 +1,5 @@
-//! The stand-in recipes: which Debian packages each image gets, its entrypoint, and its image
-//! config (labels, entrypoint, command, ports) as `--change` instructions. Data only.
+//! The stand-in recipes: which Debian packages each image gets, the files written into it, and
+//! its image config (labels, entrypoint, command, ports) as `--change` instructions. Data only.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +15,8 @@ pub const DESCRIPTION: &str = "stand-in built from Debian packages by cargo xtas
 pub const ENTRYPOINT: &str = "/usr/local/bin/docker-entrypoint.sh";
 const POSTGRES_ENTRYPOINT: &str = include_str!("postgres-entrypoint.sh");
 const REDIS_ENTRYPOINT: &str = include_str!("redis-entrypoint.sh");
+const REGISTRY_ENTRYPOINT: &str = include_str!("registry-entrypoint.sh");
+const REGISTRY_CONFIG: &str = include_str!("registry-config.yml");
 
 /// How one stand-in image is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,19 +31,23 @@ pub struct Recipe {
     pub rounds: &'static [&'static [&'static str]],
     /// The entrypoint script's text, installed as [`ENTRYPOINT`].
     pub entrypoint: Option<&'static str>,
+    /// Further files (absolute path in the image, text), written after the packages so that
+    /// they replace a package's own (mode 0644).
+    pub files: &'static [(&'static str, &'static str)],
     /// Commands run in the chroot after the packages (argv).
     pub setup: &'static [&'static [&'static str]],
     /// `--change` instructions besides the labels.
     config: &'static [&'static str],
 }
 
-pub const RECIPES: [Recipe; 3] = [
+pub const RECIPES: [Recipe; 4] = [
     Recipe {
         service: "postgres",
         reference: "localhost/xtask-standin/postgres:15-bookworm",
         title: "PostgreSQL 15 stand-in (Debian bookworm)",
         rounds: &[&["postgresql-common"], &["postgresql-15"]],
         entrypoint: Some(POSTGRES_ENTRYPOINT),
+        files: &[],
         setup: &[
             &["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "3777", "/var/run/postgresql"],
             &["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "700", "/var/lib/postgresql/data"],
@@ -64,6 +70,7 @@ pub const RECIPES: [Recipe; 3] = [
         title: "Redis 7 stand-in (Debian bookworm)",
         rounds: &[&["redis-server"]],
         entrypoint: Some(REDIS_ENTRYPOINT),
+        files: &[],
         setup: &[&["install", "-d", "-o", "redis", "-g", "redis", "-m", "755", "/data"]],
         config: &[
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -80,8 +87,30 @@ pub const RECIPES: [Recipe; 3] = [
         // ca-certificates is in the base already.
         rounds: &[],
         entrypoint: None,
+        files: &[],
         setup: &[],
         config: &["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "CMD [\"/bin/bash\"]"],
+    },
+    Recipe {
+        service: "registry",
+        reference: "localhost/xtask-standin/registry:2-bookworm",
+        title: "OCI registry (distribution 2.8) stand-in (Debian bookworm)",
+        rounds: &[&["docker-registry"]],
+        entrypoint: Some(REGISTRY_ENTRYPOINT),
+        // Replaces the package's own config (htpasswd auth, storage under /var/lib/docker-registry).
+        files: &[("/etc/docker/registry/config.yml", REGISTRY_CONFIG)],
+        setup: &[
+            &["install", "-d", "-m", "755", "/var/lib/registry"],
+            // The official image's binary name, for `exec ... registry garbage-collect`.
+            &["ln", "-sf", "/usr/bin/docker-registry", "/usr/local/bin/registry"],
+        ],
+        // No VOLUME: each container would get an anonymous volume that outlives it.
+        config: &[
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "ENTRYPOINT [\"/usr/local/bin/docker-entrypoint.sh\"]",
+            "CMD [\"/etc/docker/registry/config.yml\"]",
+            "EXPOSE 5000",
+        ],
     },
 ];
 
@@ -153,6 +182,9 @@ mod tests {
             rt.packages().is_empty(),
             "ca-certificates comes with the base"
         );
+        let reg = recipe("registry").unwrap();
+        assert_eq!(reg.reference, "localhost/xtask-standin/registry:2-bookworm");
+        assert_eq!(reg.packages(), vec!["docker-registry"]);
         assert_eq!(BASE_INCLUDE, "ca-certificates");
         assert!(recipe("datastorage").is_none());
         let names: Vec<&str> = RECIPES.iter().map(|r| r.service).collect();
@@ -167,6 +199,7 @@ mod tests {
                 r.entrypoint.is_some(),
                 r.config.iter().any(|c| c.starts_with("ENTRYPOINT"))
             );
+            assert!(r.files.iter().all(|(p, _)| p.starts_with('/')));
         }
     }
 
@@ -182,8 +215,6 @@ mod tests {
             "ENTRYPOINT [\"/usr/local/bin/docker-entrypoint.sh\"]",
             "CMD [\"postgres\"]",
             "EXPOSE 5432",
-            // Fast shutdown, like the official image. docker's import cannot set it: see
-            // `import::Importer::accepts`.
             "STOPSIGNAL SIGINT",
             "ENV PGDATA=/var/lib/postgresql/data",
         ] {
@@ -201,6 +232,16 @@ mod tests {
         let redis = recipe("redis").unwrap().changes("bob", 1);
         assert!(redis.contains(&"EXPOSE 6379".to_string()));
         assert!(redis.contains(&"LABEL io.kubernaut.xtask.service=\"redis\"".to_string()));
+        let reg = recipe("registry").unwrap().changes("bob", 1);
+        for want in [
+            "EXPOSE 5000",
+            "LABEL io.kubernaut.xtask.service=\"registry\"",
+            "LABEL io.kubernaut.xtask.standin=\"1\"",
+            "CMD [\"/etc/docker/registry/config.yml\"]",
+        ] {
+            assert!(reg.iter().any(|x| x == want), "missing {want} in {reg:?}");
+        }
+        assert!(!reg.iter().any(|x| x.starts_with("VOLUME")));
     }
 
     #[test]
@@ -217,5 +258,25 @@ mod tests {
         assert!(REDIS_ENTRYPOINT
             .contains("--bind 0.0.0.0 --protected-mode no --save \"\" --appendonly no"));
         assert!(REDIS_ENTRYPOINT.trim_end().ends_with("exec \"$@\""));
+        assert!(REGISTRY_ENTRYPOINT.contains("set -- docker-registry serve \"$@\""));
+        assert!(REGISTRY_ENTRYPOINT.trim_end().ends_with("exec \"$@\""));
+    }
+
+    #[test]
+    fn registry_config_keeps_blobs_on_disk_and_allows_deletes() {
+        let yaml = yaml_rust2::YamlLoader::load_from_str(REGISTRY_CONFIG).unwrap();
+        let c = &yaml[0];
+        assert_eq!(
+            c["storage"]["filesystem"]["rootdirectory"].as_str(),
+            Some("/var/lib/registry")
+        );
+        assert_eq!(c["storage"]["delete"]["enabled"].as_bool(), Some(true));
+        assert_eq!(c["http"]["addr"].as_str(), Some(":5000"));
+        assert!(c["auth"].is_badvalue(), "no authentication: {c:?}");
+        let reg = recipe("registry").unwrap();
+        assert_eq!(
+            reg.files,
+            &[("/etc/docker/registry/config.yml", REGISTRY_CONFIG)]
+        );
     }
 }

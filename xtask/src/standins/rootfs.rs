@@ -1,6 +1,6 @@
 //! The root file systems of the stand-ins: one cached `debootstrap --variant=minbase` base,
 //! copied per image, packages installed with `apt-get` in a chroot (proc mounted for that time
-//! only, services kept from starting), the entrypoint written, then trimmed and packed.
+//! only, services kept from starting), the recipe's files written, then trimmed and packed.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -89,7 +89,7 @@ fn debootstrap(target: &Path, mirror: &str, lines: &[Arc<Line>]) -> Result<()> {
         .map(|_| ())
 }
 
-/// The image's tree: a copy of the base with the recipe's packages and entrypoint, trimmed.
+/// The image's tree: a copy of the base with the recipe's packages and files, trimmed.
 pub fn make(r: &Recipe, base: &Path, root: &Path, line: &Arc<Line>) -> Result<()> {
     line.state("copying", "the base rootfs");
     Cmd::new("cp")
@@ -121,10 +121,14 @@ pub fn pack(root: &Path, tar: &Path, line: &Line) -> Result<()> {
     Ok(())
 }
 
-/// The entrypoint script (0755).
+/// The entrypoint (0755) and the recipe's further files (0644).
 fn write_recipe_files(r: &Recipe, root: &Path) -> Result<()> {
+    let in_root = |p: &str| root.join(p.trim_start_matches('/'));
     if let Some(text) = r.entrypoint {
-        write_file(&root.join(ENTRYPOINT.trim_start_matches('/')), text, 0o755)?;
+        write_file(&in_root(ENTRYPOINT), text, 0o755)?;
+    }
+    for (path, text) in r.files {
+        write_file(&in_root(path), text, 0o644)?;
     }
     Ok(())
 }
@@ -323,5 +327,19 @@ mod tests {
             crate::cmd::clean_images::human_bytes(231_456_789),
             "231.5 MB"
         );
+    }
+
+    #[test]
+    fn recipe_files_land_in_the_tree_with_their_modes() {
+        let dir = std::env::temp_dir().join(format!("xtask-standin-files-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let r = super::super::recipes::recipe("registry").unwrap();
+        write_recipe_files(&r, &dir).unwrap();
+        let mode = |p: &str| fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("usr/local/bin/docker-entrypoint.sh"), 0o755);
+        assert_eq!(mode("etc/docker/registry/config.yml"), 0o644);
+        let conf = fs::read_to_string(dir.join("etc/docker/registry/config.yml")).unwrap();
+        assert!(conf.contains("rootdirectory: /var/lib/registry"));
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
