@@ -16,6 +16,9 @@ use super::{mirror, rootfs};
 use crate::exec::progress::{Line, Progress};
 use crate::host::tools::Engine;
 
+const INTERRUPTED: &str =
+    "interrupted: nothing half-built was kept; run `sudo -E cargo xtask standins` again to finish";
+
 /// One image to build: its recipe, its progress line, and the id of the image it replaces.
 pub struct Job {
     pub recipe: Recipe,
@@ -45,17 +48,23 @@ pub fn build_all(
 ) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let _lock = DirLock::take(&dir.join(".lock"))?;
+    let base = match prepare_base(dir, todo, force, progress) {
+        Ok(base) => base,
+        // A debootstrap stopped by Ctrl-C is no mirror problem.
+        Err(_) if crate::exec::signals::interrupted() => bail!("{INTERRUPTED}"),
+        Err(e) => return Err(e),
+    };
     let shared = Shared {
         engine,
         dir: dir.to_path_buf(),
-        base: prepare_base(dir, todo, force, progress)?,
+        base,
         owner: crate::plan::facts::sanitize_user(&crate::host::facts::login_name()),
         created: crate::host::facts::unix_now(),
         progress,
     };
     let results = build_in_threads(&shared, todo);
     if crate::exec::signals::interrupted() {
-        bail!("interrupted: nothing half-built was kept; run `sudo -E cargo xtask standins` again to finish");
+        bail!("{INTERRUPTED}");
     }
     summarize(&results)
 }

@@ -111,14 +111,17 @@ impl Import<'_> {
         let importer = Importer::of(self.engine);
         let (take, leave) = changes(importer, self.recipe, self.owner, self.created);
         let reference = self.recipe.reference;
-        line.state("importing", reference);
-        if !leave.is_empty() {
-            line.detail(&format!(
-                "{} import takes no {}",
+        let note = if leave.is_empty() {
+            String::new()
+        } else {
+            // A state, not a detail: plain progress (CI logs) shows it too.
+            format!(
+                " ({} import takes no {})",
                 self.engine.name(),
                 leave.join(", ")
-            ));
-        }
+            )
+        };
+        line.state("importing", &format!("{reference}{note}"));
         let l = Arc::clone(line);
         import_cmd(self.engine, &take, tar, reference)
             .run_streaming(move |s| l.detail(s))
