@@ -34,7 +34,7 @@ pub use stack::Stack;
 pub use validate::{decode, parse, PathKind};
 
 /// The stand-in recipes `[images.*].standin` may name (`cargo xtask standins` builds them).
-pub const STANDIN_RECIPES: [&str; 3] = ["postgres", "redis", "runtime"];
+pub const STANDIN_RECIPES: [&str; 4] = ["postgres", "redis", "runtime", "registry"];
 
 /// The validated contents of `infra.toml`.
 #[derive(Debug, Clone)]

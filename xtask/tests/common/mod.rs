@@ -32,7 +32,7 @@ pub const CONSUMER: &str = "io.kubernaut.xtask.consumer";
 pub const DECOY: &str = "io.kubernaut.xtask-test.decoy";
 
 /// Local stand-ins used when the environment does not name other images.
-const IMAGE_DEFAULTS: [(&str, &str); 3] = [
+const IMAGE_DEFAULTS: [(&str, &str); 4] = [
     (
         "XTASK_IMAGE_POSTGRES",
         "localhost/xtask-standin/postgres:15-bookworm",
@@ -44,6 +44,10 @@ const IMAGE_DEFAULTS: [(&str, &str); 3] = [
     (
         "XTASK_IMAGE_RUNTIME",
         "localhost/xtask-standin/runtime:bookworm",
+    ),
+    (
+        "XTASK_IMAGE_REGISTRY",
+        "localhost/xtask-standin/registry:2-bookworm",
     ),
 ];
 

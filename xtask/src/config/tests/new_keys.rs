@@ -424,7 +424,7 @@ fn build_args() {
 fn standin() {
     one_error(
         &variant("standin = \"postgres\"", "standin = \"postgress\""),
-        "images.postgres.standin: `postgress` is not a stand-in recipe (did you mean `postgres`?); known: postgres, redis, runtime",
+        "images.postgres.standin: `postgress` is not a stand-in recipe (did you mean `postgres`?); known: postgres, redis, runtime, registry",
     );
     one_error(
         &variant("env = \"XTASK_IMAGE_POSTGRES\"", "env = \"xtask_image\""),
