@@ -14,12 +14,27 @@ use crate::host::tools::Engine;
 use crate::plan::labels::{self, Filter};
 
 /// Why a cached image stays, or `None` when it goes.
-pub fn keep(i: &ImageInfo, last_use: u64, now: u64, older: u64, in_use: &BTreeSet<String>) -> Option<String> {
+pub fn keep(
+    i: &ImageInfo,
+    last_use: u64,
+    now: u64,
+    older: u64,
+    in_use: &BTreeSet<String>,
+) -> Option<String> {
     if now.saturating_sub(last_use) < older {
-        return Some(format!("used {} ago", crate::host::preflight::human_age(now.saturating_sub(last_use))));
+        return Some(format!(
+            "used {} ago",
+            crate::host::preflight::human_age(now.saturating_sub(last_use))
+        ));
     }
-    if let Some(name) = i.tags.iter().find(|t| !t.starts_with("localhost/xtask-cache/")) {
-        return Some(format!("a run names it {name} (`cargo xtask clean --orphans` removes names of dead runs)"));
+    if let Some(name) = i
+        .tags
+        .iter()
+        .find(|t| !t.starts_with("localhost/xtask-cache/"))
+    {
+        return Some(format!(
+            "a run names it {name} (`cargo xtask clean --orphans` removes names of dead runs)"
+        ));
     }
     if in_use.iter().any(|u| super::used_by(i, u)) {
         return Some("used by a container".into());
@@ -28,7 +43,13 @@ pub fn keep(i: &ImageInfo, last_use: u64, now: u64, older: u64, in_use: &BTreeSe
 }
 
 /// Removes (or with `dry_run` lists) cached images and archives unused for `older` seconds.
-pub fn age_out(engine: &Engine, target: &Path, owner: Option<&str>, older: u64, dry_run: bool) -> Result<usize> {
+pub fn age_out(
+    engine: &Engine,
+    target: &Path,
+    owner: Option<&str>,
+    older: u64,
+    dry_run: bool,
+) -> Result<usize> {
     let cache = Cache::open(target);
     let filter = match owner {
         Some(o) => Filter::cache().and(labels::OWNER, o),
@@ -48,7 +69,10 @@ pub fn age_out(engine: &Engine, target: &Path, owner: Option<&str>, older: u64, 
     }
     for i in &remove {
         let name = i.tags.first().unwrap_or(&i.id);
-        println!("{} cached {name}", if dry_run { "would remove" } else { "removed" });
+        println!(
+            "{} cached {name}",
+            if dry_run { "would remove" } else { "removed" }
+        );
     }
     if !dry_run {
         engine.remove_images(&remove)?;
@@ -65,14 +89,28 @@ fn archives(cache: &Cache, now: u64, older: u64, dry_run: bool) -> Result<usize>
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let key = name.trim_end_matches(".partial").trim_end_matches(".tar");
-        let mtime = e.metadata()?.modified()?.duration_since(std::time::UNIX_EPOCH)?.as_secs();
-        let last = cache.last_use(&format!("archive-{key}")).unwrap_or(0).max(mtime);
-        let limit = if name.ends_with(".partial") { 3600.min(older) } else { older };
+        let mtime = e
+            .metadata()?
+            .modified()?
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let last = cache
+            .last_use(&format!("archive-{key}"))
+            .unwrap_or(0)
+            .max(mtime);
+        let limit = if name.ends_with(".partial") {
+            3600.min(older)
+        } else {
+            older
+        };
         if now.saturating_sub(last) < limit {
             continue;
         }
         n += 1;
-        println!("{} cached archive {name}", if dry_run { "would remove" } else { "removed" });
+        println!(
+            "{} cached archive {name}",
+            if dry_run { "would remove" } else { "removed" }
+        );
         if !dry_run {
             std::fs::remove_file(e.path())?;
         }
@@ -100,10 +138,20 @@ mod tests {
         let cached = image(&["localhost/xtask-cache/datastorage:0123456789abcdef"]);
         let none = BTreeSet::new();
         assert_eq!(keep(&cached, 0, 2 * day, day, &none), None);
-        assert!(keep(&cached, day + day / 2, 2 * day, day, &none).unwrap().starts_with("used "));
-        let named = image(&["localhost/xtask-cache/datastorage:0123456789abcdef", "localhost/datastorage:notification-1884d074"]);
-        assert!(keep(&named, 0, 2 * day, day, &none).unwrap().contains("a run names it"));
+        assert!(keep(&cached, day + day / 2, 2 * day, day, &none)
+            .unwrap()
+            .starts_with("used "));
+        let named = image(&[
+            "localhost/xtask-cache/datastorage:0123456789abcdef",
+            "localhost/datastorage:notification-1884d074",
+        ]);
+        assert!(keep(&named, 0, 2 * day, day, &none)
+            .unwrap()
+            .contains("a run names it"));
         let used: BTreeSet<String> = ["abcdef012345".to_string()].into();
-        assert_eq!(keep(&cached, 0, 2 * day, day, &used).unwrap(), "used by a container");
+        assert_eq!(
+            keep(&cached, 0, 2 * day, day, &used).unwrap(),
+            "used by a container"
+        );
     }
 }
