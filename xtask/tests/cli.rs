@@ -45,13 +45,18 @@ fn temp_dir(tag: &str) -> PathBuf {
 fn workspace_copy(tag: &str, edit: impl Fn(String) -> String) -> PathBuf {
     let d = temp_dir(tag);
     let r = root();
-    for svc in ["datastorage", "notification", "gateway"] {
+    for svc in ["datastorage", "notification", "gateway", "holmesgpt-api"] {
         std::fs::create_dir_all(d.join("services").join(svc)).unwrap();
         std::fs::copy(
             r.join("services").join(svc).join("Dockerfile"),
             d.join("services").join(svc).join("Dockerfile"),
         )
         .unwrap();
+    }
+    // The mocks build themselves from their folder, and mount a file of it.
+    std::fs::create_dir_all(d.join("mocks")).unwrap();
+    for f in ["Dockerfile", "responses.json"] {
+        std::fs::copy(r.join("mocks").join(f), d.join("mocks").join(f)).unwrap();
     }
     std::fs::create_dir_all(d.join("manifests")).unwrap();
     for e in std::fs::read_dir(r.join("manifests")).unwrap().flatten() {

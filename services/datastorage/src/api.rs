@@ -3,7 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /healthz` | 200 `{"status":"ok"}` |
-//! | `GET /readyz` | 200 when PostgreSQL (`SELECT 1`) and Redis (`PING`) answer, else 503 naming them |
+//! | `GET /readyz` | 200 when PostgreSQL (`SELECT 1`) and Redis (`PING`, only when `REDIS_URL` is set) answer, else 503 naming them |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /api/v1/audit/events` | one event: 201 stored, 202 queued, 400, 413, 503 |
 //! | `POST /api/v1/audit/events/batch` | a JSON array of events: same statuses, all or nothing |
@@ -82,16 +82,17 @@ pub fn metrics_router(state: AppState) -> Router {
 
 async fn readyz(State(s): State<AppState>) -> Response {
     let (pg, redis) = tokio::join!(s.store.check_postgres(), s.store.check_redis());
-    h::ready_response(&[
-        Check {
-            name: "postgres",
-            error: pg.err(),
-        },
-        Check {
+    let mut checks = vec![Check {
+        name: "postgres",
+        error: pg.err(),
+    }];
+    if let Some(redis) = redis {
+        checks.push(Check {
             name: "redis",
             error: redis.err(),
-        },
-    ])
+        });
+    }
+    h::ready_response(&checks)
 }
 
 fn write_response(
@@ -208,16 +209,23 @@ mod tests {
     /// A router whose PostgreSQL and Redis point at a closed port: enough for everything that
     /// fails before storage, and for checking that nothing is acknowledged without storage.
     async fn app() -> Router {
+        app_with(true).await
+    }
+
+    /// Like [`app`]; without Redis when `redis` is false (no `REDIS_URL`).
+    async fn app_with(redis: bool) -> Router {
         let port = closed_addr().await.port();
-        let env = svc_common::Env::from_pairs(&[
-            (
-                "DATABASE_URL",
-                &format!("postgres://u:p@127.0.0.1:{port}/db"),
-            ),
-            ("REDIS_URL", &format!("redis://127.0.0.1:{port}")),
+        let database_url = format!("postgres://u:p@127.0.0.1:{port}/db");
+        let redis_url = format!("redis://127.0.0.1:{port}");
+        let mut pairs = vec![
+            ("DATABASE_URL", database_url.as_str()),
             ("MAX_BODY_BYTES", "2048"),
             ("QUERY_LIMIT_MAX", "50"),
-        ]);
+        ];
+        if redis {
+            pairs.push(("REDIS_URL", redis_url.as_str()));
+        }
+        let env = svc_common::Env::from_pairs(&pairs);
         let config = env.load(Config::read).unwrap();
         let registry = Registry::new();
         let store = Arc::new(Store::new(&config, &registry).unwrap());
@@ -343,6 +351,28 @@ mod tests {
         .await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(b["status"], "ok");
+    }
+
+    #[tokio::test]
+    async fn without_redis_readyz_asks_postgres_only_and_nothing_is_queued() {
+        let app = app_with(false).await;
+        let (s, b) = call(
+            app.clone(),
+            Request::get("/readyz").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(b["unavailable"], json!(["postgres"]));
+        assert!(b["checks"].get("redis").is_none(), "{b}");
+        let ev = r#"{"event_type":"t","event_category":"c","event_action":"a","event_outcome":"success","correlation_id":"x"}"#;
+        let (s, b) = call(app, post("/api/v1/audit/events", ev)).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        let error = b["error"].as_str().unwrap();
+        assert!(error.contains("NOT stored"), "{b}");
+        assert!(
+            error.contains("the dead-letter queue is disabled (REDIS_URL is not set)"),
+            "{b}"
+        );
     }
 
     #[tokio::test]

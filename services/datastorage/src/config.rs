@@ -20,8 +20,10 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     /// PostgreSQL (`DATABASE_URL`, required).
     pub database_url: String,
-    /// Redis holding the dead-letter queue (`REDIS_URL`, required).
-    pub redis_url: String,
+    /// Redis holding the dead-letter queue (`REDIS_URL`, optional). Without it there is no
+    /// dead-letter queue: a write PostgreSQL refuses is answered 503, and `/readyz` does not
+    /// ask Redis.
+    pub redis_url: Option<String>,
     /// Folder of `NNNN_name.sql` files (`MIGRATIONS_DIR`, default `migrations`).
     pub migrations_dir: PathBuf,
     /// How often the dead-letter queue is retried (`DLQ_RETRY_INTERVAL_MS`, default 1000).
@@ -54,7 +56,7 @@ impl Config {
             listen_addr: env.socket_addr("LISTEN_ADDR", "0.0.0.0:8080"),
             metrics_addr: env.socket_addr("METRICS_ADDR", "0.0.0.0:9090"),
             database_url,
-            redis_url: env.required_url("REDIS_URL", &["redis"], REDIS_URL_EXAMPLE),
+            redis_url: env.optional_url("REDIS_URL", &["redis"], REDIS_URL_EXAMPLE),
             migrations_dir: PathBuf::from(env.string("MIGRATIONS_DIR", "migrations")),
             dlq_retry_interval: env.millis_in("DLQ_RETRY_INTERVAL_MS", 1_000, 10..=3_600_000),
             dlq_key: env.string("DLQ_REDIS_KEY", "datastorage:dlq"),
@@ -91,19 +93,28 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1 << 20);
         assert_eq!(c.query_limit_max, 1000);
         assert_eq!(c.dlq_key, "datastorage:dlq");
+        assert_eq!(c.redis_url.as_deref(), Some("redis://r:6379"));
     }
 
     #[test]
-    fn missing_urls_are_named_with_examples() {
+    fn redis_is_optional() {
+        let c = Config::from_map(&map(&[("DATABASE_URL", "postgres://u:p@db:5432/x")])).unwrap();
+        assert_eq!(c.redis_url, None);
+        let err = Config::from_map(&map(&[
+            ("DATABASE_URL", "postgres://u:p@db:5432/x"),
+            ("REDIS_URL", "http://r:6379"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.variables(), vec!["REDIS_URL"]);
+    }
+
+    #[test]
+    fn missing_database_url_is_named_with_an_example() {
         let err = Config::from_map(&map(&[])).unwrap_err();
-        assert_eq!(err.variables(), vec!["DATABASE_URL", "REDIS_URL"]);
+        assert_eq!(err.variables(), vec!["DATABASE_URL"]);
         let text = err.to_string();
         assert!(
             text.contains("DATABASE_URL is not set; set it to postgres://user:pass@host:5432/db"),
-            "{text}"
-        );
-        assert!(
-            text.contains("REDIS_URL is not set; set it to redis://host:6379"),
             "{text}"
         );
     }

@@ -1,4 +1,5 @@
-//! The dead-letter queue worker: moves events from the Redis list into PostgreSQL.
+//! The dead-letter queue worker: moves events from the Redis list into PostgreSQL. It runs
+//! only when `REDIS_URL` is set.
 //!
 //! Each round reads up to [`CHUNK`] entries from the head (`LRANGE`), inserts them (idempotent:
 //! `ON CONFLICT (event_id) DO NOTHING`), and only then removes exactly those entries (`LREM`
@@ -42,13 +43,16 @@ pub async fn run(store: Arc<Store>, interval: Duration, mut stop: watch::Receive
     }
 }
 
-/// Moves everything currently queued into PostgreSQL. Returns the number of events written.
+/// Moves everything currently queued into PostgreSQL. Returns the number of events written;
+/// an error when the queue is disabled (no `REDIS_URL`).
 pub async fn drain(store: &Store) -> Result<usize, String> {
+    let redis = store
+        .redis()
+        .ok_or_else(|| crate::store::DLQ_DISABLED.to_string())?;
     let key = store.dlq_key().to_string();
     let mut total = 0usize;
     loop {
-        let entries: Vec<String> = store
-            .redis()
+        let entries: Vec<String> = redis
             .run(
                 "LRANGE",
                 redis::cmd("LRANGE").arg(&key).arg(0).arg(CHUNK - 1),
@@ -108,7 +112,7 @@ pub async fn drain(store: &Store) -> Result<usize, String> {
             pipe.cmd("LREM").arg(&key).arg(1).arg(raw).ignore();
         }
         pipe.cmd("LLEN").arg(&key);
-        let mut conn = store.redis().get().await?;
+        let mut conn = redis.get().await?;
         let (depth,): (i64,) =
             tokio::time::timeout(crate::store::OP_TIMEOUT, pipe.query_async(&mut conn))
                 .await

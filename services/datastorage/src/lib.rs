@@ -1,5 +1,6 @@
 //! DataStorage: an HTTP API over PostgreSQL for audit events, with a Redis dead-letter queue so
-//! that an event acknowledged with 2xx is never lost while PostgreSQL is down.
+//! that an event acknowledged with 2xx is never lost while PostgreSQL is down. Redis is
+//! optional: without `REDIS_URL` the queue is disabled and such writes are answered 503.
 //!
 //! Use [`start`] to run it in-process (tests bind `127.0.0.1:0` and read the real addresses
 //! from [`Running`]); `main.rs` adds signal handling and the `migrate` command.
@@ -25,7 +26,8 @@ pub struct Running {
     api: Server,
     metrics: Server,
     stop_dlq: watch::Sender<bool>,
-    dlq: JoinHandle<()>,
+    /// The DLQ worker; `None` when the queue is disabled.
+    dlq: Option<JoinHandle<()>>,
     store: Arc<store::Store>,
 }
 
@@ -51,7 +53,9 @@ impl Running {
         let api = self.api.shutdown().await;
         let metrics = self.metrics.shutdown().await;
         let _ = self.stop_dlq.send(true);
-        let _ = self.dlq.await;
+        if let Some(dlq) = self.dlq {
+            let _ = dlq.await;
+        }
         api?;
         metrics?;
         tracing::info!("datastorage stopped");
@@ -60,7 +64,8 @@ impl Running {
 }
 
 /// Builds the state and binds both listeners. Does not wait for PostgreSQL or Redis: they are
-/// connected on first use, and `/readyz` tells whether they answer.
+/// connected on first use, and `/readyz` tells whether they answer. Without `REDIS_URL` no
+/// DLQ worker runs.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let registry = Registry::new();
     let store = Arc::new(store::Store::new(&config, &registry)?);
@@ -79,8 +84,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     };
     let (stop_dlq, stop_rx) = watch::channel(false);
-    let dlq = tokio::spawn(dlq::run(store.clone(), config.dlq_retry_interval, stop_rx));
-    tracing::info!(addr = %api.addr(), metrics_addr = %metrics.addr(), "datastorage listening");
+    let dlq = if store.redis().is_some() {
+        Some(tokio::spawn(dlq::run(
+            store.clone(),
+            config.dlq_retry_interval,
+            stop_rx,
+        )))
+    } else {
+        tracing::warn!("REDIS_URL is not set: the dead-letter queue is disabled; writes are answered 503 while PostgreSQL is down");
+        None
+    };
+    tracing::info!(addr = %api.addr(), metrics_addr = %metrics.addr(), dlq = dlq.is_some(), "datastorage listening");
     Ok(Running {
         api,
         metrics,

@@ -15,7 +15,7 @@ USAGE:
 
 ENVIRONMENT (serve):
     DATABASE_URL           required, postgres://user:pass@host:5432/db
-    REDIS_URL              required, redis://host:6379
+    REDIS_URL              redis://host:6379; unset: no dead-letter queue
     LISTEN_ADDR            API address (default 0.0.0.0:8080)
     METRICS_ADDR           metrics address (default 0.0.0.0:9090)
     DLQ_RETRY_INTERVAL_MS  dead-letter retry interval (default 1000)

@@ -1,5 +1,6 @@
 //! Durable writes and queries: PostgreSQL first, the Redis dead-letter queue (DLQ) when
-//! PostgreSQL fails. A write is acknowledged only when one of them holds the events.
+//! PostgreSQL fails. A write is acknowledged only when one of them holds the events. Without
+//! `REDIS_URL` there is no DLQ: a write PostgreSQL refuses is not acknowledged.
 
 use crate::config::Config;
 use crate::migrate::pg_error;
@@ -18,6 +19,8 @@ use uuid::Uuid;
 pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout of the readiness checks.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Why nothing can be queued when `REDIS_URL` is not set.
+pub const DLQ_DISABLED: &str = "the dead-letter queue is disabled (REDIS_URL is not set)";
 
 /// Why a PostgreSQL write failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,10 +117,10 @@ impl StoreMetrics {
     }
 }
 
-/// PostgreSQL pool, Redis handle and metrics.
+/// PostgreSQL pool, Redis handle (when `REDIS_URL` is set) and metrics.
 pub struct Store {
     pool: Pool,
-    redis: LazyRedis,
+    redis: Option<LazyRedis>,
     dlq_key: String,
     /// Metrics, shared with the DLQ worker.
     pub metrics: StoreMetrics,
@@ -128,7 +131,7 @@ const COLUMNS: &str = "event_id, event_timestamp, event_type, event_category, ev
     severity, event_data";
 
 impl Store {
-    /// Builds the pool and the Redis handle; connects nothing yet.
+    /// Builds the pool and the Redis handle (if any); connects nothing yet.
     pub fn new(config: &Config, registry: &Registry) -> anyhow::Result<Store> {
         let mut pg: tokio_postgres::Config = config
             .database_url
@@ -153,8 +156,13 @@ impl Store {
             .recycle_timeout(Some(Duration::from_secs(2)))
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build the PostgreSQL pool: {e}"))?;
-        let redis = LazyRedis::new(&config.redis_url, Duration::from_secs(2))
-            .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
+        let redis = match &config.redis_url {
+            Some(url) => Some(
+                LazyRedis::new(url, Duration::from_secs(2))
+                    .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Store {
             pool,
             redis,
@@ -168,9 +176,9 @@ impl Store {
         &self.dlq_key
     }
 
-    /// The Redis handle.
-    pub fn redis(&self) -> &LazyRedis {
-        &self.redis
+    /// The Redis handle; `None` when the dead-letter queue is disabled (no `REDIS_URL`).
+    pub fn redis(&self) -> Option<&LazyRedis> {
+        self.redis.as_ref()
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, String> {
@@ -192,6 +200,13 @@ impl Store {
             Err(e) => e,
         };
         self.metrics.pg_failures.inc();
+        if self.redis.is_none() {
+            tracing::error!(error = %pg_err.message, events = events.len(), "PostgreSQL write failed and the dead-letter queue is disabled; nothing was stored");
+            return Err(format!(
+                "PostgreSQL write failed ({}) and {DLQ_DISABLED}",
+                pg_err.message
+            ));
+        }
         tracing::warn!(error = %pg_err.message, events = events.len(), "PostgreSQL write failed; queueing in the dead-letter queue");
         match self.dlq_push(events).await {
             Ok(depth) => {
@@ -273,15 +288,19 @@ impl Store {
         }
     }
 
-    /// Appends `events` to the DLQ in one `RPUSH`; returns the new length.
+    /// Appends `events` to the DLQ in one `RPUSH`; returns the new length. An error when the
+    /// DLQ is disabled.
     pub async fn dlq_push(&self, events: &[AuditEvent]) -> Result<i64, String> {
+        let Some(redis) = &self.redis else {
+            return Err(DLQ_DISABLED.to_string());
+        };
         let mut entries = Vec::with_capacity(events.len());
         for e in events {
             entries.push(
                 serde_json::to_string(e).map_err(|e| format!("cannot serialise an event: {e}"))?,
             );
         }
-        self.redis
+        redis
             .run("RPUSH", redis::cmd("RPUSH").arg(&self.dlq_key).arg(entries))
             .await
     }
@@ -353,12 +372,15 @@ impl Store {
         }
     }
 
-    /// `PING` with a short timeout.
-    pub async fn check_redis(&self) -> Result<(), String> {
-        match tokio::time::timeout(CHECK_TIMEOUT, self.redis.ping()).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
-        }
+    /// `PING` with a short timeout; `None` when there is no Redis to ask.
+    pub async fn check_redis(&self) -> Option<Result<(), String>> {
+        let redis = self.redis.as_ref()?;
+        Some(
+            match tokio::time::timeout(CHECK_TIMEOUT, redis.ping()).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+            },
+        )
     }
 }
 

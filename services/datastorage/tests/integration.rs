@@ -1,6 +1,7 @@
 //! Integration tests of DataStorage against real PostgreSQL and Redis; the service runs
 //! in-process on `127.0.0.1:0`. Environment: `POSTGRES_URL` (migrations already applied) and
-//! `REDIS_URL`. Run by `cargo xtask integration datastorage`.
+//! `REDIS_URL` (one test runs DataStorage without Redis). Run by
+//! `cargo xtask integration datastorage`.
 
 use datastorage::{Config, Running};
 use serde_json::{json, Value};
@@ -440,4 +441,67 @@ async fn queued_events_survive_a_restart() {
     )
     .await;
     second.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by `cargo xtask integration datastorage`"]
+async fn without_redis_writes_are_stored_or_refused_never_queued() {
+    svc_common::logging::init_for_tests();
+    let pg = required_env("POSTGRES_URL");
+    let proxy = TcpProxy::start(&pg_host_port(&pg)).await.unwrap();
+    // No REDIS_URL: no dead-letter queue (a consumer that drops Redis runs DataStorage so).
+    let map = env_map(
+        &[
+            ("DATABASE_URL", &via_proxy(&pg, &proxy)),
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("METRICS_ADDR", "127.0.0.1:0"),
+        ],
+        &[],
+    );
+    let running = datastorage::start(Config::from_map(&map).expect("valid without REDIS_URL"))
+        .await
+        .expect("datastorage starts without Redis");
+    let base = format!("http://{}", running.addr());
+    let (status, body) = get_json(&format!("{base}/readyz")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["checks"].get("redis").is_none(), "{body}");
+
+    let corr = format!("it-noredis-{}", Uuid::new_v4());
+    let (status, body) = post(
+        &base,
+        "/api/v1/audit/events",
+        &event(&corr, "test.noredis", "2024-05-01T00:00:00Z"),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    proxy.cut();
+    let (status, body) = post(
+        &base,
+        "/api/v1/audit/events",
+        &event(&corr, "test.noredis", "2024-05-01T00:00:01Z"),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("the dead-letter queue is disabled"),
+        "{body}"
+    );
+    let (status, body) = get_json(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["unavailable"], json!(["postgres"]), "{body}");
+
+    proxy.restore();
+    eventually("PostgreSQL is back", Duration::from_secs(20), || async {
+        (get_json(&format!("{base}/readyz")).await.0 == 200).then_some(())
+    })
+    .await;
+    let (status, body) = query(&base, &format!("correlation_id={corr}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["count"], 1, "only the acknowledged event: {body}");
+    assert_eq!(metric(&base, "datastorage_dlq_depth").await, Some(0.0));
+    running.shutdown().await.unwrap();
 }

@@ -195,12 +195,23 @@ pub mod tests {
         )?)
     }
 
+    /// What a path under the `/repo` root is in this checkout: a folder if it is one here, else
+    /// a file (as if every referenced file existed).
+    pub fn repo_path_kind(p: &Path) -> Option<crate::config::PathKind> {
+        let rel = p.strip_prefix("/repo").unwrap_or(p);
+        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+        Some(if here.is_dir() {
+            crate::config::PathKind::Dir
+        } else {
+            crate::config::PathKind::File
+        })
+    }
+
     /// The repository's own `infra.toml`, validated as if every referenced file existed.
     pub fn repo_config() -> Config {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra.toml");
         let text = std::fs::read_to_string(&file).unwrap();
-        let exists = |_: &Path| Some(crate::config::PathKind::File);
-        crate::config::parse(&file, Path::new("/repo"), &text, &exists).unwrap()
+        crate::config::parse(&file, Path::new("/repo"), &text, &repo_path_kind).unwrap()
     }
 
     /// The resolved stack of a consumer's tier in the repository's file.
@@ -286,8 +297,7 @@ pub mod tests {
             "[consumers.gateway.e2e.ports]",
             "[consumers.gateway.integration.override.datastorage]\nport = 8181\n\n[consumers.gateway.e2e.ports]",
         );
-        let exists = |_: &Path| Some(crate::config::PathKind::File);
-        let c = crate::config::parse(&file, Path::new("/repo"), &text, &exists).unwrap();
+        let c = crate::config::parse(&file, Path::new("/repo"), &text, &repo_path_kind).unwrap();
         let stack = repo_stack(&c, "gateway", TierName::Integration);
         let site = Site::Network {
             consumer: "gateway",

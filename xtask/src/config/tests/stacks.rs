@@ -105,7 +105,8 @@ fn a_64_character_component_name_is_refused_naming_the_limit() {
     let text = rename(&repo_text(), "redis", &long)
         .replace(&format!("[images.{long}]"), "[images.redis]")
         .replace(&format!("image = \"{long}\""), "image = \"redis\"");
-    let all_exist = |_: &Path| Some(PathKind::File);
+    // Every path is taken to exist, as it is in this checkout (a folder or a file).
+    let all_exist = |p: &Path| repo_fs(p).or(Some(PathKind::File));
     let e = match parse(
         Path::new("infra.toml"),
         Path::new("/repo"),

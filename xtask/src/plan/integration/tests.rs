@@ -191,3 +191,68 @@ fn datastorage_runs_its_own_tests_in_process() {
         ]
     );
 }
+
+/// The fourth consumer of the repository's file: a self-building mock with `args` and
+/// `mounts`, Redis dropped, DataStorage overridden for it alone, its own in-process port.
+#[test]
+fn holmesgpt_api_gets_its_own_datastorage_a_mock_and_no_redis() {
+    let p = plan_for("holmesgpt-api");
+    assert!(p.nodes.iter().all(|n| n.id != "redis"), "redis is dropped");
+    let ds = container(&p, "datastorage");
+    assert!(!ds.env.contains_key("REDIS_URL"), "{:?}", ds.env);
+    assert_eq!(ds.env["QUERY_LIMIT_MAX"], "50");
+    assert_eq!(
+        node(&p, "datastorage").deps,
+        ["network", "migrations", "image:datastorage"]
+    );
+    // Elsewhere DataStorage keeps Redis and its default query limit (1000).
+    let other = container(&plan_for("notification"), "datastorage");
+    assert!(other.env.contains_key("REDIS_URL"));
+    assert!(!other.env.contains_key("QUERY_LIMIT_MAX"));
+
+    let llm = container(&p, "mock-llm");
+    assert_eq!(llm.name, "holmesgpt-api_mock-llm_test");
+    assert_eq!(llm.image, "localhost/mock-llm:holmesgpt-api-1884d074");
+    assert_eq!(llm.args, ["--responses", "/etc/mock-llm/responses.json"]);
+    assert_eq!(
+        llm.mounts,
+        [(
+            std::path::PathBuf::from("/repo/mocks/responses.json"),
+            "/etc/mock-llm/responses.json".to_string()
+        )]
+    );
+    assert_eq!(llm.publish, vec![(18140, 8080)]);
+    match &node(&p, "image:mock-llm").action {
+        Step::Image(Build::Dockerfile { spec, .. }) => {
+            assert_eq!(spec.context, std::path::Path::new("/repo/mocks"));
+            assert_eq!(
+                spec.build_args["BASE_IMAGE"],
+                "docker.io/library/debian:bookworm-slim"
+            );
+        }
+        other => panic!("mock-llm builds itself: {other:?}"),
+    }
+    assert!(
+        node(&p, "image:mock-llm").deps.is_empty(),
+        "no cargo for the mock"
+    );
+    assert!(p.nodes.iter().all(|n| n.id != "metrics-probe"), "E2E only");
+
+    assert_eq!(p.tests.env["HOLMESGPT_API_API_PORT"], "18120");
+    assert_eq!(p.tests.env["MOCK_LLM_URL"], "http://localhost:18140");
+    assert!(!p.tests.env.contains_key("REDIS_URL"));
+    assert!(p.claims.iter().any(|c| c.port == 18120));
+    assert_eq!(
+        p.tests.argv,
+        [
+            "cargo",
+            "test",
+            "--package",
+            "holmesgpt-api",
+            "--test",
+            "integration",
+            "--",
+            "--include-ignored"
+        ]
+    );
+}

@@ -113,7 +113,7 @@ fn render_member(
 
 #[test]
 fn every_consumer_renders_valid_kubernetes_objects() {
-    for consumer in ["datastorage", "notification", "gateway"] {
+    for consumer in ["datastorage", "notification", "gateway", "holmesgpt-api"] {
         let all = render_all(consumer);
         let mut kinds = BTreeSet::new();
         for m in &all {
@@ -219,7 +219,7 @@ fn services_and_secrets_come_from_infra_toml() {
 
 #[test]
 fn rendered_images_pass_the_phase0_check() {
-    for consumer in ["datastorage", "notification", "gateway"] {
+    for consumer in ["datastorage", "notification", "gateway", "holmesgpt-api"] {
         let c = repo_config();
         let built: BTreeSet<String> = images_for(&c, consumer).into_values().collect();
         let uses: Vec<ImageUse> = render_all(consumer)
