@@ -918,7 +918,11 @@ fn namespaces_keep_same_named_services_apart_and_are_deleted() {
         assert_eq!(labels["io.kubernaut.fake-kube.cluster"], name.as_str());
         assert_eq!(labels["io.kubernaut.fake-kube.namespace"], ns.as_str());
     }
-    let mut fwd = Forward::start(&f, &["port-forward", "-n", &a, "svc/datastorage", ":8080"]);
+    // LOCAL:PORT, on the default address (localhost).
+    let local = free_port();
+    let ports = format!("{local}:8080");
+    let mut fwd = Forward::start(&f, &["port-forward", "-n", &a, "svc/datastorage", &ports]);
+    assert_eq!(fwd.port, local);
     assert_eq!(http_get(fwd.port, "/env/WHO").unwrap(), a);
 
     let out = f.ok(
