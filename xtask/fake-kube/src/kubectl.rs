@@ -257,13 +257,20 @@ fn delete_namespace(a: &Args, ns: &str) -> Res<()> {
     Ok(())
 }
 
-/// `apply -f -`, or with `create`, `create -f -` (an existing object is an error).
+/// `apply -f -`, or with `create`, `create -f -` (an existing object is an error). Podman is
+/// asked only when that changes a pod: applying a Namespace never waits on podman's locks.
 fn apply(a: &Args, ns: &str, create: bool) -> Res<()> {
     let docs = state::parse_docs(&read_stdin()?)
         .map_err(|e| Fail(format!("error: error parsing STDIN: {e}")))?;
     let name = connect(a)?;
     let _lock = state::lock(&name)?;
     let mut c = state::load(&name)?.unwrap_or_default();
+    let now = crate::now_ms();
+    let plan = |c: &state::Cluster| -> Vec<_> {
+        let pods = pods::plan(c, now).into_iter();
+        pods.map(|p| (p.engine_name, p.start)).collect()
+    };
+    let before = plan(&c);
     let mut errors = Vec::new();
     for d in &docs {
         match apply::apply(&mut c, d, ns, create) {
@@ -272,7 +279,12 @@ fn apply(a: &Args, ns: &str, create: bool) -> Res<()> {
         }
     }
     state::save(&c)?;
-    for s in pods::sync(&mut c)? {
+    let changed = plan(&c) != before;
+    for s in if changed {
+        pods::sync(&mut c)?
+    } else {
+        Vec::new()
+    } {
         if let Some(e) = s.error {
             eprintln!(
                 "fake-kube: warning: pod {}/{}: podman could not start it: {e}",

@@ -133,7 +133,9 @@ fn image_rule(
 /// containerd does), records the outcome in the cluster and in the call log.
 fn pull(c: &mut Cluster, image: &str, now: u64) -> Res<()> {
     let name = normalize(image);
-    let before = podman::run(&["images", "-a", "-q", "--no-trunc"])?;
+    // Which image ids exist already (a listing that fails, e.g. racing a removal, counts as
+    // "all": the fake then never removes the pulled image).
+    let before = podman::output(&["images", "-a", "-q", "--no-trunc"])?;
     let o = podman::output_within(&["pull", "--tls-verify=false", &name], PULL_LIMIT)?;
     let last = |t: &str| {
         t.lines()
@@ -146,7 +148,8 @@ fn pull(c: &mut Cluster, image: &str, now: u64) -> Res<()> {
     match o {
         Some(o) if o.ok => {
             let id = last(&o.stdout).unwrap_or_default();
-            let new_id = (!id.is_empty() && !before.contains(&id)).then_some(id);
+            let new_id =
+                (before.ok && !id.is_empty() && !before.stdout.contains(&id)).then_some(id);
             p = state::Pull {
                 ok: true,
                 new_id,
