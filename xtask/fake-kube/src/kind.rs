@@ -322,10 +322,12 @@ fn node_cluster(name: &str) -> Res<Cluster> {
 }
 
 /// Records image names as loaded on the node (with their docker ids, for `docker-image`); pods
-/// waiting for them start now.
+/// waiting for them start now (podman is not asked when no pod waits for them).
 fn load(name: &str, names: &[String], ids: &BTreeMap<String, String>) -> Res<()> {
     let _lock = state::lock(name)?;
     let mut c = node_cluster(name)?;
+    let now = crate::now_ms();
+    let before = pods::shape(&c, now);
     for n in names {
         if !c.images.contains(n) {
             c.images.push(n.clone());
@@ -333,7 +335,10 @@ fn load(name: &str, names: &[String], ids: &BTreeMap<String, String>) -> Res<()>
     }
     c.docker_ids.extend(ids.clone());
     state::save(&c)?;
-    pods::sync(&mut c).map(drop)
+    match pods::shape(&c, now) != before {
+        true => pods::sync(&mut c).map(drop),
+        false => Ok(()),
+    }
 }
 
 /// `kind load docker-image`: like kind, each reference's id from the docker engine

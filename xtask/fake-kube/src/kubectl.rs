@@ -266,11 +266,7 @@ fn apply(a: &Args, ns: &str, create: bool) -> Res<()> {
     let _lock = state::lock(&name)?;
     let mut c = state::load(&name)?.unwrap_or_default();
     let now = crate::now_ms();
-    let plan = |c: &state::Cluster| -> Vec<_> {
-        let pods = pods::plan(c, now).into_iter();
-        pods.map(|p| (p.engine_name, p.start)).collect()
-    };
-    let before = plan(&c);
+    let before = pods::shape(&c, now);
     let mut errors = Vec::new();
     for d in &docs {
         match apply::apply(&mut c, d, ns, create) {
@@ -279,7 +275,7 @@ fn apply(a: &Args, ns: &str, create: bool) -> Res<()> {
         }
     }
     state::save(&c)?;
-    let changed = plan(&c) != before;
+    let changed = pods::shape(&c, now) != before;
     for s in if changed {
         pods::sync(&mut c)?
     } else {

@@ -360,6 +360,14 @@ pub fn plan(c: &Cluster, now: u64) -> Vec<Pod> {
     pods
 }
 
+/// What the pods would be at `now` (to skip podman when an object change changes no pod).
+pub fn shape(c: &Cluster, now: u64) -> Vec<(String, Start)> {
+    plan(c, now)
+        .into_iter()
+        .map(|p| (p.engine_name, p.start))
+        .collect()
+}
+
 /// A pod container as podman reports it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Container {

@@ -907,6 +907,22 @@ fn registry_patches_pulls_and_docker_loads_are_recorded() {
         ),
         "{out:?}"
     );
+    // A load no pod waits for does not ask podman (whose locks can be slow to get).
+    let other = f.dir.join("other.tar");
+    manifest_only_archive(&other, &["localhost/other:1"]);
+    let mut cmd = f.command(
+        "kind",
+        &[
+            "load",
+            "image-archive",
+            other.to_str().unwrap(),
+            "--name",
+            "reg",
+        ],
+    );
+    cmd.env("FAKE_KUBE_PODMAN", "false");
+    let out = f.run_with(cmd, None);
+    assert_eq!(out.code, 0, "{out:?}");
     let nodes = f
         .ok("kubectl", &["get", "nodes", "-o", "json"], None)
         .json();
@@ -916,7 +932,10 @@ fn registry_patches_pulls_and_docker_loads_are_recorded() {
         .iter()
         .map(|i| i["names"][0].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["localhost/a:1", "localhost/b:2", image]);
+    assert_eq!(
+        names,
+        ["localhost/a:1", "localhost/b:2", "localhost/other:1", image]
+    );
 }
 
 #[test]
