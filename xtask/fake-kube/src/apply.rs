@@ -2,7 +2,8 @@
 //! `fake-kube:` error, so a manifest never means something else here than in a cluster), checks
 //! like the API server's where a manifest can be wrong, and storing objects.
 
-use crate::state::{key, Cluster};
+use crate::now_ms;
+use crate::state::{key, rfc3339, Cluster};
 use serde_json::Value;
 
 /// (kind, apiVersion, what kubectl prints, namespaced).
@@ -15,7 +16,7 @@ const KINDS: [(&str, &str, &str, bool); 6] = [
     ("Job", "batch/v1", "job.batch", true),
 ];
 
-const NAMESPACES: [&str; 4] = ["default", "kube-node-lease", "kube-public", "kube-system"];
+pub const NAMESPACES: [&str; 4] = ["default", "kube-node-lease", "kube-public", "kube-system"];
 
 /// The fields emulated, by path: `Kind.a.b[]` exactly, or a suffix starting with `.` (the first
 /// match wins). A mapping at a listed path may hold only these keys; unlisted paths are free
@@ -205,8 +206,17 @@ fn validate(c: &Cluster, v: &Value, kind: &str, ns: &str, name: &str) -> Vec<Str
     errs
 }
 
-/// Applies one document. Ok: the line kubectl prints; Err: its error.
-pub fn apply(c: &mut Cluster, v: &Value, default_ns: &str) -> Result<String, String> {
+/// `configmaps` for `configmap`, `deployments.apps` for `deployment.apps`.
+pub fn plural(resource: &str) -> String {
+    match resource.split_once('.') {
+        Some((r, group)) => format!("{r}s.{group}"),
+        None => format!("{resource}s"),
+    }
+}
+
+/// Applies one document (`create`: only if it does not exist yet, atomically: the caller holds
+/// the cluster's lock). Ok: the line kubectl prints; Err: its error.
+pub fn apply(c: &mut Cluster, v: &Value, default_ns: &str, create: bool) -> Result<String, String> {
     let (api, kind) = (
         v["apiVersion"].as_str().unwrap_or(""),
         v["kind"].as_str().unwrap_or(""),
@@ -235,7 +245,15 @@ pub fn apply(c: &mut Cluster, v: &Value, default_ns: &str) -> Result<String, Str
         stored["metadata"]["namespace"] = ns.into();
     }
     let k = key(ns, kind, name);
-    if c.objects.get(&k) == Some(&stored) {
+    let old = c.objects.get(&k);
+    if create && old.is_some() {
+        return Err(format!("Error from server (AlreadyExists): error when creating \"STDIN\": {} \"{name}\" already exists", plural(resource)));
+    }
+    stored["metadata"]["creationTimestamp"] = old.map_or_else(
+        || rfc3339(now_ms()).into(),
+        |o| o["metadata"]["creationTimestamp"].clone(),
+    );
+    if old == Some(&stored) {
         return Ok(format!("{resource}/{name} unchanged"));
     }
     let errs = validate(c, v, kind, ns, name);
@@ -250,151 +268,4 @@ pub fn apply(c: &mut Cluster, v: &Value, default_ns: &str) -> Result<String, Str
         None => "created",
     };
     Ok(format!("{resource}/{name} {verb}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::parse_docs;
-
-    const STACK: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n---\n\
-        apiVersion: v1\nkind: Secret\nmetadata: {name: db, namespace: demo}\ntype: Opaque\nstringData: {password: pw}\n---\n\
-        apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: demo}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{name: main, port: 8080, targetPort: 8080, protocol: TCP, nodePort: 30080}]\n---\n\
-        apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: demo, labels: {app: web}}\nspec:\n  replicas: 1\n  strategy: {type: Recreate}\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      terminationGracePeriodSeconds: 10\n      containers:\n      - name: web\n        image: localhost/web:t1\n        imagePullPolicy: Never\n        args: [serve]\n        ports: [{name: main, containerPort: 8080}]\n        env: [{name: A, value: b}, {name: P, valueFrom: {secretKeyRef: {name: db, key: password}}}]\n        envFrom: [{secretRef: {name: db}}]\n        readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 1, failureThreshold: 60}\n        livenessProbe: {httpGet: {path: /healthz, port: 8080, scheme: HTTP}}\n---\n\
-        apiVersion: batch/v1\nkind: Job\nmetadata: {name: migrate, namespace: demo}\nspec:\n  backoffLimit: 3\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: m, image: 'localhost/web:t1', args: [migrate]}]\n";
-
-    fn apply_all(c: &mut Cluster, text: &str) -> (Vec<String>, Vec<String>) {
-        let (mut lines, mut errs) = (Vec::new(), Vec::new());
-        for d in parse_docs(text).unwrap() {
-            match apply(c, &d, "default") {
-                Ok(l) => lines.push(l),
-                Err(e) => errs.push(e),
-            }
-        }
-        (lines, errs)
-    }
-
-    /// One error from applying `text` to a cluster holding [`STACK`].
-    fn error(text: &str) -> String {
-        let mut c = Cluster::default();
-        apply_all(&mut c, STACK);
-        let (_, errs) = apply_all(&mut c, text);
-        assert_eq!(errs.len(), 1, "{errs:?}");
-        errs[0].clone()
-    }
-
-    #[test]
-    fn applies_what_the_xtask_sends() {
-        let mut c = Cluster::default();
-        let (lines, errs) = apply_all(&mut c, STACK);
-        assert!(errs.is_empty(), "{errs:?}");
-        assert_eq!(
-            lines,
-            [
-                "namespace/demo created",
-                "secret/db created",
-                "service/web created",
-                "deployment.apps/web created",
-                "job.batch/migrate created"
-            ]
-        );
-        assert_eq!(
-            c.object("demo", "Job", "migrate").unwrap()["metadata"]["namespace"],
-            "demo"
-        );
-        let (lines, _) = apply_all(&mut c, STACK);
-        assert!(lines.iter().all(|l| l.ends_with(" unchanged")), "{lines:?}");
-        let (lines, _) = apply_all(&mut c, &STACK.replace("web:t1", "web:t2"));
-        assert_eq!(lines[3], "deployment.apps/web configured");
-    }
-
-    #[test]
-    fn unknown_kinds_namespaces_and_names() {
-        let e = error("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: x}\n");
-        assert_eq!(e, "error: resource mapping not found for name: \"x\" namespace: \"\" from \"STDIN\": no matches for kind \"Ingress\" in version \"networking.k8s.io/v1\"\nensure CRDs are installed first");
-        let e = error("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: nope}\n");
-        assert_eq!(e, "Error from server (NotFound): error when creating \"STDIN\": namespaces \"nope\" not found");
-        assert!(error("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n")
-            .ends_with("resource name may not be empty"));
-        let mut c = Cluster::default();
-        let (lines, _) = apply_all(
-            &mut c,
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\n",
-        );
-        assert_eq!(
-            lines,
-            ["configmap/x created"],
-            "the default namespace exists"
-        );
-    }
-
-    #[test]
-    fn refuses_what_is_not_emulated() {
-        let e = error(&STACK.replace("terminationGracePeriodSeconds: 10", "volumes: []"));
-        assert_eq!(e, "The Deployment \"web\" is invalid: fake-kube: spec.template.spec.volumes: not supported by fake-kube (see xtask/fake-kube/README.md)");
-        let e = error(
-            "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: demo}\ndata: {k: dg==}\n",
-        );
-        assert!(e.contains("fake-kube: data: not supported"), "{e}");
-        let e = error(&STACK.replace("type: NodePort", "type: LoadBalancer"));
-        assert!(e.contains("fake-kube: spec.type: \"LoadBalancer\" is not supported by fake-kube (only ClusterIP NodePort)"), "{e}");
-        let e = error(&STACK.replace("replicas: 1", "replicas: 2"));
-        assert!(e.contains("spec.replicas: \"2\" is not supported"), "{e}");
-        let e = error(&STACK.replace("restartPolicy: Never", "restartPolicy: OnFailure"));
-        assert!(
-            e.contains("restartPolicy: \"OnFailure\" is not supported"),
-            "{e}"
-        );
-        let e = error(&STACK.replace("secretKeyRef", "fieldRef"));
-        assert!(e.contains("fake-kube: spec.template.spec.containers[].env[].valueFrom.fieldRef: not supported"), "{e}");
-        let e = error(&STACK.replace(
-            "{path: /readyz, port: 8080}",
-            "{path: /readyz, port: 8080, scheme: HTTPS}",
-        ));
-        assert!(
-            e.contains("readinessProbe.httpGet.scheme: not supported"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn checks_like_the_api_server() {
-        let e = error(&STACK.replace(
-            "metadata: {labels: {app: web}}",
-            "metadata: {labels: {app: x}}",
-        ));
-        assert!(
-            e.contains("`selector` does not match template `labels`"),
-            "{e}"
-        );
-        let e = error(&STACK.replace("password: pw", "port: 8080"));
-        assert_eq!(e, "The Secret \"db\" is invalid: stringData.port: Invalid value: 8080: must be a string (quote it)");
-        let e = error(&STACK.replace("targetPort: 8080,", "targetPort: 9090,"));
-        assert!(e.contains("targetPort 9090 differs from port 8080"), "{e}");
-        let e = error(&STACK.replace("nodePort: 30080", "nodePort: 8080"));
-        assert!(e.contains("provided port is not in the valid range"), "{e}");
-        let e = error(&STACK.replace(
-            "{name: web, namespace: demo}",
-            "{name: web2, namespace: demo}",
-        ));
-        assert!(
-            e.contains("30080: provided port is already allocated"),
-            "{e}"
-        );
-        let e = error(&STACK.replace("      restartPolicy: Never\n", ""));
-        assert!(e.contains("restartPolicy: Required value"), "{e}");
-        let e = error(&STACK.replace(
-            "containers: [{name: m, image: 'localhost/web:t1', args: [migrate]}]",
-            "containers: [{name: m}]",
-        ));
-        assert!(
-            e.ends_with("spec.template.spec.containers[0].image: Required value"),
-            "{e}"
-        );
-        let e = error(&STACK.replace(
-            "containers: [{name: m, image: 'localhost/web:t1', args: [migrate]}]",
-            "containers: []",
-        ));
-        assert!(e.contains("exactly one container per pod, not 0"), "{e}");
-    }
 }

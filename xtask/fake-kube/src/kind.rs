@@ -46,7 +46,13 @@ pub fn run(argv: &[String]) -> Res<()> {
             let doc = state::kubeconfig_add(None, name)?;
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
-        ["load", "image-archive", file] => load(name, Path::new(file))?,
+        ["load", "image-archive", file] => {
+            node_cluster(name)?;
+            let names = archive_names(Path::new(file))
+                .map_err(|e| Fail(format!("ERROR: failed to load image: {e}")))?;
+            load(name, &names, &BTreeMap::new())?;
+        }
+        ["load", "docker-image", refs @ ..] if !refs.is_empty() => load_docker(name, refs)?,
         ["export", "logs", dir] => export(name, Path::new(dir))?,
         _ => return Err(unsupported()),
     }
@@ -59,6 +65,7 @@ pub struct Config {
     pub name: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub ports: Vec<PortMapping>,
+    pub patches: Vec<String>,
 }
 
 /// Refuses the keys kind does not know and those the fake does not emulate.
@@ -89,11 +96,30 @@ pub fn parse_config(text: &str) -> Result<Config, String> {
             doc["kind"]
         ));
     }
-    strict(&doc, &["kind", "apiVersion", "name", "nodes"])?;
+    strict(
+        &doc,
+        &[
+            "kind",
+            "apiVersion",
+            "name",
+            "nodes",
+            "containerdConfigPatches",
+        ],
+    )?;
     let mut cfg = Config {
         name: doc["name"].as_str().map(String::from),
         ..Default::default()
     };
+    for p in doc["containerdConfigPatches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let p = p.as_str().ok_or_else(|| {
+            format!("unable to decode config: containerdConfigPatches: expected a string, not {p}")
+        })?;
+        cfg.patches.push(p.to_string());
+    }
     for node in doc["nodes"].as_array().into_iter().flatten() {
         strict(node, &["role", "labels", "extraPortMappings"])?;
         for (k, v) in node["labels"].as_object().into_iter().flatten() {
@@ -184,7 +210,7 @@ fn create(a: &Args) -> Res<()> {
                 p.container_port
             )));
         }
-        remove_network(&name)?; // left by a killed run of this fake for this very cluster
+        remove_networks(&name)?; // left by a killed run of this fake for this very cluster
         let label = format!("{CLUSTER_LABEL}={name}");
         podman::run(&[
             "network",
@@ -196,8 +222,10 @@ fn create(a: &Args) -> Res<()> {
         .map_err(|f| fail(f.0))?;
         state::save(&Cluster {
             name: name.clone(),
+            created_ms: crate::now_ms(),
             node_labels: cfg.labels,
             ports: cfg.ports,
+            containerd_patches: cfg.patches,
             kubeconfig: kubeconfig.clone(),
             ..Default::default()
         })?;
@@ -209,19 +237,19 @@ fn create(a: &Args) -> Res<()> {
     Ok(())
 }
 
-/// Removes the cluster's network if there is one and its label says it is this cluster's.
-fn remove_network(name: &str) -> Res<()> {
-    let net = state::network(name);
-    let format = format!("{{{{index .Labels \"{CLUSTER_LABEL}\"}}}}");
-    let owner = podman::output(&["network", "inspect", "--format", &format, &net])?;
-    if owner.ok && owner.stdout.trim() == name {
-        podman::run(&["network", "rm", "-f", &net])?;
+/// Removes the cluster's networks (its own and its namespaces'), found by label.
+fn remove_networks(name: &str) -> Res<()> {
+    let label = format!("label={CLUSTER_LABEL}={name}");
+    for net in podman::run(&["network", "ls", "-q", "--filter", &label])?.split_whitespace() {
+        podman::run(&["network", "rm", "-f", net])?;
     }
     Ok(())
 }
 
-/// Removes the cluster's containers (by label), network, state and kubeconfig entries. A
-/// missing cluster is not an error.
+/// Removes the cluster's containers (by label), networks, the images its pulls added to podman
+/// storage (unless another fake cluster pulled them too, or they are in use or carry other
+/// names: `podman rmi` without `-f` refuses those), state and kubeconfig entries. A missing
+/// cluster is not an error.
 fn delete(name: &str, kubeconfig: Option<&str>) -> Res<()> {
     eprintln!("Deleting cluster \"{name}\" ...");
     let _lock = state::lock(name)?;
@@ -233,7 +261,22 @@ fn delete(name: &str, kubeconfig: Option<&str>) -> Res<()> {
     if rm.len() > 4 {
         podman::run(&rm)?;
     }
-    remove_network(name)?;
+    remove_networks(name)?;
+    let others: Vec<Cluster> = state::names()?
+        .iter()
+        .filter(|n| *n != name)
+        .filter_map(|n| state::load(n).ok().flatten())
+        .collect();
+    for (image, p) in cluster.iter().flat_map(|c| &c.pulls) {
+        if let Some(id) = &p.new_id {
+            if !others
+                .iter()
+                .any(|o| o.pulls.get(image).is_some_and(|q| q.ok))
+            {
+                podman::output(&["rmi", id])?;
+            }
+        }
+    }
     state::remove(name)?;
     let recorded = cluster.map(|c| c.kubeconfig);
     for path in kubeconfig.map(PathBuf::from).into_iter().chain(recorded) {
@@ -274,21 +317,64 @@ pub fn archive_names(path: &Path) -> Result<Vec<String>, String> {
     Err(format!("{} is not a docker-archive (no manifest.json): `podman save --format=docker-archive` writes one", path.display()))
 }
 
-/// Records the archive's image names as loaded; pods waiting for them start now. Nothing is
-/// copied: containers run from local podman storage (the image was built on this host).
-fn load(name: &str, file: &Path) -> Res<()> {
+fn node_cluster(name: &str) -> Res<Cluster> {
+    state::load(name)?.ok_or_else(|| Fail(format!("ERROR: no nodes found for cluster \"{name}\"")))
+}
+
+/// Records image names as loaded on the node (with their docker ids, for `docker-image`); pods
+/// waiting for them start now (podman is not asked when no pod waits for them).
+fn load(name: &str, names: &[String], ids: &BTreeMap<String, String>) -> Res<()> {
     let _lock = state::lock(name)?;
-    let mut c = state::load(name)?
-        .ok_or_else(|| Fail(format!("ERROR: no nodes found for cluster \"{name}\"")))?;
-    let names =
-        archive_names(file).map_err(|e| Fail(format!("ERROR: failed to load image: {e}")))?;
+    let mut c = node_cluster(name)?;
+    let now = crate::now_ms();
+    let before = pods::shape(&c, now);
     for n in names {
-        if !c.images.contains(&n) {
-            c.images.push(n);
+        if !c.images.contains(n) {
+            c.images.push(n.clone());
         }
     }
+    c.docker_ids.extend(ids.clone());
     state::save(&c)?;
-    pods::sync(&mut c).map(drop)
+    match pods::shape(&c, now) != before {
+        true => pods::sync(&mut c).map(drop),
+        false => Ok(()),
+    }
+}
+
+/// `kind load docker-image`: like kind, each reference's id from the docker engine
+/// (`DOCKER_HOST`), those not on the node yet saved with `docker save` and loaded into podman
+/// storage (where the pods run from), then recorded exactly as written.
+fn load_docker(name: &str, refs: &[&str]) -> Res<()> {
+    let node = node_cluster(name)?;
+    let mut ids = BTreeMap::new();
+    for r in refs {
+        let id = podman::docker(&["image", "inspect", "-f", "{{ .Id }}", r])
+            .map_err(|_| Fail(format!("ERROR: image: \"{r}\" not present locally")))?;
+        ids.insert(r.to_string(), id.trim().to_string());
+    }
+    let mut send = Vec::new();
+    for r in refs {
+        let id = &ids[*r];
+        if node.images.iter().any(|i| i == r) && node.docker_ids.get(*r) == Some(id) {
+            eprintln!("Image: \"{r}\" with ID \"{id}\" found to be already present on all nodes.");
+        } else {
+            eprintln!(
+                "Image: \"{r}\" with ID \"{id}\" not yet present on node \"{}\", loading...",
+                node.node()
+            );
+            send.push(*r);
+        }
+    }
+    if !send.is_empty() {
+        let tar = state::root()?.join(format!("images-{}.tar", std::process::id()));
+        let tar_s = tar.to_string_lossy().to_string();
+        let moved = podman::docker(&[&["save", "-o", &tar_s][..], &send].concat())
+            .and_then(|_| podman::run(&["load", "-q", "-i", &tar_s]));
+        let _ = std::fs::remove_file(&tar);
+        moved.map_err(|f| Fail(format!("ERROR: failed to load image: {}", f.0)))?;
+    }
+    let names: Vec<String> = refs.iter().map(|r| r.to_string()).collect();
+    load(name, &names, &ids)
 }
 
 /// `DIR/<namespace>/<pod>.log` per pod container, and `DIR/fake-kube-state.json`.
@@ -322,7 +408,7 @@ fn export(name: &str, dir: &Path) -> Res<()> {
 mod tests {
     use super::*;
 
-    const CONFIG: &str = "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nname: e2e\nnodes:\n- role: control-plane\n  labels:\n    io.kubernaut.xtask.run: \"1884d074\"\n    ready: true\n  extraPortMappings:\n  - containerPort: 30080\n    hostPort: 28120\n    listenAddress: 127.0.0.1\n    protocol: TCP\n  - {containerPort: 30081, hostPort: 28121}\n";
+    const CONFIG: &str = "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nname: e2e\nnodes:\n- role: control-plane\n  labels:\n    io.kubernaut.xtask.run: \"1884d074\"\n    ready: true\n  extraPortMappings:\n  - containerPort: 30080\n    hostPort: 28120\n    listenAddress: 127.0.0.1\n    protocol: TCP\n  - {containerPort: 30081, hostPort: 28121}\ncontainerdConfigPatches:\n- |-\n  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"localhost:5001\"]\n    endpoint = [\"http://kind-registry:5000\"]\n";
 
     #[test]
     fn parses_what_the_xtask_renders() {
@@ -330,6 +416,7 @@ mod tests {
         assert_eq!(cfg.name.as_deref(), Some("e2e"));
         assert_eq!(cfg.labels["io.kubernaut.xtask.run"], "1884d074");
         assert_eq!(cfg.labels["ready"], "true");
+        assert_eq!(cfg.patches, ["[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"localhost:5001\"]\n  endpoint = [\"http://kind-registry:5000\"]"]);
         let pm = |c, h, l: &str| PortMapping {
             container_port: c,
             host_port: h,
@@ -358,6 +445,7 @@ mod tests {
             e(&CONFIG.replace("hostPort: 28120", "hostPort: 70000")).contains("hostPort: 70000")
         );
         assert!(e(&CONFIG.replace("protocol: TCP", "protocol: UDP")).contains("only TCP"));
+        assert!(e(&CONFIG.replace("- |-", "- 5\n- |-")).contains("expected a string, not 5"));
         assert!(
             e(&CONFIG.replace("containerPort: 30080", "containerport: 30080"))
                 .contains("unknown field")
@@ -389,36 +477,5 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(port_taken(&[pm(a), pm(b)], &[other]).unwrap().host_port, b);
-    }
-
-    #[test]
-    fn reads_image_names_from_docker_archives() {
-        fn entry(out: &mut Vec<u8>, name: &str, data: &[u8]) {
-            let mut h = [0u8; 512];
-            h[..name.len()].copy_from_slice(name.as_bytes());
-            h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
-            out.extend_from_slice(&h);
-            out.extend_from_slice(data);
-            out.resize(out.len().div_ceil(512) * 512, 0);
-        }
-        let mut t = Vec::new();
-        entry(&mut t, "abc/layer.tar", &[7u8; 1000]);
-        entry(
-            &mut t,
-            "manifest.json",
-            br#"[{"Config": "c.json", "RepoTags": ["localhost/a:1", "localhost/b:2"]}]"#,
-        );
-        let path =
-            std::env::temp_dir().join(format!("fake-kube-archive-{}.tar", std::process::id()));
-        std::fs::write(&path, &t).unwrap();
-        assert_eq!(
-            archive_names(&path).unwrap(),
-            ["localhost/a:1", "localhost/b:2"]
-        );
-        std::fs::write(&path, [0u8; 1024]).unwrap();
-        assert!(archive_names(&path)
-            .unwrap_err()
-            .contains("is not a docker-archive"));
-        let _ = std::fs::remove_file(path);
     }
 }

@@ -7,16 +7,17 @@
 //! `$FAKE_KUBE_STATE/calls.jsonl`.
 
 mod apply;
+mod forward;
 mod kind;
 mod kubectl;
 mod podman;
 mod pods;
 mod state;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// A failed invocation: the message goes to stderr, the exit status is 1.
 #[derive(Debug, PartialEq)]
@@ -60,6 +61,7 @@ impl Args {
                 (true, Some(v)) => v,
                 (true, None) => words.next().cloned()?,
                 (false, None) => "true".into(),
+                (false, Some(v)) if v == "true" || v == "false" => v,
                 (false, Some(_)) => return None,
             };
             a.flags.insert(name, value);
@@ -69,6 +71,11 @@ impl Args {
 
     pub fn get(&self, name: &str) -> Option<&str> {
         self.flags.get(name).map(String::as_str)
+    }
+
+    /// A boolean flag given as `--flag` or `--flag=true`.
+    pub fn on(&self, name: &str) -> bool {
+        self.get(name) == Some("true")
     }
 }
 
@@ -89,7 +96,41 @@ pub fn create_delay() -> std::time::Duration {
     std::time::Duration::from_millis(ms)
 }
 
+/// A Go duration as kubectl's flags take it (`120s`, `2m`, `1m30s`, `500ms`, `0`).
+pub fn duration(flag: &str, s: &str) -> Res<std::time::Duration> {
+    let bad = || {
+        Fail(format!(
+            "error: invalid argument \"{s}\" for \"--{flag}\" flag: time: invalid duration \"{s}\""
+        ))
+    };
+    let (mut ms, mut rest) = (0u64, if s == "0" { "" } else { s });
+    if s.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .filter(|&n| n > 0)
+            .ok_or_else(bad)?;
+        let value: u64 = rest[..n].parse().map_err(|_| bad())?;
+        const UNITS: [(&str, u64); 4] = [("ms", 1), ("h", 3_600_000), ("m", 60_000), ("s", 1000)];
+        let (unit, scale) = UNITS
+            .into_iter()
+            .find(|(u, _)| rest[n..].starts_with(u))
+            .ok_or_else(bad)?;
+        ms += value * scale;
+        rest = &rest[n + unit.len()..];
+    }
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 static STDIN: OnceLock<String> = OnceLock::new();
+static PULLS: Mutex<Vec<Value>> = Mutex::new(Vec::new());
+
+/// Records an image pull in this call's log line (`pulls`).
+pub fn note_pull(v: Value) {
+    PULLS.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+}
 
 /// All of stdin, read once (the call log records it).
 pub fn read_stdin() -> Res<String> {
@@ -168,6 +209,10 @@ fn main() {
         if let Some(s) = STDIN.get() {
             rec["stdin"] = json!(s);
         }
+        let pulls = std::mem::take(&mut *PULLS.lock().unwrap_or_else(|e| e.into_inner()));
+        if !pulls.is_empty() {
+            rec["pulls"] = json!(pulls);
+        }
         if let Err(Fail(e)) = state::append_call(&rec.to_string()) {
             eprintln!("fake-kube: cannot write the call log: {e}");
         }
@@ -197,6 +242,22 @@ mod tests {
     }
 
     #[test]
+    fn go_durations() {
+        let d = |s| duration("timeout", s).map(|d| d.as_millis());
+        assert_eq!(d("120s"), Ok(120_000));
+        assert_eq!(d("1m30s"), Ok(90_000));
+        assert_eq!(
+            (d("500ms"), d("1h"), d("0")),
+            (Ok(500), Ok(3_600_000), Ok(0))
+        );
+        assert_eq!(
+            d("5").unwrap_err().0,
+            "error: invalid argument \"5\" for \"--timeout\" flag: time: invalid duration \"5\""
+        );
+        assert!(d("").is_err() && d("s").is_err() && d("3d").is_err());
+    }
+
+    #[test]
     fn flags_anywhere() {
         const KNOWN: &[Flag] = &[
             (&["-n", "--namespace"], "namespace", true),
@@ -215,6 +276,8 @@ mod tests {
         );
         assert!(Args::parse(&v(&["--bogus"]), KNOWN).is_none());
         assert!(Args::parse(&v(&["-n"]), KNOWN).is_none());
-        assert!(Args::parse(&v(&["--client=false"]), KNOWN).is_none());
+        let off = Args::parse(&v(&["--client=false"]), KNOWN).unwrap();
+        assert!(!off.on("client") && Args::parse(&v(&["--client"]), KNOWN).unwrap().on("client"));
+        assert!(Args::parse(&v(&["--client=no"]), KNOWN).is_none());
     }
 }

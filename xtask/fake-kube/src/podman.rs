@@ -1,5 +1,6 @@
 //! The one way the fake runs programs: the container engine (`podman`, or `$FAKE_KUBE_PODMAN`),
-//! always with an argv vector, never through a shell. Through duct: stdout and stderr are read
+//! and for `kind load docker-image` the docker client (`docker`, or `$FAKE_KUBE_DOCKER`, talking
+//! to the engine `DOCKER_HOST` names), always with an argv vector, never through a shell. Through duct: stdout and stderr are read
 //! while the program runs (no pipe fills up), a deadline kills it, output can go straight to the
 //! terminal or a file as it is written, and every failure names the command.
 
@@ -23,6 +24,14 @@ pub fn program() -> String {
         .unwrap_or_else(|| "podman".into())
 }
 
+/// `$FAKE_KUBE_DOCKER`, else `docker`.
+fn docker_program() -> String {
+    std::env::var("FAKE_KUBE_DOCKER")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "docker".into())
+}
+
 fn shown<S: AsRef<str>>(args: &[S]) -> String {
     let words: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
     format!("{} {}", program(), words.join(" "))
@@ -38,6 +47,31 @@ fn cannot<S: AsRef<str>>(args: &[S], e: std::io::Error) -> Fail {
         "fake-kube: cannot run `{}`: {e} (FAKE_KUBE_PODMAN names the engine)",
         shown(args)
     ))
+}
+
+/// Runs the docker client to the end (`docker image inspect`, `docker save`); a failure is an
+/// error quoting its stderr.
+pub fn docker(args: &[&str]) -> Res<String> {
+    let shown = format!("{} {}", docker_program(), args.join(" "));
+    let o = duct::cmd(docker_program(), args)
+        .stdin_null()
+        .unchecked()
+        .stdout_capture()
+        .stderr_capture()
+        .run()
+        .map_err(|e| {
+            Fail(format!(
+                "fake-kube: cannot run `{shown}`: {e} (FAKE_KUBE_DOCKER names the docker client)"
+            ))
+        })?;
+    let o = out(&o);
+    match o.ok {
+        true => Ok(o.stdout),
+        false => Err(Fail(format!(
+            "fake-kube: `{shown}` failed: {}",
+            o.stderr.trim()
+        ))),
+    }
 }
 
 fn out(o: &std::process::Output) -> Out {
@@ -144,6 +178,13 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .ok
+        );
+        std::env::set_var("FAKE_KUBE_DOCKER", "echo");
+        assert_eq!(docker(&["save", "x"]).unwrap(), "save x\n");
+        std::env::set_var("FAKE_KUBE_DOCKER", "false");
+        assert_eq!(
+            docker(&["save", "x"]).unwrap_err().0,
+            "fake-kube: `false save x` failed: "
         );
         engine("/nonexistent/engine");
         assert!(output(&["ps"])

@@ -1,7 +1,8 @@
 //! Pods: every Deployment and Job runs one pod, `<workload>-fake-0`, as the podman container
-//! `kindfake-<cluster>-<namespace>-<pod>` on the cluster's network. Planning is pure (state in,
-//! `podman run` argv out); [`sync`] makes podman match the plan like a kubelet whenever pods
-//! are applied or looked at; statuses are computed at call time, probing readiness once.
+//! `kindfake-<cluster>-<namespace>-<pod>` on its namespace's network. Planning is pure (state
+//! in, `podman run` argv out); [`sync`] makes podman match the plan like a kubelet whenever pods
+//! are applied or looked at, pulling images for real where a pod needs it; statuses are
+//! computed at call time, probing readiness once.
 
 use crate::podman;
 use crate::state::{self, Cluster, Restart, CLUSTER_LABEL};
@@ -13,15 +14,17 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 const POD_LABEL: &str = "io.kubernaut.fake-kube.pod";
-const NS_LABEL: &str = "io.kubernaut.fake-kube.namespace";
+pub const NS_LABEL: &str = "io.kubernaut.fake-kube.namespace";
 const HASH_LABEL: &str = "io.kubernaut.fake-kube.spec-hash";
 const TEMPLATE_LABEL: &str = "io.kubernaut.fake-kube.label.";
+const PULL_LIMIT: Duration = Duration::from_secs(300);
 
-/// How a pod starts: this `podman run` argv (its hash is also one of its labels), or why it
-/// cannot, as the reason and message its waiting container shows.
+/// How a pod starts: this `podman run` argv (its hash is also one of its labels), after pulling
+/// its image, or why it cannot, as the reason and message its waiting container shows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Start {
     Run { argv: Vec<String>, hash: String },
+    Pull { image: String },
     Wait { reason: String, message: String },
 }
 
@@ -70,18 +73,101 @@ fn pull_policy(image: &str, given: Option<&str>) -> String {
     policy.to_string()
 }
 
-/// Only images loaded with `kind load` run (names compared exactly as written), and none that
-/// would be pulled: no registry answers here.
-fn image_rule(image: &str, policy: &str, loaded: &[String]) -> Result<(), (String, String)> {
-    let present = loaded.iter().any(|l| l == image);
-    if policy == "Never" && !present {
+/// `x` -> `x:latest` (no tag and no digest), as kubelet names the image it pulls.
+fn with_tag(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.contains([':', '@']) {
+        true => image.to_string(),
+        false => format!("{image}:latest"),
+    }
+}
+
+/// The reference containerd pulls: `docker.io/library/` for a short name.
+pub fn normalize(image: &str) -> String {
+    let first = image.split_once('/').map_or("", |(f, _)| f);
+    match (
+        first.contains(['.', ':']) || first == "localhost",
+        first.is_empty(),
+    ) {
+        (true, _) => with_tag(image),
+        (false, true) => format!("docker.io/library/{}", with_tag(image)),
+        (false, false) => format!("docker.io/{}", with_tag(image)),
+    }
+}
+
+/// The image to run: `Ok(None)` present on the node (loaded with `kind load`, names compared
+/// exactly as written, or pulled before), `Ok(Some(image))` to be pulled now, or why the pod
+/// waits, like kubelet: `ErrImageNeverPull`, `ErrImagePull` (the pull failed in this very call)
+/// and `ImagePullBackOff` until kubelet's back-off (10 s, 20 s, ... 300 s) has passed.
+fn image_rule(
+    c: &Cluster,
+    image: &str,
+    policy: &str,
+    now: u64,
+) -> Result<Option<String>, (String, String)> {
+    let pull = c.pulls.get(image);
+    let pulled = pull.is_some_and(|p| p.ok);
+    let loaded = c.images.iter().any(|l| l == image);
+    if pulled || (loaded && policy != "Always") {
+        return Ok(None);
+    }
+    if policy == "Never" {
         let m = format!("Container image \"{image}\" is not present with pull policy of Never");
         return Err(("ErrImageNeverPull".into(), m));
     }
-    if policy == "Always" || !present {
-        let m = format!("failed to pull image \"{image}\" (imagePullPolicy {policy}): no registry answers here; fake-kube runs only images loaded with `kind load image-archive`");
-        return Err(("ErrImagePull".into(), m));
+    match pull {
+        Some(p) if p.at_ms == now => Err(("ErrImagePull".into(), p.message.clone())),
+        Some(p) if now < p.at_ms + backoff_ms(p.failures) => Err((
+            "ImagePullBackOff".into(),
+            format!(
+                "Back-off pulling image \"{}\": ErrImagePull: {}",
+                with_tag(image),
+                p.message
+            ),
+        )),
+        _ => Ok(Some(image.to_string())),
     }
+}
+
+/// Pulls an image for real (`podman pull --tls-verify=false`, the reference normalized like
+/// containerd does), records the outcome in the cluster and in the call log.
+fn pull(c: &mut Cluster, image: &str, now: u64) -> Res<()> {
+    let name = normalize(image);
+    // Which image ids exist already (a listing that fails, e.g. racing a removal, counts as
+    // "all": the fake then never removes the pulled image).
+    let before = podman::output(&["images", "-a", "-q", "--no-trunc"])?;
+    let o = podman::output_within(&["pull", "--tls-verify=false", &name], PULL_LIMIT)?;
+    let last = |t: &str| {
+        t.lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(String::from)
+    };
+    let mut p = c.pulls.remove(image).unwrap_or_default();
+    match o {
+        Some(o) if o.ok => {
+            let id = last(&o.stdout).unwrap_or_default();
+            let new_id =
+                (before.ok && !id.is_empty() && !before.stdout.contains(&id)).then_some(id);
+            p = state::Pull {
+                ok: true,
+                new_id,
+                ..Default::default()
+            };
+        }
+        o => {
+            let err = o
+                .and_then(|o| last(&o.stderr))
+                .unwrap_or("timed out".into());
+            let err = err.trim_start_matches("Error: ");
+            p.failures += 1;
+            p.message = format!("failed to pull and unpack image \"{name}\": {err}");
+        }
+    }
+    p.at_ms = now;
+    crate::note_pull(json!({"image": image, "reference": name, "ok": p.ok, "message": p.message}));
+    c.pulls.insert(image.to_string(), p);
     Ok(())
 }
 
@@ -169,7 +255,7 @@ fn wiring(
     (aliases, ports)
 }
 
-fn plan_pod(c: &Cluster, obj: &Value, job: bool, published: &mut BTreeSet<u16>) -> Pod {
+fn plan_pod(c: &Cluster, obj: &Value, job: bool, published: &mut BTreeSet<u16>, now: u64) -> Pod {
     let owner = obj["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
@@ -189,12 +275,15 @@ fn plan_pod(c: &Cluster, obj: &Value, job: bool, published: &mut BTreeSet<u16>) 
     let image = container["image"].as_str().unwrap_or_default().to_string();
     let policy = pull_policy(&image, container["imagePullPolicy"].as_str());
     let engine_name = format!("kindfake-{}-{ns}-{name}", c.name);
-    let env = image_rule(&image, &policy, &c.images).and_then(|()| {
+    let rule = image_rule(c, &image, &policy, now);
+    let env = rule.clone().and_then(|_| {
         resolve_env(c, &ns, &container).map_err(|m| ("CreateContainerConfigError".into(), m))
     });
-    let start = match env {
-        Err((reason, message)) => Start::Wait { reason, message },
-        Ok(env) => {
+    let pulled = c.pulls.get(&image).is_some_and(|p| p.ok) && !c.images.contains(&image);
+    let start = match (rule, env) {
+        (Ok(Some(image)), _) => Start::Pull { image },
+        (_, Err((reason, message))) => Start::Wait { reason, message },
+        (_, Ok(env)) => {
             let (aliases, ports) = wiring(c, &ns, &labels, published);
             let mut argv: Vec<String> = [
                 "run",
@@ -204,7 +293,7 @@ fn plan_pod(c: &Cluster, obj: &Value, job: bool, published: &mut BTreeSet<u16>) 
                 "--hostname",
                 &name,
                 "--network",
-                &c.network(),
+                &state::ns_network(&c.name, &ns),
                 "--pull=never",
                 "--restart=no",
             ]
@@ -237,7 +326,8 @@ fn plan_pod(c: &Cluster, obj: &Value, job: bool, published: &mut BTreeSet<u16>) 
                 .map(|a| a.as_str().unwrap_or_default().into())
                 .collect();
             let hash = fnv(&format!("{argv:?}{image}{args:?}"));
-            argv.extend(["--label".into(), format!("{HASH_LABEL}={hash}"), image]);
+            let run = if pulled { normalize(&image) } else { image };
+            argv.extend(["--label".into(), format!("{HASH_LABEL}={hash}"), run]);
             argv.extend(args);
             Start::Run { argv, hash }
         }
@@ -255,18 +345,27 @@ fn plan_pod(c: &Cluster, obj: &Value, job: bool, published: &mut BTreeSet<u16>) 
     }
 }
 
-/// The pods of every Deployment and Job, in `namespace/kind/name` order: pure.
-pub fn plan(c: &Cluster) -> Vec<Pod> {
+/// The pods of every Deployment and Job, in `namespace/kind/name` order, at the time `now` (the
+/// start of the call): pure.
+pub fn plan(c: &Cluster, now: u64) -> Vec<Pod> {
     let mut published = BTreeSet::new();
     let mut pods = Vec::new();
     for (k, obj) in &c.objects {
         match k.split('/').nth(1) {
-            Some("Deployment") => pods.push(plan_pod(c, obj, false, &mut published)),
-            Some("Job") => pods.push(plan_pod(c, obj, true, &mut published)),
+            Some("Deployment") => pods.push(plan_pod(c, obj, false, &mut published, now)),
+            Some("Job") => pods.push(plan_pod(c, obj, true, &mut published, now)),
             _ => {}
         }
     }
     pods
+}
+
+/// What the pods would be at `now` (to skip podman when an object change changes no pod).
+pub fn shape(c: &Cluster, now: u64) -> Vec<(String, Start)> {
+    plan(c, now)
+        .into_iter()
+        .map(|p| (p.engine_name, p.start))
+        .collect()
 }
 
 /// A pod container as podman reports it.
@@ -293,7 +392,6 @@ fn containers(c: &Cluster) -> Res<Vec<Container>> {
     }
     let list: Value = serde_json::from_str(&podman::run(&args)?)
         .map_err(|e| Fail(format!("fake-kube: podman container inspect: {e}")))?;
-    let net = c.network();
     let item = |v: &Value| Container {
         id: v["Id"].as_str().unwrap_or_default().into(),
         name: v["Name"]
@@ -303,7 +401,10 @@ fn containers(c: &Cluster) -> Res<Vec<Container>> {
             .into(),
         status: v["State"]["Status"].as_str().unwrap_or_default().into(),
         exit_code: v["State"]["ExitCode"].as_i64().unwrap_or_default(),
-        ip: v["NetworkSettings"]["Networks"][&net]["IPAddress"]
+        ip: v["NetworkSettings"]["Networks"][&state::ns_network(
+            &c.name,
+            v["Config"]["Labels"][NS_LABEL].as_str().unwrap_or_default(),
+        )]["IPAddress"]
             .as_str()
             .filter(|s| !s.is_empty())
             .map(String::from),
@@ -334,18 +435,54 @@ fn remove(name: &str) -> Res<()> {
     podman::run(&["rm", "-f", "-i", "-t", "0", name]).map(drop)
 }
 
-/// Makes podman match the plan, like a kubelet: starts missing or changed pod containers (a
-/// Job's only once: Jobs run once), removes the containers of pods that are gone or cannot
-/// start, and restarts exited Deployment containers with kubelet's back-off (podman restarts
-/// nothing itself; this happens when pods are applied or looked at). Call it holding the
-/// cluster's lock; it saves the cluster when restarts change.
+/// Creates the network of a namespace's pods unless it exists (labelled like the cluster's), or
+/// with `remove`, removes it if it exists and is this cluster's.
+pub fn ns_network(cluster: &str, ns: &str, remove: bool) -> Res<()> {
+    let net = state::ns_network(cluster, ns);
+    let owner = format!("{{{{index .Labels \"{CLUSTER_LABEL}\"}}}}");
+    let found = podman::output(&["network", "inspect", "--format", &owner, &net])?;
+    let ours = found.ok && found.stdout.trim() == cluster;
+    let (c, n) = (
+        format!("{CLUSTER_LABEL}={cluster}"),
+        format!("{NS_LABEL}={ns}"),
+    );
+    match (remove, found.ok) {
+        (true, true) if ours => podman::run(&["network", "rm", "-f", &net]).map(drop),
+        (false, false) => {
+            podman::run(&["network", "create", "--label", &c, "--label", &n, &net]).map(drop)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Makes podman match the plan, like a kubelet: pulls the images pods need, starts missing or
+/// changed pod containers (a Job's only once: Jobs run once) on their namespace's network,
+/// removes the containers of pods that are gone or cannot start, and restarts exited Deployment
+/// containers with kubelet's back-off (podman restarts nothing itself; this happens when pods
+/// are applied or looked at). Call it holding the cluster's lock; it saves the cluster when
+/// pulls or restarts change.
 pub fn sync(c: &mut Cluster) -> Res<Vec<Seen>> {
-    let pods = plan(c);
+    let now = now_ms();
+    let mut pods = plan(c, now);
+    let pulls: BTreeSet<String> = pods
+        .iter()
+        .filter_map(|p| match &p.start {
+            Start::Pull { image } => Some(image.clone()),
+            _ => None,
+        })
+        .collect();
+    for image in &pulls {
+        pull(c, image, now)?;
+    }
+    if !pulls.is_empty() {
+        state::save(c)?;
+        pods = plan(c, now);
+    }
     let mut have = containers(c)?;
     let before = c.restarts.clone();
     let mut errors = BTreeMap::new();
     let mut changed = false;
-    let now = now_ms();
+    let mut networks = BTreeSet::new();
     for p in &pods {
         let current = have.iter().find(|x| x.name == p.engine_name);
         match (&p.start, current) {
@@ -373,6 +510,9 @@ pub fn sync(c: &mut Cluster) -> Res<Vec<Seen>> {
             (Start::Run { argv, .. }, current) => {
                 if let Some(x) = current {
                     remove(&x.name)?;
+                }
+                if networks.insert(p.ns.clone()) {
+                    ns_network(&c.name, &p.ns, false)?;
                 }
                 let o = podman::output(argv)?;
                 if !o.ok {
@@ -494,8 +634,10 @@ pub fn status(s: &Seen, probe: Option<&Result<(), String>>, unready: bool) -> St
         state: json!({"waiting": {"reason": reason, "message": message}}),
         last_state: json!({}),
     };
-    if let Start::Wait { reason, message } = &s.pod.start {
-        return pending(reason, message);
+    match &s.pod.start {
+        Start::Wait { reason, message } => return pending(reason, message),
+        Start::Pull { .. } => return pending("ContainerCreating", ""),
+        Start::Run { .. } => {}
     }
     let Some(x) = &s.container else {
         return match &s.error {
@@ -688,19 +830,66 @@ mod tests {
         assert_eq!(pull_policy("x:latest", None), "Always");
         assert_eq!(pull_policy("x@sha256:00", None), "IfNotPresent");
         assert_eq!(pull_policy("x:latest", Some("Never")), "Never");
-        let loaded = ["localhost/app:t1".to_string()];
-        assert!(image_rule("localhost/app:t1", "Never", &loaded).is_ok());
-        assert!(image_rule("localhost/app:t1", "IfNotPresent", &loaded).is_ok());
-        let reason = |i: &str, p: &str| image_rule(i, p, &loaded).unwrap_err().0;
-        assert_eq!(reason("localhost/app:t2", "Never"), "ErrImageNeverPull");
-        assert_eq!(reason("localhost/app:t2", "IfNotPresent"), "ErrImagePull");
-        assert_eq!(reason("localhost/app:t1", "Always"), "ErrImagePull");
+        assert_eq!(normalize("postgres"), "docker.io/library/postgres:latest");
+        assert_eq!(normalize("bitnami/redis:7"), "docker.io/bitnami/redis:7");
         assert_eq!(
-            image_rule("localhost/app:t2", "Never", &loaded)
-                .unwrap_err()
-                .1,
-            "Container image \"localhost/app:t2\" is not present with pull policy of Never"
+            normalize("localhost:5001/a/b@sha256:00"),
+            "localhost:5001/a/b@sha256:00"
         );
+        let mut c = cluster(&["localhost/app:t1"]);
+        let rule = |c: &Cluster, i: &str, p: &str, now| image_rule(c, i, p, now);
+        assert_eq!(rule(&c, "localhost/app:t1", "Never", 0), Ok(None));
+        assert_eq!(rule(&c, "localhost/app:t1", "IfNotPresent", 0), Ok(None));
+        let reg = "localhost:5001/app@sha256:00";
+        assert_eq!(
+            rule(&c, "localhost/app:t1", "Always", 0),
+            Ok(Some("localhost/app:t1".into()))
+        );
+        assert_eq!(rule(&c, reg, "IfNotPresent", 0), Ok(Some(reg.into())));
+        let never = rule(&c, reg, "Never", 0).unwrap_err();
+        assert_eq!(
+            never.1,
+            format!("Container image \"{reg}\" is not present with pull policy of Never")
+        );
+        // A failed pull: ErrImagePull in the call that tried, then back-off, then a new try.
+        let failed = state::Pull {
+            failures: 2,
+            at_ms: 1000,
+            message: "m".into(),
+            ..Default::default()
+        };
+        c.pulls.insert(reg.into(), failed);
+        assert_eq!(
+            rule(&c, reg, "IfNotPresent", 1000),
+            Err(("ErrImagePull".into(), "m".into()))
+        );
+        let back_off = rule(&c, reg, "IfNotPresent", 20_999).unwrap_err();
+        assert_eq!(back_off.0, "ImagePullBackOff");
+        assert_eq!(
+            back_off.1,
+            format!("Back-off pulling image \"{reg}\": ErrImagePull: m")
+        );
+        assert_eq!(rule(&c, reg, "IfNotPresent", 21_000), Ok(Some(reg.into())));
+        c.pulls.insert(
+            reg.into(),
+            state::Pull {
+                ok: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            (rule(&c, reg, "Never", 5), rule(&c, reg, "Always", 5)),
+            (Ok(None), Ok(None))
+        );
+        c.objects.insert(
+            key("ns", "Deployment", "db"),
+            json!({"metadata": {"name": "db", "namespace": "ns"},
+            "spec": {"template": {"spec": {"containers": [{"name": "db", "image": reg}]}}}}),
+        );
+        let Start::Run { argv, .. } = &plan(&c, 5)[0].start else {
+            panic!()
+        };
+        assert_eq!(argv.last().unwrap(), reg, "runs the pulled image");
     }
 
     #[test]
@@ -734,7 +923,7 @@ mod tests {
     #[test]
     fn plans_pods_with_services_ports_and_labels() {
         let c = cluster(&["localhost/web:t1"]);
-        let pods = plan(&c);
+        let pods = plan(&c, 0);
         let [web, job] = [&pods[0], &pods[1]];
         assert_eq!((job.name.as_str(), job.job), ("migrate-fake-0", true));
         assert_eq!(job.labels["job-name"], "migrate");
@@ -743,7 +932,7 @@ mod tests {
             panic!("{:?}", web.start)
         };
         assert_eq!(&argv[..3], ["run", "-d", "--name"]);
-        assert_eq!(flag_values(argv, "--network"), ["kindfake-c1"]);
+        assert_eq!(flag_values(argv, "--network"), ["kindfake-c1_ns"]);
         assert_eq!(
             flag_values(argv, "--network-alias"),
             ["web", "web.ns", "web.ns.svc", "web.ns.svc.cluster.local"]
@@ -758,16 +947,16 @@ mod tests {
             argv[argv.len() - 3..],
             ["localhost/web:t1", "serve", "8080"]
         );
-        assert_eq!(plan(&c)[0].start, web.start, "stable");
+        assert_eq!(plan(&c, 0)[0].start, web.start, "stable");
         // A Service change changes the hash (the container is recreated).
         let mut c2 = c.clone();
         c2.objects.remove(&key("ns", "Service", "web"));
-        let Start::Run { hash: h2, .. } = &plan(&c2)[0].start else {
+        let Start::Run { hash: h2, .. } = &plan(&c2, 0)[0].start else {
             panic!()
         };
         assert_ne!(h2, hash);
         // Not loaded, or a missing Secret: the pod waits.
-        let waiting = |c: &Cluster| match &plan(c)[0].start {
+        let waiting = |c: &Cluster| match &plan(c, 0)[0].start {
             Start::Wait { reason, .. } => reason.clone(),
             s => panic!("{s:?}"),
         };
@@ -777,7 +966,7 @@ mod tests {
     }
 
     fn seen(job: bool, status: Option<(&str, i64)>, restarts: u32) -> Seen {
-        let mut pod = plan(&cluster(&["localhost/web:t1"]))[usize::from(job)].clone();
+        let mut pod = plan(&cluster(&["localhost/web:t1"]), 0)[usize::from(job)].clone();
         pod.job = job;
         Seen {
             pod,

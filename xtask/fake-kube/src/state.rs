@@ -32,25 +32,45 @@ pub struct Restart {
     pub exited_seen_ms: u64,
 }
 
+/// The last pull of one image (as a pod names it) for this cluster's node.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct Pull {
+    pub ok: bool,
+    /// Failed pulls in a row (the back-off grows with them).
+    pub failures: u32,
+    /// When the last pull was tried (the start of the call that tried it).
+    pub at_ms: u64,
+    /// Why it failed.
+    pub message: String,
+    /// The image id the pull added to podman storage (removed with the cluster).
+    pub new_id: Option<String>,
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(default)]
 pub struct Cluster {
     pub name: String,
+    pub created_ms: u64,
     pub node_labels: BTreeMap<String, String>,
     pub ports: Vec<PortMapping>,
-    /// Image names loaded with `kind load`, exactly as the archives name them.
+    /// The kind config's `containerdConfigPatches`, recorded (pulls go to the registry as the
+    /// pod names it).
+    pub containerd_patches: Vec<String>,
+    /// Image names loaded with `kind load`, exactly as the archives or the command name them.
     pub images: Vec<String>,
+    /// Docker image ids of the names loaded with `kind load docker-image`.
+    pub docker_ids: BTreeMap<String, String>,
+    /// Pulls by image as the pods name it.
+    pub pulls: BTreeMap<String, Pull>,
     pub kubeconfig: PathBuf,
-    /// Applied objects as sent, keyed `namespace/Kind/name` (cluster-scoped: no namespace).
+    /// Applied objects as sent (plus `metadata.creationTimestamp`), keyed `namespace/Kind/name`
+    /// (cluster-scoped: no namespace).
     pub objects: BTreeMap<String, Value>,
     /// By podman container id.
     pub restarts: BTreeMap<String, Restart>,
 }
 
 impl Cluster {
-    pub fn network(&self) -> String {
-        network(&self.name)
-    }
-
     pub fn node(&self) -> String {
         format!("{}-control-plane", self.name)
     }
@@ -73,8 +93,32 @@ pub fn key(ns: &str, kind: &str, name: &str) -> String {
     format!("{ns}/{kind}/{name}")
 }
 
+/// The cluster's own network (its "node").
 pub fn network(cluster: &str) -> String {
     format!("kindfake-{cluster}")
+}
+
+/// The network of one namespace's pods (`_` is in neither cluster names nor namespaces).
+pub fn ns_network(cluster: &str, ns: &str) -> String {
+    format!("kindfake-{cluster}_{ns}")
+}
+
+/// `2024-05-01T12:00:00Z` (as `metadata.creationTimestamp`).
+pub fn rfc3339(ms: u64) -> String {
+    let (days, secs) = ((ms / 1000 / 86400) as i64, ms / 1000 % 86400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let (d, m) = (
+        doy - (153 * mp + 2) / 5 + 1,
+        if mp < 10 { mp + 3 } else { mp - 9 },
+    );
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (h, mi, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
 pub fn root() -> Res<PathBuf> {
@@ -234,20 +278,31 @@ fn write_kubeconfig(path: &Path, doc: &Value) -> Res<()> {
     )
 }
 
-/// The kind cluster the kubeconfig's current context names (`kind-<name>`).
-pub fn kubeconfig_cluster(path: &Path) -> Option<String> {
+/// The cluster (e.g. `kind-<name>`) of the context `context`, else of the current one: `Ok(None)`
+/// without a current context, `Err(name)` when the context does not exist.
+pub fn kubeconfig_cluster(path: &Path, context: Option<&str>) -> Result<Option<String>, String> {
     let doc = read_kubeconfig(path);
-    let current = doc["current-context"].as_str()?;
-    let ctx = doc["contexts"]
-        .as_array()?
-        .iter()
-        .find(|c| c["name"] == current)?;
-    Some(
-        ctx["context"]["cluster"]
-            .as_str()?
-            .strip_prefix("kind-")?
-            .to_string(),
-    )
+    let Some(name) = context.or(doc["current-context"].as_str().filter(|c| !c.is_empty())) else {
+        return Ok(None);
+    };
+    let contexts = doc["contexts"].as_array().cloned().unwrap_or_default();
+    match contexts.iter().find(|c| c["name"] == name) {
+        Some(c) => Ok(c["context"]["cluster"].as_str().map(String::from)),
+        None => Err(name.to_string()),
+    }
+}
+
+/// The context names in a kubeconfig, sorted (`kubectl config get-contexts -o name`).
+pub fn kubeconfig_contexts(path: &Path) -> Vec<String> {
+    let doc = read_kubeconfig(path);
+    let mut names: Vec<String> = doc["contexts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect();
+    names.sort();
+    names
 }
 
 /// Adds the cluster `name` (context, cluster and user `kind-<name>`) and makes it current, as
@@ -323,6 +378,13 @@ mod tests {
     }
 
     #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000 + 3_723_000), "2000-02-29T01:02:03Z");
+        assert_eq!(rfc3339(1_767_225_599_000), "2025-12-31T23:59:59Z");
+    }
+
+    #[test]
     fn kubeconfig_add_switch_and_remove() {
         let path = std::env::temp_dir().join(format!("fake-kube-kc-{}", std::process::id()));
         std::fs::write(
@@ -333,12 +395,25 @@ mod tests {
         kubeconfig_add(Some(&path), "alpha").unwrap();
         kubeconfig_add(Some(&path), "beta").unwrap();
         kubeconfig_add(Some(&path), "beta").unwrap();
-        assert_eq!(kubeconfig_cluster(&path).as_deref(), Some("beta"));
+        assert_eq!(
+            kubeconfig_cluster(&path, None),
+            Ok(Some("kind-beta".into()))
+        );
+        assert_eq!(
+            kubeconfig_cluster(&path, Some("kind-alpha")),
+            Ok(Some("kind-alpha".into()))
+        );
+        assert_eq!(kubeconfig_cluster(&path, Some("x")), Err("x".into()));
+        assert_eq!(kubeconfig_contexts(&path), ["kind-alpha", "kind-beta"]);
         let doc = read_kubeconfig(&path);
         assert_eq!(doc["contexts"].as_array().unwrap().len(), 2);
         assert_eq!(doc["users"][0]["name"], "me", "foreign entries are kept");
         kubeconfig_remove(&path, "beta").unwrap();
-        assert_eq!(kubeconfig_cluster(&path), None, "current context cleared");
+        assert_eq!(
+            kubeconfig_cluster(&path, None),
+            Ok(None),
+            "current context cleared"
+        );
         assert_eq!(read_kubeconfig(&path)["clusters"][0]["name"], "kind-alpha");
         let only = kubeconfig_add(None, "gamma").unwrap();
         assert_eq!(only["contexts"].as_array().unwrap().len(), 1);

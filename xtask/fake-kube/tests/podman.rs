@@ -3,14 +3,15 @@
 //! Needs podman, a local Debian base image (`XTASK_IMAGE_RUNTIME`, else the runtime stand-in
 //! `localhost/xtask-standin/runtime:bookworm` that `cargo xtask standins` builds), and on hosts
 //! where the default runtime or ulimits fail, `CONTAINERS_CONF` pointing at a working
-//! containers.conf.
+//! containers.conf. The registry test runs `docker-registry` (Debian's `docker-registry`
+//! package), the docker test a private `dockerd` (`docker.io`), both started and removed here.
 //! Run with `cargo test -p fake-kube -- --include-ignored`. Every podman resource made here
 //! carries the test's unique cluster name (or image name) and is removed at the end.
 
 mod common;
 
 use common::{free_port, manifest_only_archive, pod, poll, Fake};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,9 +48,9 @@ impl Drop for Cleanup {
         for id in ids.split_whitespace() {
             podman(&["rm", "-f", "-t", "0", id]);
         }
-        let net = format!("kindfake-{}", self.cluster);
-        if podman(&["network", "exists", &net]).0 {
-            podman(&["network", "rm", "-f", &net]);
+        let (_, nets) = podman(&["network", "ls", "-q", "--filter", &label]);
+        for net in nets.split_whitespace() {
+            podman(&["network", "rm", "-f", net]);
         }
         for image in &self.images {
             podman(&["rmi", "-f", image]);
@@ -87,7 +88,8 @@ fn build_image(dir: &Path, image: &str) {
         "-t",
         image,
         "--label",
-        "io.kubernaut.fake-kube.test=1",
+        // Unique: a build of the same content must not share the image id with another test.
+        &format!("io.kubernaut.fake-kube.test={image}"),
         ctx.to_str().unwrap(),
     ]);
     assert!(ok, "podman build: {out}");
@@ -379,10 +381,9 @@ fn deploys_a_real_stack() {
         "",
         "containers left behind"
     );
-    assert!(
-        !podman(&["network", "exists", &network]).0,
-        "network left behind"
-    );
+    for net in [network, format!("kindfake-{name}_{ns}")] {
+        assert!(!podman(&["network", "exists", &net]).0, "{net} left behind");
+    }
     assert!(!std::fs::read_to_string(&kubeconfig)
         .unwrap()
         .contains(&name));
@@ -457,11 +458,13 @@ fn restarts_probes_injections_and_late_services() {
         .clone();
     assert!(!ready(&p) && p["status"]["phase"] == "Running", "{p}");
 
-    // No tag: pull policy Always, and there is no registry.
-    assert_eq!(
-        waiting_reason(pod(&pods(&f, &ns), "puller-fake-0").unwrap()),
-        "ErrImagePull"
-    );
+    // No tag: pull policy Always, and no registry answers on localhost: the pull failed when
+    // the Deployment was applied, so the pod is in back-off now, with the pull's error.
+    let puller = pod(&pods(&f, &ns), "puller-fake-0").unwrap().clone();
+    let waiting = &puller["status"]["containerStatuses"][0]["state"]["waiting"];
+    assert_eq!(waiting["reason"], "ImagePullBackOff", "{puller}");
+    let msg = waiting["message"].as_str().unwrap();
+    assert!(msg.starts_with("Back-off pulling image \"localhost/never-loaded:latest\": ErrImagePull: failed to pull and unpack image \"localhost/never-loaded:latest\": "), "{msg}");
 
     // A crashing container is restarted by the fake kubelet with back-off, not by podman.
     let crasher = poll(40, "crasher in CrashLoopBackOff after a restart", || {
@@ -519,7 +522,7 @@ fn restarts_probes_injections_and_late_services() {
             .ok_or(p.to_string())
     });
     let alias_format =
-        format!("{{{{json (index .NetworkSettings.Networks \"kindfake-{name}\").Aliases}}}}");
+        format!("{{{{json (index .NetworkSettings.Networks \"kindfake-{name}_{ns}\").Aliases}}}}");
     let (_, aliases) = podman(&["inspect", &sleeper, "--format", &alias_format]);
     assert!(
         aliases.contains(&format!("\"late.{ns}.svc.cluster.local\""))
@@ -533,4 +536,534 @@ fn restarts_probes_injections_and_late_services() {
     let label = format!("label=io.kubernaut.fake-kube.cluster={name}");
     assert_eq!(podman(&["ps", "-a", "-q", "--filter", &label]).1.trim(), "");
     assert!(!podman(&["network", "exists", &format!("kindfake-{name}")]).0);
+}
+
+/// A process this test started (a registry, a docker engine), stopped by its pid (SIGTERM, then
+/// SIGKILL) and its folder removed when dropped, also when the test failed.
+struct Daemon {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(program: &str, args: &[&str], dir: PathBuf) -> Daemon {
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(dir.join("log")).unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        Daemon { child, dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..80 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A registry (`docker-registry serve`) on a free localhost port, storing under `dir`.
+fn registry(dir: &Path) -> (Daemon, u16) {
+    let port = free_port();
+    let dir = dir.join("registry");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(
+        "/usr/bin/docker-registry",
+        &["serve", config.to_str().unwrap()],
+        dir,
+    );
+    poll(20, "the registry", || {
+        let up = std::net::TcpStream::connect(("127.0.0.1", port));
+        up.map(drop).map_err(|e| format!("{e}\n{}", d.log()))
+    });
+    (d, port)
+}
+
+/// A private docker engine (no bridge, no iptables: it only stores images); `DOCKER_HOST`.
+fn dockerd() -> (Daemon, String) {
+    // Short: the engine's sockets live under it.
+    let d = std::env::temp_dir().join(format!("fk-dockerd-{}", common::unique()));
+    let at = |p: &str| d.join(p).to_str().unwrap().to_string();
+    let host = format!("unix://{}", at("sock"));
+    let args = [
+        "--data-root",
+        &at("data"),
+        "--exec-root",
+        &at("exec"),
+        "--pidfile",
+        &at("pid"),
+        "-H",
+        &host,
+        "--bridge=none",
+        "--iptables=false",
+        "--ip-forward=false",
+        "--ip-masq=false",
+    ];
+    let daemon = Daemon::start("dockerd", &args, d.clone());
+    poll(60, "dockerd", || {
+        let out = Command::new("docker")
+            .arg("version")
+            .env("DOCKER_HOST", &host)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Ok(()),
+            _ => Err(daemon.log()),
+        }
+    });
+    (daemon, host)
+}
+
+/// `kubectl port-forward` running in the background (killed when dropped) and its port.
+struct Forward {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    port: u16,
+}
+
+impl Forward {
+    fn start(f: &Fake, args: &[&str]) -> Forward {
+        let mut cmd = f.command("kubectl", args);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        let port = line
+            .strip_prefix("Forwarding from 127.0.0.1:")
+            .and_then(|rest| rest.split_once(" -> 8080\n"))
+            .and_then(|(p, _)| p.parse().ok())
+            .unwrap_or_else(|| panic!("not kubectl's first line: {line:?}"));
+        Forward {
+            child,
+            stdout,
+            port,
+        }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.stdout, &mut line).unwrap();
+        line
+    }
+
+    /// Its exit code and stderr, once it exits (within `secs`).
+    fn exited(&mut self, secs: u64) -> (Option<i32>, String) {
+        let status = poll(secs, "port-forward to exit", || {
+            self.child.try_wait().unwrap().ok_or("running".to_string())
+        });
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (status.code(), err)
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn deployment(ns: &str, name: &str, image: &str, rest: &str) -> String {
+    format!("---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n      - name: {name}\n        image: \"{image}\"\n{rest}")
+}
+
+fn service(ns: &str, name: &str) -> String {
+    format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{port: 8080, targetPort: 8080}}]\n")
+}
+
+const PROBE: &str = "        readinessProbe: {httpGet: {path: /readyz, port: 8080}}\n";
+
+#[test]
+#[ignore = "needs podman, CONTAINERS_CONF where required, the runtime stand-in (cargo xtask standins) and docker-registry"]
+fn pulls_by_digest_from_a_registry_and_port_forwards() {
+    let id = common::unique();
+    let name = format!("fk-{id}");
+    let ns = format!("ns-{id}");
+    let image = format!("localhost/fk-reg-{id}:t1");
+    let f = Fake::new("registry");
+    let (_registry, port) = registry(&f.dir);
+    build_image(&f.dir, &image);
+    let repo = format!("localhost:{port}/fk-{id}/web");
+    let digest_file = f.dir.join("digest");
+    let (ok, out) = podman(&[
+        "push",
+        "--tls-verify=false",
+        "--digestfile",
+        digest_file.to_str().unwrap(),
+        &image,
+        &format!("{repo}:t1"),
+    ]);
+    assert!(ok, "podman push: {out}");
+    let by_digest = format!(
+        "{repo}@{}",
+        std::fs::read_to_string(&digest_file).unwrap().trim()
+    );
+    let _cleanup = Cleanup {
+        cluster: name.clone(),
+        images: vec![image.clone(), by_digest.clone()],
+    };
+    // Only the registry has the image now: the fake must pull it.
+    assert!(podman(&["rmi", &image]).0);
+
+    // The kind local-registry pattern's config.
+    let cfg = f.dir.join("kind.yaml");
+    std::fs::write(&cfg, format!("kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\ncontainerdConfigPatches:\n- |-\n  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"localhost:{port}\"]\n    endpoint = [\"http://kind-registry:5000\"]\n")).unwrap();
+    f.ok(
+        "kind",
+        &[
+            "create",
+            "cluster",
+            "--name",
+            &name,
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        None,
+    );
+    let manifests = [
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+        service(&ns, "web"),
+        deployment(
+            &ns,
+            "web",
+            &by_digest,
+            &format!("        imagePullPolicy: IfNotPresent\n{PROBE}"),
+        ),
+        deployment(&ns, "missing", &format!("{repo}:nope"), ""),
+    ]
+    .concat();
+    f.ok("kubectl", &["apply", "-f", "-"], Some(&manifests));
+    let pulls = f
+        .calls()
+        .into_iter()
+        .find(|c| c["argv"][0] == "apply")
+        .unwrap()["pulls"]
+        .clone();
+    // Pulled in image order: `:nope` before `@sha256:`.
+    assert_eq!(pulls[1]["image"], by_digest.as_str(), "{pulls}");
+    assert_eq!(
+        (&pulls[0]["ok"], &pulls[1]["ok"]),
+        (&json!(false), &json!(true))
+    );
+    let failed = pulls[0]["message"].as_str().unwrap();
+    assert!(failed.ends_with("manifest unknown"), "{failed}");
+    poll(60, "web Ready", || {
+        let list = pods(&f, &ns);
+        let web = pod(&list, "web-fake-0").unwrap();
+        ready(web).then_some(()).ok_or(web.to_string())
+    });
+    // A failed pull: back-off with the registry's message, then ErrImagePull again on the next try.
+    let missing = |f: &Fake| {
+        let list = pods(f, &ns);
+        pod(&list, "missing-fake-0").unwrap()["status"]["containerStatuses"][0]["state"]["waiting"]
+            .clone()
+    };
+    let waiting = missing(&f);
+    assert_eq!(waiting["reason"], "ImagePullBackOff");
+    let msg = waiting["message"].as_str().unwrap();
+    let pulled = format!("failed to pull and unpack image \"{repo}:nope\": ");
+    assert!(
+        msg.starts_with(&format!(
+            "Back-off pulling image \"{repo}:nope\": ErrImagePull: {pulled}"
+        )),
+        "{msg}"
+    );
+    let again = poll(30, "ErrImagePull after the back-off", || {
+        let w = missing(&f);
+        (w["reason"] == "ErrImagePull")
+            .then_some(w.clone())
+            .ok_or(w.to_string())
+    });
+    assert!(
+        again["message"].as_str().unwrap().starts_with(&pulled),
+        "{again}"
+    );
+    let nodes = f
+        .ok("kubectl", &["get", "nodes", "-o", "json"], None)
+        .json();
+    assert_eq!(
+        nodes["items"][0]["status"]["images"][0]["names"][0],
+        by_digest.as_str()
+    );
+
+    // Through port-forward, until the pod goes away.
+    let mut fwd = Forward::start(
+        &f,
+        &[
+            "-n",
+            &ns,
+            "port-forward",
+            "svc/web",
+            ":8080",
+            "--address",
+            "127.0.0.1",
+        ],
+    );
+    assert!(http_get(fwd.port, "/").unwrap().contains("web-fake-0"));
+    assert_eq!(
+        fwd.line(),
+        format!("Handling connection for {}\n", fwd.port)
+    );
+    assert_eq!(http_get(fwd.port, "/env/HOSTNAME").unwrap(), "web-fake-0");
+    f.ok("kind", &["delete", "cluster", "--name", &name], None);
+    let (code, err) = fwd.exited(15);
+    assert_eq!(
+        (code, err.as_str()),
+        (Some(1), "error: lost connection to pod\n")
+    );
+    assert!(
+        !podman(&["image", "exists", &by_digest]).0,
+        "the image the fake pulled is removed with the cluster"
+    );
+}
+
+#[test]
+#[ignore = "needs podman, CONTAINERS_CONF where required, and the runtime stand-in (cargo xtask standins)"]
+fn namespaces_keep_same_named_services_apart_and_are_deleted() {
+    let id = common::unique();
+    let name = format!("fk-{id}");
+    let image = format!("localhost/fk-ns-{id}:t1");
+    let _cleanup = Cleanup {
+        cluster: name.clone(),
+        images: vec![image.clone()],
+    };
+    let f = Fake::new("namespaces");
+    build_image(&f.dir, &image);
+    f.ok("kind", &["create", "cluster", "--name", &name], None);
+    let archive = f.dir.join("image.tar");
+    manifest_only_archive(&archive, &[image.as_str()]);
+    f.ok(
+        "kind",
+        &[
+            "load",
+            "image-archive",
+            archive.to_str().unwrap(),
+            "--name",
+            &name,
+        ],
+        None,
+    );
+    let (a, b) = (format!("a-{id}"), format!("b-{id}"));
+    for ns in [&a, &b] {
+        let job = format!("---\napiVersion: batch/v1\nkind: Job\nmetadata: {{name: whoami, namespace: {ns}}}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {{name: whoami, image: \"{image}\", imagePullPolicy: Never, args: [get, \"http://datastorage:8080/env/WHO\"]}}\n");
+        let manifests = [
+            format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {{io.kubernaut/test: \"{id}\"}}\n"),
+            service(ns, "datastorage"),
+            deployment(ns, "datastorage", &image, &format!("        imagePullPolicy: Never\n        env: [{{name: WHO, value: {ns}}}]\n{PROBE}")),
+            job,
+        ]
+        .concat();
+        f.ok("kubectl", &["apply", "-f", "-"], Some(&manifests));
+    }
+    for ns in [&a, &b] {
+        poll(60, "datastorage Ready and whoami Succeeded", || {
+            let list = pods(&f, ns);
+            let job = pod(&list, "whoami-fake-0").unwrap();
+            assert_ne!(job["status"]["phase"], "Failed", "{job}");
+            let up = ready(pod(&list, "datastorage-fake-0").unwrap());
+            (up && job["status"]["phase"] == "Succeeded")
+                .then_some(())
+                .ok_or(list.to_string())
+        });
+        let logs = f
+            .ok(
+                "kubectl",
+                &["logs", "-n", ns, "-l", "job-name=whoami"],
+                None,
+            )
+            .stdout;
+        assert_eq!(
+            logs.trim(),
+            ns.as_str(),
+            "each namespace reaches its own datastorage"
+        );
+        let net = format!("kindfake-{name}_{ns}");
+        let (_, labels) = podman(&["network", "inspect", &net, "--format", "{{json .Labels}}"]);
+        let labels: Value = serde_json::from_str(labels.trim()).unwrap();
+        assert_eq!(labels["io.kubernaut.fake-kube.cluster"], name.as_str());
+        assert_eq!(labels["io.kubernaut.fake-kube.namespace"], ns.as_str());
+    }
+    // LOCAL:PORT, on the default address (localhost).
+    let local = free_port();
+    let ports = format!("{local}:8080");
+    let mut fwd = Forward::start(&f, &["port-forward", "-n", &a, "svc/datastorage", &ports]);
+    assert_eq!(fwd.port, local);
+    assert_eq!(http_get(fwd.port, "/env/WHO").unwrap(), a);
+
+    let out = f.ok(
+        "kubectl",
+        &["delete", "namespace", &a, "--wait=true", "--timeout=120s"],
+        None,
+    );
+    assert_eq!(out.stdout, format!("namespace \"{a}\" deleted\n"));
+    let (code, err) = fwd.exited(15);
+    assert_eq!(
+        (code, err.as_str()),
+        (Some(1), "error: lost connection to pod\n")
+    );
+    let in_ns = |ns: &str| {
+        let filter = [
+            "--filter",
+            &format!("label=io.kubernaut.fake-kube.cluster={name}"),
+        ];
+        let ns_label = format!("label=io.kubernaut.fake-kube.namespace={ns}");
+        let args = [&["ps", "-a", "-q"][..], &filter, &["--filter", &ns_label]].concat();
+        podman(&args).1.split_whitespace().count()
+    };
+    assert_eq!(
+        (in_ns(&a), in_ns(&b)),
+        (0, 2),
+        "a's containers are gone, b's are not"
+    );
+    assert!(!podman(&["network", "exists", &format!("kindfake-{name}_{a}")]).0);
+    assert!(podman(&["network", "exists", &format!("kindfake-{name}_{b}")]).0);
+    assert!(ready(pod(&pods(&f, &b), "datastorage-fake-0").unwrap()));
+    let sel = format!("io.kubernaut/test={id}");
+    let left = f
+        .ok(
+            "kubectl",
+            &["get", "namespaces", "-l", &sel, "-o", "json"],
+            None,
+        )
+        .json();
+    assert_eq!(left["items"].as_array().unwrap().len(), 1);
+    assert_eq!(left["items"][0]["metadata"]["name"], b.as_str());
+    f.ok("kind", &["delete", "cluster", "--name", &name], None);
+    assert!(!podman(&["network", "exists", &format!("kindfake-{name}_{b}")]).0);
+}
+
+#[test]
+#[ignore = "needs podman, CONTAINERS_CONF where required, the runtime stand-in (cargo xtask standins) and dockerd"]
+fn loads_images_from_a_docker_engine() {
+    let id = common::unique();
+    let name = format!("fk-{id}");
+    let ns = format!("ns-{id}");
+    let image = format!("localhost/fk-docker-{id}:t1");
+    let _cleanup = Cleanup {
+        cluster: name.clone(),
+        images: vec![image.clone()],
+    };
+    let (_dockerd, host) = dockerd();
+    let f = Fake::new("docker").with_env("DOCKER_HOST", &host);
+    build_image(&f.dir, &image);
+    let archive = f.dir.join("image.tar");
+    let (ok, out) = podman(&[
+        "save",
+        "--format=docker-archive",
+        "-o",
+        archive.to_str().unwrap(),
+        &image,
+    ]);
+    assert!(ok, "podman save: {out}");
+    let loaded = Command::new("docker")
+        .args(["load", "-i", archive.to_str().unwrap()])
+        .env("DOCKER_HOST", &host)
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "docker load: {loaded:?}");
+    // Only the docker engine has the image now.
+    assert!(podman(&["rmi", &image]).0);
+
+    let host_port = free_port();
+    let cfg = f.write_kind_config(&name, 30100, host_port);
+    f.ok(
+        "kind",
+        &["create", "cluster", "--config", cfg.to_str().unwrap()],
+        None,
+    );
+    let load = ["load", "docker-image", &image, "--name", &name];
+    let out = f.ok("kind", &load, None);
+    let node = format!("{name}-control-plane");
+    assert!(
+        out.stderr
+            .starts_with(&format!("Image: \"{image}\" with ID \"sha256:"))
+            && out
+                .stderr
+                .ends_with(&format!("not yet present on node \"{node}\", loading...\n")),
+        "{out:?}"
+    );
+    assert!(
+        podman(&["image", "exists", &image]).0,
+        "loaded into podman storage"
+    );
+    let out = f.ok("kind", &load, None);
+    assert!(
+        out.stderr
+            .ends_with("found to be already present on all nodes.\n"),
+        "{out:?}"
+    );
+    let nodes = f
+        .ok("kubectl", &["get", "nodes", "-o", "json"], None)
+        .json();
+    assert_eq!(
+        nodes["items"][0]["status"]["images"][0]["names"][0],
+        image.as_str()
+    );
+    let missing = format!("localhost/fk-nope-{id}:t1");
+    let out = f.run(
+        "kind",
+        &["load", "docker-image", &missing, "--name", &name],
+        None,
+    );
+    assert_eq!(
+        (out.code, out.stderr),
+        (
+            1,
+            format!("ERROR: image: \"{missing}\" not present locally\n")
+        )
+    );
+
+    let node_port = "---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: NS}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{port: 8080, nodePort: 30100}]\n".replace("NS", &ns);
+    let manifests = [
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+        node_port,
+        deployment(
+            &ns,
+            "web",
+            &image,
+            &format!("        imagePullPolicy: Never\n{PROBE}"),
+        ),
+    ]
+    .concat();
+    f.ok("kubectl", &["apply", "-f", "-"], Some(&manifests));
+    let body = poll(60, "the NodePort through the host port", || {
+        http_get(host_port, "/")
+    });
+    assert!(body.contains("web-fake-0"), "{body}");
+    f.ok("kind", &["delete", "cluster", "--name", &name], None);
 }

@@ -169,11 +169,12 @@ fn tar_entry(out: &mut Vec<u8>, name: &str, data: &[u8]) {
     out.resize(out.len().div_ceil(512) * 512, 0);
 }
 
-/// A docker-archive holding only a manifest naming `tags` (enough for `kind load`: the fake
-/// records names; containers run from local podman storage).
+/// A docker-archive holding a dummy layer and a manifest naming `tags` (enough for
+/// `kind load`: the fake records names; containers run from local podman storage).
 pub fn manifest_only_archive(path: &Path, tags: &[&str]) {
     let manifest = serde_json::json!([{"Config": "cfg.json", "RepoTags": tags, "Layers": []}]);
     let mut t = Vec::new();
+    tar_entry(&mut t, "abc/layer.tar", &[7u8; 1000]);
     tar_entry(&mut t, "manifest.json", manifest.to_string().as_bytes());
     t.extend_from_slice(&[0u8; 1024]);
     std::fs::write(path, t).unwrap();
