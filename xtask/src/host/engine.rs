@@ -206,6 +206,16 @@ impl Engine {
             .uninterruptible()
     }
 
+    /// `load` of a docker-archive, with `env` (where the engine is).
+    pub fn load_cmd(&self, archive: &Path, env: &[(String, String)]) -> Cmd<Uninterruptible> {
+        self.cmd()
+            .arg("load")
+            .arg("--input")
+            .arg(archive)
+            .envs(env.iter().cloned())
+            .uninterruptible()
+    }
+
     pub fn exec(&self, container: &str, argv: &[String], env: &[(String, String)]) -> Cmd {
         let mut c = self.cmd().arg("exec");
         for (k, v) in env {
