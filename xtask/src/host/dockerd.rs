@@ -91,16 +91,14 @@ impl Layout {
         self.base.join("client")
     }
 
-    /// The containerd namespace: used when the host's own containerd is running (dockerd then
-    /// connects to it instead of starting its own), so the two never see each other's images.
+    /// The containerd namespace, one per folder: it matters when the host's own containerd is
+    /// running (dockerd then uses it instead of starting its own), so that no other daemon's
+    /// containers and images are seen, or taken for stale ones and removed.
     fn namespace(&self) -> String {
-        format!(
-            "xtask-{}",
-            self.run
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        )
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.base.hash(&mut h);
+        format!("xtask-{:08x}", h.finish() as u32)
     }
 
     /// The daemon's argv after the program (pure).
@@ -166,6 +164,7 @@ impl Dockerd {
             ));
             clear(&layout, &program, &lock, say)?;
         }
+        let _ = fs::remove_file(layout.log());
         let (pid, daemon) = launch(&layout, &program)?;
         Ok(Dockerd {
             layout,

@@ -36,7 +36,7 @@ fn the_daemon_is_private_and_leaves_the_host_network_alone() {
         "--exec-root /w/d/run/exec",
         "--pidfile /w/d/run/pid",
         "--host unix:///w/d/run/sock",
-        "--containerd-namespace xtask-run",
+        "--containerd-namespace xtask-",
         "--bridge none",
         "--iptables=false",
         "--ip-forward=false",
@@ -46,6 +46,8 @@ fn the_daemon_is_private_and_leaves_the_host_network_alone() {
         assert!(a.contains(want), "{want} missing from {a}");
     }
     assert!(!l.args(None).join(" ").contains("--host-gateway-ip"));
+    let other = Layout::new(Path::new("/w2/d"), Path::new("/tmp"));
+    assert_ne!(l.namespace(), other.namespace(), "one namespace per folder");
     let config: serde_json::Value = serde_json::from_str(&l.config_text()).unwrap();
     assert_eq!(config["deprecated-key-path"], "/w/d/key.json");
 }
