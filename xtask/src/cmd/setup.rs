@@ -50,10 +50,6 @@ pub fn prepare(config: &Config, purpose: Purpose) -> Result<Engine> {
 /// `XTASK_ENGINE` if set; else the engine that answers (podman first); else podman, installed
 /// now (root on apt) or named with its install command. Says which engine, and why.
 fn choose_engine(purpose: Purpose, no_install: bool, say: &dyn Fn(&str)) -> Result<Engine> {
-    let wanted: Vec<Package> = match purpose {
-        Purpose::Run => packages::PODMAN_RUN.to_vec(),
-        Purpose::Test => packages::TEST.to_vec(),
-    };
     let choice = std::env::var("XTASK_ENGINE").ok();
     let (tool, why) = tools::pick(
         choice.as_deref(),
@@ -61,10 +57,13 @@ fn choose_engine(purpose: Purpose, no_install: bool, say: &dyn Fn(&str)) -> Resu
         &|| tools::presence(Tool::Docker),
     )?;
     let docker = tool == Tool::Docker;
-    let needed: Vec<Package> = wanted
-        .into_iter()
-        .filter(|p| !docker || *p != packages::PODMAN || purpose == Purpose::Test)
-        .collect();
+    let needed: Vec<Package> = match (purpose, docker) {
+        (Purpose::Test, _) => packages::TEST.to_vec(),
+        (Purpose::Run, false) => packages::PODMAN_RUN.to_vec(),
+        // A docker run needs a docker that answers (checked below) and git; podman's network
+        // pieces are podman's.
+        (Purpose::Run, true) => vec![packages::GIT],
+    };
     packages::ensure(&needed, no_install, say)?;
     let engine = Engine::detect_in(Some(tool.name()), None)?;
     if let Err(silent) = engine.answer() {

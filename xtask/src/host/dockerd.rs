@@ -264,6 +264,10 @@ fn launch(layout: &Layout, program: &Path) -> Result<(u32, JoinHandle<()>)> {
     }
     fs::write(layout.config(), layout.config_text())
         .with_context(|| format!("writing {}", layout.config().display()))?;
+    // An empty client configuration: podman (the fake kind's pods) reads DOCKER_CONFIG too,
+    // and fails to create containers when the folder has no config.json.
+    let client = layout.client_config().join("config.json");
+    fs::write(&client, "{}\n").with_context(|| format!("writing {}", client.display()))?;
     let _ = fs::remove_file(layout.pid_file());
     let mut log = fs::OpenOptions::new()
         .create(true)
