@@ -39,8 +39,8 @@ fn listed(out: &Outcome, verb: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// This user's run images that no container uses, according to podman itself (labels checked
-/// here: podman ORs several `--filter label=` terms of `images`).
+/// This user's run images that no container uses, according to the engine itself (labels
+/// checked here: podman ORs several `--filter label=` terms of `images`).
 fn my_unused_run_images(owner: &str) -> BTreeSet<String> {
     let short = |id: &str| {
         id.trim_start_matches("sha256:")
@@ -48,18 +48,14 @@ fn my_unused_run_images(owner: &str) -> BTreeSet<String> {
             .take(12)
             .collect::<String>()
     };
-    let used: BTreeSet<String> = podman_ok(&["ps", "-a", "--format", "{{.ImageID}}"])
-        .lines()
-        .map(|l| short(l.trim()))
-        .collect();
-    let ids = podman_ok(&[
-        "images",
-        "--all",
-        "--filter",
-        &format!("label={RUN}"),
-        "--format",
-        "{{.ID}}",
-    ]);
+    let e = engine();
+    let used: BTreeSet<String> = e.images_in_use().iter().map(|i| short(i)).collect();
+    let label = format!("label={RUN}");
+    let ids = e.ok(&[
+        e.images_verb(),
+        &["--filter", &label, "--format", "{{.ID}}"][..],
+    ]
+    .concat());
     let mut out = BTreeSet::new();
     for id in ids
         .lines()
@@ -67,10 +63,9 @@ fn my_unused_run_images(owner: &str) -> BTreeSet<String> {
         .filter(|l| !l.is_empty())
         .collect::<BTreeSet<_>>()
     {
-        let v: serde_json::Value =
-            serde_json::from_str(&podman_ok(&["image", "inspect", id])).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&e.ok(&["image", "inspect", id])).unwrap();
         let img = &v[0];
-        let labels = &img["Labels"];
+        let labels = &img["Config"]["Labels"];
         if labels[OWNER] != owner
             || labels[RUN].as_str().is_none()
             || labels[CREATED].as_str().is_none()

@@ -372,19 +372,20 @@ fn tests_started(consumer: &str) -> String {
 /// teardown fail, so that asserting its absence can fail).
 const TEARDOWN_FAILED: &str = "cleanup of run";
 
-/// A teardown that fails (here: `podman rmi` refuses) fails the run, whatever the tests said,
-/// and says how to finish; `clean --run` then removes what is left.
+/// A teardown that fails (here: the engine's `rmi` refuses) fails the run, whatever the tests
+/// said, and says how to finish; `clean --run` then removes what is left.
 #[test]
 #[ignore = "needs podman and the stand-in images: run by `cargo xtask test`"]
 fn a_failed_teardown_fails_the_run_and_says_how_to_retry() {
     let guard = CleanRuns::new();
     let shim = TempDir::new("rmi-fails");
-    let real = which_podman();
-    let script = shim.path().join("podman");
+    let engine = engine().name();
+    let real = which(engine);
+    let script = shim.path().join(engine);
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\n# podman, except that rmi fails (a test double)\n\
+            "#!/bin/sh\n# the engine, except that rmi fails (a test double)\n\
              if [ \"$1\" = rmi ]; then echo 'Error: simulated rmi failure' >&2; exit 1; fi\n\
              exec {} \"$@\"\n",
             real.display()
@@ -400,7 +401,7 @@ fn a_failed_teardown_fails_the_run_and_says_how_to_retry() {
     // A test filter that matches nothing: the tests pass at once, the teardown is what fails.
     let out = Xtask::new(&["integration", "datastorage", "--", "no_test_is_called_this"])
         .env("PATH", path)
-        .env("XTASK_ENGINE", "podman")
+        .env("XTASK_ENGINE", engine)
         .run();
     let id = out
         .run_id()
@@ -414,9 +415,9 @@ fn a_failed_teardown_fails_the_run_and_says_how_to_retry() {
     assert_nothing_left(&id);
 }
 
-fn which_podman() -> std::path::PathBuf {
+fn which(program: &str) -> std::path::PathBuf {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("podman"))
+        .map(|d| d.join(program))
         .find(|p| p.is_file())
-        .expect("podman on PATH")
+        .unwrap_or_else(|| panic!("{program} on PATH"))
 }

@@ -17,9 +17,13 @@ pub fn run(config: Option<&Config>) -> Result<()> {
     let dns = Engine::detect_in(Some("podman"), None)
         .ok()
         .and_then(|e| e.name_resolution_problem());
+    let picked = Engine::pick();
     let mut out = packages_report(os);
-    out.push_str(&report(&found, os, dns.as_deref()));
-    out.push_str(&engine_report(config, os));
+    let summary = picked.as_ref().ok().map(|(e, why)| (e.tool, why.as_str()));
+    out.push_str(&report(&found, os, dns.as_deref(), summary));
+    if let Ok((engine, why)) = &picked {
+        out.push_str(&engine_report(engine, why, config, os));
+    }
     print!("{out}");
     Ok(())
 }
@@ -56,12 +60,18 @@ fn packages_report(os: OsFamily) -> String {
     out
 }
 
-/// The engine in use, its version and API version, podman's settings, and the smoke test.
-fn engine_report(config: Option<&Config>, os: OsFamily) -> String {
-    let Ok(engine) = Engine::detect() else {
-        return String::new();
-    };
-    let mut out = format!("\nengine in use: {}\n", engine.describe());
+/// The engine in use (and why), its version and API version, where it is reached, its builder,
+/// podman's settings, and the smoke test.
+fn engine_report(engine: &Engine, why: &str, config: Option<&Config>, os: OsFamily) -> String {
+    let mut out = format!("\nengine in use: {} ({why})\n", engine.describe());
+    if !engine.is_podman() {
+        out.push_str(&format!(
+            "  reached at: {}\n",
+            std::env::var("DOCKER_HOST")
+                .unwrap_or_else(|_| "the default socket (DOCKER_HOST is not set)".into())
+        ));
+    }
+    out.push_str(&format!("  builder:    {}\n", engine.builder().describe()));
     let Some(config) = config else {
         out.push_str(
             "smoke test: skipped (infra.toml could not be read; see `cargo xtask check`)\n",
@@ -100,7 +110,7 @@ fn engine_report(config: Option<&Config>, os: OsFamily) -> String {
                 }
             }
             out.push_str("smoke test:\n");
-            let checks = smoke::run(&engine, &smoke::Images { redis, base }, &scratch);
+            let checks = smoke::run(engine, &smoke::Images { redis, base }, &scratch);
             out.push_str(&smoke::report(&checks, os));
         }
         _ => out.push_str(
@@ -112,7 +122,12 @@ fn engine_report(config: Option<&Config>, os: OsFamily) -> String {
 }
 
 /// The doctor's text for these probe results.
-pub fn report(found: &[Found], os: OsFamily, dns: Option<&str>) -> String {
+pub fn report(
+    found: &[Found],
+    os: OsFamily,
+    dns: Option<&str>,
+    picked: Option<(Tool, &str)>,
+) -> String {
     let mut out = String::new();
     let family = match os {
         OsFamily::Apt => "apt (Debian/Ubuntu)",
@@ -164,15 +179,21 @@ pub fn report(found: &[Found], os: OsFamily, dns: Option<&str>) -> String {
             .any(|f| f.tool == t && f.path.is_some() && !matches!(f.engine, Some(Err(_))))
     };
     out.push('\n');
-    if has(Tool::Podman) {
-        out.push_str("engine: podman (set XTASK_ENGINE=docker to use docker)\n");
-        if let Some(problem) = dns {
-            out.push_str(&format!("PROBLEM: {problem}\n"));
+    match picked {
+        Some((tool, why)) if has(tool) => {
+            out.push_str(&format!("engine: {} ({why})\n", tool.name()));
+            if let (Tool::Podman, Some(problem)) = (tool, dns) {
+                out.push_str(&format!("PROBLEM: {problem}\n"));
+            }
         }
-    } else if has(Tool::Docker) {
-        out.push_str("engine: docker (podman not found)\n");
-    } else {
-        out.push_str("engine: NONE: install podman or docker; integration and e2e need one\n");
+        Some((tool, why)) => out.push_str(&format!(
+            "engine: NONE usable: {} was picked ({why}) but is missing or does not answer; \
+             integration and e2e need podman or docker\n",
+            tool.name()
+        )),
+        None => {
+            out.push_str("engine: NONE: install podman or docker; integration and e2e need one\n")
+        }
     }
     let missing: Vec<&str> = found
         .iter()
@@ -214,7 +235,12 @@ mod tests {
                 engine: Some(Err("Cannot connect to the Docker daemon".into())),
             },
         ];
-        let text = report(&found, OsFamily::Apt, None);
+        let text = report(
+            &found,
+            OsFamily::Apt,
+            None,
+            Some((Tool::Docker, "XTASK_ENGINE=docker")),
+        );
         let podman = Found {
             tool: Tool::Podman,
             path: Some(PathBuf::from("/usr/bin/podman")),
@@ -225,6 +251,11 @@ mod tests {
             &[podman],
             OsFamily::Apt,
             Some("podman's aardvark-dns is not installed"),
+            Some((Tool::Podman, "podman answers")),
+        );
+        assert!(
+            warned.contains("engine: podman (podman answers)"),
+            "{warned}"
         );
         assert!(
             warned.contains("PROBLEM: podman's aardvark-dns is not installed"),
@@ -247,7 +278,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("engine: NONE"),
+            text.contains("engine: NONE usable: docker was picked (XTASK_ENGINE=docker)"),
             "a docker client without an engine is no engine: {text}"
         );
     }

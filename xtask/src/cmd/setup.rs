@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::exec::progress::Progress;
 use crate::host::packages::{self, Package};
 use crate::host::settings;
-use crate::host::tools::Engine;
+use crate::host::tools::{self, Engine, Tool};
 use crate::standins::resolve;
 
 /// What the command will do with the engine.
@@ -47,46 +47,35 @@ pub fn prepare(config: &Config, purpose: Purpose) -> Result<Engine> {
     Ok(engine)
 }
 
-/// `XTASK_ENGINE` if set; else podman if installed; else a docker that answers; else podman,
-/// installed now (root on apt) or named with its install command.
+/// `XTASK_ENGINE` if set; else the engine that answers (podman first); else podman, installed
+/// now (root on apt) or named with its install command. Says which engine, and why.
 fn choose_engine(purpose: Purpose, no_install: bool, say: &dyn Fn(&str)) -> Result<Engine> {
-    let wanted: Vec<Package> = match purpose {
-        Purpose::Run => packages::PODMAN_RUN.to_vec(),
-        Purpose::Test => packages::TEST.to_vec(),
+    let choice = std::env::var("XTASK_ENGINE").ok();
+    let (tool, why) = tools::pick(
+        choice.as_deref(),
+        &|| tools::presence(Tool::Podman),
+        &|| tools::presence(Tool::Docker),
+    )?;
+    let docker = tool == Tool::Docker;
+    let needed: Vec<Package> = match (purpose, docker) {
+        (Purpose::Test, _) => packages::TEST.to_vec(),
+        (Purpose::Run, false) => packages::PODMAN_RUN.to_vec(),
+        // A docker run needs a docker that answers (checked below) and git; podman's network
+        // pieces are podman's.
+        (Purpose::Run, true) => vec![packages::GIT],
     };
-    let choice = std::env::var("XTASK_ENGINE")
-        .ok()
-        .filter(|v| !v.trim().is_empty());
-    let docker_answers = || {
-        Engine::detect_in(Some("docker"), None)
-            .ok()
-            .filter(|e| e.answers())
-    };
-    if choice.is_none()
-        && packages::missing(&[packages::PODMAN], crate::host::tools::os_family()).len() == 1
-    {
-        if let Some(docker) = docker_answers() {
-            say(&format!(
-                "engine: docker ({}), which answers; podman is not installed (set XTASK_ENGINE to choose)",
-                docker.program.display()
-            ));
-            return Ok(docker);
+    packages::ensure(&needed, no_install, say)?;
+    let engine = Engine::detect_in(Some(tool.name()), None)?;
+    if let Err(silent) = engine.answer() {
+        if docker {
+            bail!(
+                "docker does not answer at {} ({silent}); start one (or set DOCKER_HOST), or \
+                 unset XTASK_ENGINE to use podman",
+                std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the default socket".into())
+            );
         }
     }
-    let docker_chosen = choice.as_deref().map(str::trim) == Some("docker");
-    let needed: Vec<Package> = wanted
-        .into_iter()
-        .filter(|p| !docker_chosen || *p != packages::PODMAN || purpose == Purpose::Test)
-        .collect();
-    packages::ensure(&needed, no_install, say)?;
-    let engine = Engine::detect()?;
-    if !engine.is_podman() && !engine.answers() {
-        bail!(
-            "XTASK_ENGINE=docker, but no docker engine answers at {}; start one (or set \
-             DOCKER_HOST), or unset XTASK_ENGINE to use podman",
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the default socket".into())
-        );
-    }
+    say(&format!("engine: {} ({why})", engine.describe()));
     Ok(engine)
 }
 

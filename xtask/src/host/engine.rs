@@ -1,9 +1,25 @@
-//! Container engine operations (podman, or docker where only the binary differs).
+//! Container engine operations, for podman and docker: every difference between the two is
+//! decided here (and in `builder`, `parse`), never by callers.
 //!
 //! Argument vectors are built by pure functions (`*_args`), tested without an engine. Listing
 //! always goes through a label [`Filter`]; what a listing returns is wrapped in [`Ours`], whose
 //! constructor is private to this module, and the removal functions accept only `Ours`. So a
 //! removal can only ever act on something that was selected by our labels (and re-checked).
+//!
+//! What differs, and how it is handled:
+//! - `run`: both get `--pull=never` (a missing image fails at once instead of trying a
+//!   registry); docker gets `--add-host host.containers.internal:host-gateway` (podman adds that
+//!   name itself) and `host.docker.internal`, so a container reaches the host by the same name
+//!   on both.
+//! - `build`: see [`Builder`] (podman `--pull=never --layers=false`; docker BuildKit or legacy).
+//! - image listing: podman `images --all` (older runs built with layers); docker top-level
+//!   `images` only: its legacy builder's intermediate images carry our labels too, and are
+//!   deleted with their tagged child. Removal then tolerates what went with another image.
+//! - `rm --time 0` is podman's; docker's `rm --force` kills at once.
+//! - sizes: podman's `system df` gives numbers, docker's human text ([`parse_human_size`]).
+//! - which images containers use: podman's `ps {{.ImageID}}`; docker's container `inspect`.
+//! - label filters: docker ANDs several `label=` terms, podman's `images` ORs them; every
+//!   listing re-checks the labels it got back ([`Filter::matches`]), so both are safe.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -61,10 +77,12 @@ impl Engine {
         let mut a = vec![
             "run".to_string(),
             "-d".into(),
+            "--pull=never".into(),
             "--name".into(),
             s.name.clone(),
         ];
         a.extend(["--network".into(), s.network.clone()]);
+        a.extend(self.host_alias_args());
         for (k, v) in &s.labels {
             a.extend(["--label".into(), format!("{k}={v}")]);
         }
@@ -91,27 +109,16 @@ impl Engine {
         a
     }
 
-    pub fn build_args(&self, s: &BuildSpec) -> Vec<String> {
-        let mut a = vec!["build".to_string()];
+    /// `--add-host` arguments that give a container the host under `host.containers.internal`
+    /// (podman adds it by itself) and, on docker, `host.docker.internal` as well.
+    pub fn host_alias_args(&self) -> Vec<String> {
         if self.is_podman() {
-            // No registry is needed or wanted: bases must already be local. No intermediate
-            // images: they would carry our labels and be shared as cache between runs.
-            a.push("--pull=never".into());
-            a.push("--layers=false".into());
+            return Vec::new();
         }
-        a.extend(["--file".into(), s.dockerfile.display().to_string()]);
-        a.extend(["--tag".into(), s.reference.clone()]);
-        for t in &s.tags {
-            a.extend(["--tag".into(), t.clone()]);
-        }
-        for (k, v) in &s.labels {
-            a.extend(["--label".into(), format!("{k}={v}")]);
-        }
-        for (k, v) in &s.build_args {
-            a.extend(["--build-arg".into(), format!("{k}={v}")]);
-        }
-        a.push(s.context.display().to_string());
-        a
+        [HOST_ALIAS, "host.docker.internal"]
+            .iter()
+            .flat_map(|n| ["--add-host".to_string(), format!("{n}:host-gateway")])
+            .collect()
     }
 
     pub fn network_create_args(
@@ -158,7 +165,12 @@ impl Engine {
     }
 
     pub fn build_cmd(&self, s: &BuildSpec) -> Cmd<Uninterruptible> {
-        self.cmd().args(self.build_args(s)).uninterruptible()
+        let builder = self.builder();
+        let mut c = self.cmd().args(build_args_with(&builder, s));
+        if let Some((k, v)) = builder.env() {
+            c = c.env(k, v);
+        }
+        c.uninterruptible()
     }
 
     /// Waits for a container to exit (Ctrl-C may stop the waiting, not the container) and
@@ -196,6 +208,16 @@ impl Engine {
         c.arg("--output")
             .arg(archive)
             .arg(reference)
+            .uninterruptible()
+    }
+
+    /// `load` of a docker-archive, with `env` (where the engine is).
+    pub fn load_cmd(&self, archive: &Path, env: &[(String, String)]) -> Cmd<Uninterruptible> {
+        self.cmd()
+            .arg("load")
+            .arg("--input")
+            .arg(archive)
+            .envs(env.iter().cloned())
             .uninterruptible()
     }
 
@@ -288,8 +310,15 @@ impl Engine {
     }
 
     pub fn images(&self, filter: &Filter) -> Result<Vec<Ours<ImageInfo>>> {
-        // --all: also intermediate images (older runs built with layers).
-        let ids = self.ids(&["images", "--all"], filter, "{{.ID}}")?;
+        // podman: --all, also intermediate images (older runs built with layers). docker:
+        // top-level images (tagged ones and dangling leaves): its legacy builder's intermediate
+        // images carry our labels too, and go with their tagged child (see `remove_images`).
+        let verb: &[&str] = if self.is_podman() {
+            &["images", "--all"]
+        } else {
+            &["images"]
+        };
+        let ids = self.ids(verb, filter, "{{.ID}}")?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -329,8 +358,9 @@ impl Engine {
             .collect())
     }
 
-    /// Bytes the engine's image store uses (podman's `system df`), to report what a removal
-    /// really freed; `None` where the engine does not give a number.
+    /// Bytes the engine's image store uses (`system df`), to report what a removal really
+    /// freed; `None` where the engine does not say. podman prints a number, docker a text like
+    /// `657.3MB` (4 significant digits: the result is that precise).
     pub fn image_store_bytes(&self) -> Option<u64> {
         let out = self
             .cmd()
@@ -341,18 +371,33 @@ impl Engine {
         out.lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .find(|v| v["Type"] == "Images")
-            .and_then(|v| v["Size"].as_u64())
+            .and_then(|v| match &v["Size"] {
+                Value::String(text) => parse_human_size(text),
+                n => n.as_u64(),
+            })
     }
 
-    /// Images used by any container (ours or not), as ids or references: such images are never
-    /// removed. (`{{.ImageID}}` is podman's; docker's `ps` only has `{{.Image}}`.)
+    /// Ids of the images any container (ours or not) uses: such images are never removed.
+    /// podman's `ps` has `{{.ImageID}}`; docker's only a reference or short id, so its
+    /// containers are inspected (`{{.Image}}` is the full id there).
     pub fn images_in_use(&self) -> Result<Vec<String>> {
-        let format = if self.is_podman() {
-            "{{.ImageID}}"
+        let out = if self.is_podman() {
+            self.cmd()
+                .args(["ps", "-a", "--format", "{{.ImageID}}"])
+                .read()?
         } else {
-            "{{.Image}}"
+            let ids = self.cmd().args(["ps", "-a", "-q", "--no-trunc"]).read()?;
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            // A container removed meanwhile only drops out (its error goes to stderr).
+            self.cmd()
+                .args(["inspect", "--type", "container", "--format", "{{.Image}}"])
+                .args(&ids)
+                .output()?
+                .stdout
         };
-        let out = self.cmd().args(["ps", "-a", "--format", format]).read()?;
         Ok(out
             .lines()
             .map(|l| l.trim().trim_start_matches("sha256:").to_string())
@@ -418,8 +463,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes images by their tags (dangling ones by id), all in one process. An image that
-    /// also carries a foreign tag only loses ours.
+    /// Removes images by their tags (dangling ones by id), in one process. An image that also
+    /// carries a foreign tag only loses ours. When that process fails, only what is still there
+    /// counts: an image may have gone as another's parent ("No such image"), or may have been
+    /// named before its child ("image has dependent child images"); those still there are
+    /// removed one at a time, and only their failures are errors.
     pub fn remove_images(&self, items: &[Ours<ImageInfo>]) -> Result<Output> {
         let refs: Vec<String> = items
             .iter()
@@ -438,122 +486,52 @@ impl Engine {
                 stderr: String::new(),
             });
         }
-        self.cmd()
-            .arg("rmi")
-            .args(&refs)
-            .uninterruptible()
-            .run()
-            .context("removing images")
-    }
-}
-
-fn parse_json_array(out: &Output) -> Result<Vec<Value>> {
-    if !out.success() && out.stdout.trim().is_empty() {
-        anyhow::bail!("{}", out.tail(5));
-    }
-    let v: Value = serde_json::from_str(out.stdout.trim()).context("the engine's JSON output")?;
-    Ok(match v {
-        Value::Array(a) => a,
-        Value::Null => Vec::new(),
-        other => vec![other],
-    })
-}
-
-fn str_field(v: &Value, keys: &[&str]) -> String {
-    keys.iter()
-        .find_map(|k| v.get(*k).and_then(Value::as_str))
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn labels_at(v: &Value, paths: &[&[&str]]) -> BTreeMap<String, String> {
-    for path in paths {
-        let mut cur = v;
-        let mut ok = true;
-        for k in *path {
-            match cur.get(*k) {
-                Some(x) => cur = x,
-                None => {
-                    ok = false;
-                    break;
-                }
+        let rmi = |refs: &[String]| self.cmd().arg("rmi").args(refs).uninterruptible();
+        let first = rmi(&refs).output().context("removing images")?;
+        if first.success() {
+            return Ok(first);
+        }
+        let mut failed = Vec::new();
+        for r in refs.iter().filter(|r| self.image_exists(r)) {
+            if let Err(e) = rmi(std::slice::from_ref(r)).run() {
+                failed.push(format!("{e:#}"));
             }
         }
-        if let (true, Some(obj)) = (ok, cur.as_object()) {
-            return obj
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect();
+        if failed.is_empty() {
+            return Ok(first);
         }
-    }
-    BTreeMap::new()
-}
-
-pub fn parse_container(v: &Value) -> ContainerInfo {
-    let mut host_ports = Vec::new();
-    if let Some(b) = v
-        .pointer("/HostConfig/PortBindings")
-        .and_then(Value::as_object)
-    {
-        for binds in b.values() {
-            for bind in binds.as_array().into_iter().flatten() {
-                if let Some(p) = bind
-                    .get("HostPort")
-                    .and_then(Value::as_str)
-                    .and_then(|p| p.parse().ok())
-                {
-                    host_ports.push(p);
-                }
-            }
-        }
-    }
-    host_ports.sort_unstable();
-    host_ports.dedup();
-    ContainerInfo {
-        id: str_field(v, &["Id", "ID"]),
-        name: str_field(v, &["Name"]).trim_start_matches('/').to_string(),
-        labels: labels_at(v, &[&["Config", "Labels"], &["Labels"]]),
-        running: v
-            .pointer("/State/Running")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        status: v
-            .pointer("/State/Status")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_string(),
-        host_ports,
-        image: str_field(v, &["ImageName", "Image"]),
+        anyhow::bail!("removing images: {}", failed.join("\n"))
     }
 }
 
-pub fn parse_image(v: &Value) -> ImageInfo {
-    let labels = labels_at(v, &[&["Config", "Labels"], &["Labels"]]);
-    let created = labels
-        .get(crate::plan::labels::CREATED)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    ImageInfo {
-        id: str_field(v, &["Id", "ID"])
-            .trim_start_matches("sha256:")
-            .to_string(),
-        tags: v
-            .get("RepoTags")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .filter(|t| !t.contains("<none>"))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        labels,
-        size: v.get("Size").and_then(Value::as_u64).unwrap_or(0),
-        created,
+/// The name containers reach the host by, on both engines.
+pub const HOST_ALIAS: &str = "host.containers.internal";
+
+/// `build` argv for a builder (pure).
+pub fn build_args_with(builder: &Builder, s: &BuildSpec) -> Vec<String> {
+    let mut a = vec!["build".to_string()];
+    a.extend(builder.flags().iter().map(|f| f.to_string()));
+    a.extend(["--file".into(), s.dockerfile.display().to_string()]);
+    a.extend(["--tag".into(), s.reference.clone()]);
+    for t in &s.tags {
+        a.extend(["--tag".into(), t.clone()]);
     }
+    for (k, v) in &s.labels {
+        a.extend(["--label".into(), format!("{k}={v}")]);
+    }
+    for (k, v) in &s.build_args {
+        a.extend(["--build-arg".into(), format!("{k}={v}")]);
+    }
+    a.push(s.context.display().to_string());
+    a
 }
 
 mod cached;
+mod builder;
+pub use builder::Builder;
+mod parse;
+use parse::{labels_at, parse_json_array, str_field};
+pub use parse::{parse_container, parse_human_size, parse_image};
+
 #[cfg(test)]
 mod tests;

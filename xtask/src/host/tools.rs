@@ -210,7 +210,7 @@ impl Engine {
         let format = if self.is_podman() {
             "{{.Server.Version}} (API {{.Server.APIVersion}})"
         } else {
-            "{{.Server.Version}} (API {{.Server.APIVersion}}, client {{.Client.Version}})"
+            "{{.Server.Version}} (API {{.Server.APIVersion}}; client {{.Client.Version}}, API {{.Client.APIVersion}})"
         };
         let v = self
             .cmd()
@@ -224,15 +224,6 @@ impl Engine {
                 )
             });
         format!("{} {v} at {}", self.name(), self.program.display())
-    }
-
-    /// Whether the engine (not only its client) answers: `info` succeeds within 20 s.
-    pub fn answers(&self) -> bool {
-        self.cmd()
-            .arg("info")
-            .timeout(std::time::Duration::from_secs(20))
-            .output()
-            .is_ok_and(|o| o.success())
     }
 
     pub fn is_podman(&self) -> bool {
@@ -263,11 +254,40 @@ impl Engine {
         dns_problem(backend.trim(), aardvark, os_family())
     }
 
-    /// Finds the engine (honouring `XTASK_ENGINE`), or explains how to install one.
+    /// Finds the engine (see [`Engine::pick`]), or explains how to install one.
     pub fn detect() -> Result<Engine> {
-        Engine::detect_in(std::env::var("XTASK_ENGINE").ok().as_deref(), None)
+        Ok(Engine::pick()?.0)
     }
 
+    /// The engine to use and why, in words: `XTASK_ENGINE` if set; else the engine that answers
+    /// (podman first, then docker, at `DOCKER_HOST` if set); else podman if installed (its own
+    /// error then says what is wrong), else docker.
+    pub fn pick() -> Result<(Engine, String)> {
+        let choice = std::env::var("XTASK_ENGINE").ok();
+        let (tool, why) = pick(choice.as_deref(), &|| presence(Tool::Podman), &|| {
+            presence(Tool::Docker)
+        })?;
+        let engine = Engine::detect_in(Some(tool.name()), None)?;
+        Ok((engine, why))
+    }
+
+    /// Why the engine does not answer (its server's version within 20 s), if it does not.
+    /// (`version`, not `info`: podman's `info` measures its storage, which takes seconds.)
+    pub fn answer(&self) -> std::result::Result<(), String> {
+        match self
+            .cmd()
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .timeout(std::time::Duration::from_secs(20))
+            .output()
+        {
+            Ok(o) if o.success() => Ok(()),
+            Ok(o) => Err(crate::host::ready::one_line(&o.tail(1), 160)),
+            Err(e) => Err(crate::host::ready::one_line(&format!("{e:#}"), 160)),
+        }
+    }
+
+    /// The engine named `choice` (or the first of podman, docker) on `path` (or PATH), or how
+    /// to install one.
     pub fn detect_in(choice: Option<&str>, path: Option<&OsStr>) -> Result<Engine> {
         let candidates: Vec<Tool> = match choice.map(str::trim) {
             None | Some("") => vec![Tool::Podman, Tool::Docker],
@@ -289,6 +309,68 @@ impl Engine {
             candidates[0].install(os)
         )
     }
+}
+
+/// What one engine is on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    Missing,
+    /// Installed, but `info` fails (why).
+    Silent(String),
+    Answers,
+}
+
+/// Whether `tool` (an engine) is installed and answers.
+pub fn presence(tool: Tool) -> Presence {
+    match find_in_path(tool.name(), None) {
+        None => Presence::Missing,
+        Some(program) => match (Engine { tool, program }).answer() {
+            Ok(()) => Presence::Answers,
+            Err(why) => Presence::Silent(why),
+        },
+    }
+}
+
+/// Which engine, and why (pure but for the probes, each called only when needed): see
+/// [`Engine::pick`].
+pub fn pick(
+    choice: Option<&str>,
+    podman: &dyn Fn() -> Presence,
+    docker: &dyn Fn() -> Presence,
+) -> Result<(Tool, String)> {
+    match choice.map(str::trim) {
+        None | Some("") => {}
+        Some("podman") => return Ok((Tool::Podman, "XTASK_ENGINE=podman".into())),
+        Some("docker") => return Ok((Tool::Docker, "XTASK_ENGINE=docker".into())),
+        Some(other) => bail!("XTASK_ENGINE=`{other}` is not supported; use podman or docker"),
+    }
+    let at = std::env::var("DOCKER_HOST")
+        .map(|h| format!(" at {h}"))
+        .unwrap_or_default();
+    let p = podman();
+    if p == Presence::Answers {
+        let also = if docker() == Presence::Answers {
+            "; docker answers too: XTASK_ENGINE=docker picks it"
+        } else {
+            ""
+        };
+        return Ok((Tool::Podman, format!("podman answers{also}")));
+    }
+    let podman_state = match &p {
+        Presence::Silent(why) => format!("podman does not answer ({why})"),
+        _ => "podman is not installed".to_string(),
+    };
+    Ok(match (p, docker()) {
+        (_, Presence::Answers) => (Tool::Docker, format!("docker answers{at}; {podman_state}")),
+        (Presence::Missing, Presence::Silent(why)) => (
+            Tool::Docker,
+            format!("podman is not installed; docker is, but does not answer{at} ({why})"),
+        ),
+        _ => (
+            Tool::Podman,
+            format!("no engine answers; podman is preferred ({podman_state})"),
+        ),
+    })
 }
 
 /// The advice for a podman network backend that cannot resolve container names (pure).
@@ -394,6 +476,37 @@ mod tests {
             cni.contains("`cni` network backend") && cni.contains("dnf install"),
             "{cni}"
         );
+    }
+
+    #[test]
+    fn a_reachable_engine_wins_and_the_reason_is_said() {
+        use Presence::*;
+        let never = || -> Presence { panic!("not asked when XTASK_ENGINE is set") };
+        let (t, why) = pick(Some("docker"), &never, &never).unwrap();
+        assert_eq!((t, why.as_str()), (Tool::Docker, "XTASK_ENGINE=docker"));
+        let (t, why) = pick(None, &|| Answers, &|| Answers).unwrap();
+        assert_eq!(t, Tool::Podman);
+        assert!(why.contains("XTASK_ENGINE=docker picks it"), "{why}");
+        let (t, why) = pick(None, &|| Silent("no socket".into()), &|| Answers).unwrap();
+        assert_eq!(t, Tool::Docker);
+        assert!(why.contains("podman does not answer (no socket)"), "{why}");
+        let (t, why) = pick(None, &|| Missing, &|| Answers).unwrap();
+        assert!(
+            t == Tool::Docker && why.contains("podman is not installed"),
+            "{why}"
+        );
+        let (t, _) = pick(None, &|| Missing, &|| Missing).unwrap();
+        assert_eq!(
+            t,
+            Tool::Podman,
+            "then installed, or named with its install command"
+        );
+        let (t, why) = pick(None, &|| Missing, &|| Silent("refused".into())).unwrap();
+        assert!(
+            t == Tool::Docker && why.contains("does not answer"),
+            "{why}"
+        );
+        assert!(pick(Some("lxc"), &never, &never).is_err());
     }
 
     #[test]

@@ -1,6 +1,11 @@
-//! Shared helpers of the podman-backed xtask tests: running the xtask binary, reading run
-//! records and reports, listing podman resources by label, the fake kind/kubectl, decoys, and
-//! the locks that keep tests of one consumer (fixed host ports) from overlapping.
+//! Shared helpers of the engine-backed xtask tests: running the xtask binary, reading run
+//! records and reports, listing the engine's resources by label, the fake kind/kubectl, decoys,
+//! and the locks that keep tests of one consumer (fixed host ports) from overlapping.
+//!
+//! The engine is the one the xtask under test uses: docker with `XTASK_ENGINE=docker` (at
+//! `DOCKER_HOST`), else podman. [`Engine`] holds every difference the checks meet (as the
+//! xtask's `host::engine` does for the xtask); podman-only state (buildah build containers,
+//! netavark rules) is only looked for with podman.
 //!
 //! Every resource a helper creates is named uniquely (`xtask-test-...`) and removed by exactly
 //! that name when its guard drops, also when the test panics.
@@ -295,6 +300,7 @@ impl Xtask {
         let mut env = BTreeMap::new();
         env.insert("CONTAINERS_CONF".into(), Some(containers_conf()));
         env.insert("XTASK_PROGRESS".into(), Some("plain".into()));
+        env.insert("XTASK_ENGINE".into(), Some(engine().name().into()));
         for (k, v) in IMAGE_DEFAULTS {
             env.insert(
                 k.into(),
@@ -714,27 +720,121 @@ pub fn read_report(run_id: &str) -> Value {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Podman
+// The engine under test
 
-pub fn podman(args: &[&str]) -> std::process::Output {
-    Command::new("podman")
-        .args(args)
-        .env("CONTAINERS_CONF", containers_conf())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("podman {}: {e}", args.join(" ")))
+/// The container engine the xtask under test uses, and what differs between the two for the
+/// checks of these tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Podman,
+    Docker,
 }
 
-/// podman, which must succeed; its stdout.
-pub fn podman_ok(args: &[&str]) -> String {
-    let o = podman(args);
-    assert!(
-        o.status.success(),
-        "podman {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+/// `XTASK_ENGINE=docker` selects docker; anything else podman.
+pub fn engine() -> Engine {
+    match std::env::var("XTASK_ENGINE").as_deref().map(str::trim) {
+        Ok("docker") => Engine::Docker,
+        _ => Engine::Podman,
+    }
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Podman => "podman",
+            Engine::Docker => "docker",
+        }
+    }
+
+    /// Runs the engine's CLI (podman with this host's CONTAINERS_CONF; docker with the
+    /// inherited DOCKER_HOST).
+    pub fn run(self, args: &[&str]) -> std::process::Output {
+        let mut c = Command::new(self.name());
+        if self == Engine::Podman {
+            c.env("CONTAINERS_CONF", containers_conf());
+        }
+        c.args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{} {}: {e}", self.name(), args.join(" ")))
+    }
+
+    /// [`Engine::run`], which must succeed; its stdout.
+    pub fn ok(self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{} {} failed: {}",
+            self.name(),
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `images` as the xtask lists them: podman with intermediate images (`--all`: a build's
+    /// layers carry its labels); docker top-level only (its legacy builder's intermediate
+    /// images carry them too, and go with their tagged image).
+    pub fn images_verb(self) -> &'static [&'static str] {
+        match self {
+            Engine::Podman => &["images", "--all"],
+            Engine::Docker => &["images"],
+        }
+    }
+
+    /// `rm` that kills at once (`--time 0` is podman's; docker's `--force` kills).
+    pub fn rm_args(self) -> &'static [&'static str] {
+        match self {
+            Engine::Podman => &["rm", "--force", "--time", "0"],
+            Engine::Docker => &["rm", "--force"],
+        }
+    }
+
+    /// The labels of an image (`Config.Labels` in both engines' `image inspect`).
+    pub fn image_labels(self, reference: &str) -> BTreeMap<String, String> {
+        let o = self.run(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Labels}}",
+            reference,
+        ]);
+        serde_json::from_slice::<Option<BTreeMap<String, String>>>(o.stdout.trim_ascii())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Ids (full, without `sha256:`) of the images any container uses.
+    pub fn images_in_use(self) -> BTreeSet<String> {
+        let out = match self {
+            Engine::Podman => self.ok(&["ps", "-a", "--format", "{{.ImageID}}"]),
+            Engine::Docker => {
+                let ids = self.ok(&["ps", "-a", "-q", "--no-trunc"]);
+                let ids: Vec<&str> = ids.split_whitespace().collect();
+                if ids.is_empty() {
+                    return BTreeSet::new();
+                }
+                let mut args = vec!["inspect", "--type", "container", "--format", "{{.Image}}"];
+                args.extend(ids);
+                String::from_utf8_lossy(&self.run(&args).stdout).into_owned()
+            }
+        };
+        out.lines()
+            .map(|l| l.trim().trim_start_matches("sha256:").to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+}
+
+/// The engine under test, which must succeed; its stdout.
+pub fn engine_ok(args: &[&str]) -> String {
+    engine().ok(args)
+}
+
+/// podman itself, whatever the engine under test (podman-only state: build containers, ...).
+pub fn podman(args: &[&str]) -> std::process::Output {
+    Engine::Podman.run(args)
 }
 
 fn lines(s: String) -> BTreeSet<String> {
@@ -747,7 +847,7 @@ fn lines(s: String) -> BTreeSet<String> {
 
 /// Names of containers (running or not) matching a `--filter label=...` term.
 pub fn containers(label: &str) -> BTreeSet<String> {
-    lines(podman_ok(&[
+    lines(engine_ok(&[
         "ps",
         "-a",
         "--filter",
@@ -758,7 +858,7 @@ pub fn containers(label: &str) -> BTreeSet<String> {
 }
 
 pub fn networks(label: &str) -> BTreeSet<String> {
-    lines(podman_ok(&[
+    lines(engine_ok(&[
         "network",
         "ls",
         "--filter",
@@ -770,7 +870,7 @@ pub fn networks(label: &str) -> BTreeSet<String> {
 
 /// `repo:tag` of each image (its id when dangling) matching a label term.
 pub fn images(label: &str) -> BTreeSet<String> {
-    lines(podman_ok(&[
+    lines(engine_ok(&[
         "images",
         "--filter",
         &format!("label={label}"),
@@ -789,18 +889,19 @@ pub fn images(label: &str) -> BTreeSet<String> {
     .collect()
 }
 
-/// Like [`images`], with intermediate images too (`podman images -a`): a build's layers carry
-/// its labels, and layers another build reused stay hidden from the plain listing.
+/// Like [`images`], as the xtask lists them ([`Engine::images_verb`]): with podman, with
+/// intermediate images too (a build's layers carry its labels, and layers another build reused
+/// stay hidden from the plain listing).
 pub fn all_images(label: &str) -> BTreeSet<String> {
-    let out = podman_ok(&[
-        "images",
-        "--all",
+    let mut args = engine().images_verb().to_vec();
+    let filter = format!("label={label}");
+    args.extend([
         "--filter",
-        &format!("label={label}"),
+        &filter,
         "--format",
         "{{.Repository}}:{{.Tag}} {{.ID}}",
     ]);
-    lines(out)
+    lines(engine_ok(&args))
         .into_iter()
         .map(|l| {
             let (name, id) = l.split_once(' ').unwrap_or((&l, ""));
@@ -814,29 +915,26 @@ pub fn all_images(label: &str) -> BTreeSet<String> {
 }
 
 pub fn image_exists(reference: &str) -> bool {
-    podman(&["image", "exists", reference]).status.success()
+    let format = ["--format", "{{.Id}}"];
+    let o = engine().run(&[&["image", "inspect"], &format[..], &[reference]].concat());
+    o.status.success()
 }
 
 pub fn container_exists(name: &str) -> bool {
-    podman(&["container", "exists", name]).status.success()
+    let format = ["--format", "{{.Id}}"];
+    let o = engine().run(&[&["container", "inspect"], &format[..], &[name]].concat());
+    o.status.success()
 }
 
 pub fn network_exists(name: &str) -> bool {
-    podman(&["network", "exists", name]).status.success()
+    engine()
+        .run(&["network", "inspect", "--format", "{{.Name}}", name])
+        .status
+        .success()
 }
 
 pub fn image_labels(reference: &str) -> BTreeMap<String, String> {
-    let out = podman_ok(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{json .Labels}}",
-        reference,
-    ]);
-    serde_json::from_str::<Option<BTreeMap<String, String>>>(out.trim())
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    engine().image_labels(reference)
 }
 
 /// Everything still carrying a run's label: `container X`, `network Y`, `image Z` (image layers
@@ -848,13 +946,15 @@ pub fn leftovers(run_id: &str) -> Vec<String> {
 /// [`leftovers`] without panicking (for guards, which run while a test unwinds).
 pub fn try_leftovers(run_id: &str) -> Result<Vec<String>, String> {
     let l = format!("label={RUN}={run_id}");
+    let e = engine();
     let list = |args: &[&str]| -> Result<BTreeSet<String>, String> {
-        let o = podman(args);
+        let o = e.run(args);
         if o.status.success() {
             Ok(lines(String::from_utf8_lossy(&o.stdout).into_owned()))
         } else {
             Err(format!(
-                "podman {}: {}",
+                "{} {}: {}",
+                e.name(),
                 args.join(" "),
                 String::from_utf8_lossy(&o.stderr).trim()
             ))
@@ -870,14 +970,18 @@ pub fn try_leftovers(run_id: &str) -> Result<Vec<String>, String> {
             .map(|n| format!("network {n}")),
     );
     v.extend(
-        list(&[
-            "images",
-            "--all",
-            "--filter",
-            &l,
-            "--format",
-            "{{.Repository}}:{{.Tag}} {{.ID}}",
-        ])?
+        list(
+            &[
+                e.images_verb(),
+                &[
+                    "--filter",
+                    &l,
+                    "--format",
+                    "{{.Repository}}:{{.Tag}} {{.ID}}",
+                ][..],
+            ]
+            .concat(),
+        )?
         .into_iter()
         .map(|i| {
             let (name, id) = i.split_once(' ').unwrap_or((&i, ""));
@@ -966,8 +1070,9 @@ impl Drop for CleanRuns {
             // Layers of this run's builds that the xtask does not see (see `all_images`):
             // removed by id, as long as that makes progress.
             let label = format!("label={RUN}={id}");
+            let e = engine();
             let list = || {
-                let o = podman(&["images", "--all", "--quiet", "--filter", &label]);
+                let o = e.run(&[e.images_verb(), &["--quiet", "--filter", &label][..]].concat());
                 lines(String::from_utf8_lossy(&o.stdout).into_owned())
             };
             for _ in 0..5 {
@@ -981,7 +1086,7 @@ impl Drop for CleanRuns {
                 );
                 let mut args = vec!["rmi"];
                 args.extend(ids.iter().map(String::as_str));
-                if !podman(&args).status.success() && list() == ids {
+                if !e.run(&args).status.success() && list() == ids {
                     break;
                 }
             }
@@ -1020,20 +1125,24 @@ impl Decoys {
         let id = hex8();
         let reference = format!("localhost/xtask-test-decoy/{hint}:{id}");
         std::fs::write(self.ctx.path().join("marker"), format!("{reference}\n")).unwrap();
-        let mut args: Vec<String> = vec![
-            "build".into(),
-            "--pull=never".into(),
+        let mut args: Vec<String> = vec!["build".into()];
+        if engine() == Engine::Podman {
+            args.push("--pull=never".into());
+        }
+        args.extend([
             "--quiet".into(),
+            "--file".into(),
+            self.ctx.path().join("Containerfile").display().to_string(),
             "--tag".into(),
             reference.clone(),
-        ];
+        ]);
         args.extend(["--label".into(), format!("{DECOY}={id}")]);
         for (k, v) in labels {
             args.extend(["--label".into(), format!("{k}={v}")]);
         }
         args.push(self.ctx.path().display().to_string());
         self.images.push(reference.clone());
-        podman_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        engine_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
         reference
     }
 
@@ -1052,7 +1161,7 @@ impl Decoys {
         }
         args.extend([image.to_string(), "/marker".to_string()]);
         self.containers.push(name.clone());
-        podman_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        engine_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
         name
     }
 
@@ -1069,7 +1178,7 @@ impl Decoys {
         }
         args.push(name.clone());
         self.networks.push(name.clone());
-        podman_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        engine_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
         name
     }
 
@@ -1114,14 +1223,15 @@ impl Default for Decoys {
 
 impl Drop for Decoys {
     fn drop(&mut self) {
+        let e = engine();
         for c in &self.containers {
-            let _ = podman(&["rm", "--force", "--time", "0", c]);
+            let _ = e.run(&[e.rm_args(), &[c.as_str()][..]].concat());
         }
         for n in &self.networks {
-            let _ = podman(&["network", "rm", n]);
+            let _ = e.run(&["network", "rm", n]);
         }
         for i in &self.images {
-            let _ = podman(&["rmi", i]);
+            let _ = e.run(&["rmi", i]);
         }
     }
 }
@@ -1450,8 +1560,12 @@ pub fn me() -> String {
 // Build containers: an interrupted `podman build` leaves buildah "working containers" behind
 // (listed only by `podman ps --external`), which pin the images they are based on.
 
-/// Buildah/external containers (state `storage`): id -> `name (image)`.
+/// Buildah/external containers (state `storage`): id -> `name (image)`. podman only: docker's
+/// builders keep no such containers (the legacy one gets `--force-rm`).
 pub fn build_containers() -> BTreeMap<String, String> {
+    if engine() == Engine::Docker {
+        return BTreeMap::new();
+    }
     let out = podman(&["ps", "--external", "--format", "json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     v.as_array()
@@ -1493,7 +1607,7 @@ pub fn build_containers() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Processes of `podman build` / `buildah` (anyone's).
+/// Processes of `podman build` / `buildah` / `docker build` (anyone's).
 pub fn builds_running() -> Vec<u32> {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -1512,7 +1626,9 @@ pub fn builds_running() -> Vec<u32> {
                 .first()
                 .map(|a| a.rsplit('/').next().unwrap_or("").to_string())
                 .unwrap_or_default();
-            (prog == "podman" && argv.get(1).is_some_and(|a| a == "build")) || prog == "buildah"
+            let verb = argv.get(1).map(String::as_str);
+            (matches!(prog.as_str(), "podman" | "docker") && verb == Some("build"))
+                || prog == "buildah"
         })
         .collect()
 }
@@ -1521,6 +1637,9 @@ pub fn builds_running() -> Vec<u32> {
 /// by a signal leaves an image without its manifest): while one exists, every `podman images`
 /// fails, for every user of this host.
 pub fn corrupted_images() -> Vec<String> {
+    if engine() == Engine::Docker {
+        return Vec::new();
+    }
     let o = podman(&["images", "--all", "--quiet"]);
     if o.status.success() {
         return Vec::new();
@@ -1635,7 +1754,9 @@ const AARDVARK_DIR: &str = "/run/containers/networks/aardvark-dns";
 /// (then nothing can be told apart).
 pub fn stale_network_state(consumer: &str) -> Vec<String> {
     let (net, ports) = stack_net(consumer);
-    if network_exists(&net) {
+    // netavark and aardvark-dns are podman's (the private dockerd of `cargo xtask test` sets
+    // no iptables rules).
+    if engine() == Engine::Docker || network_exists(&net) {
         return Vec::new();
     }
     let ports: Vec<u16> = ports.into_iter().filter(|p| !port_listening(*p)).collect();

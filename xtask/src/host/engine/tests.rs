@@ -3,6 +3,13 @@
 use super::*;
 use crate::host::tools::Tool;
 
+fn docker() -> Engine {
+    Engine {
+        tool: Tool::Docker,
+        program: "docker".into(),
+    }
+}
+
 fn podman() -> Engine {
     Engine {
         tool: Tool::Podman,
@@ -27,6 +34,7 @@ fn run_args_are_an_argv() {
         [
             "run",
             "-d",
+            "--pull=never",
             "--name",
             "notification_postgres_test",
             "--network",
@@ -91,21 +99,51 @@ fn podman_builds_never_pull() {
         build_args: [("BASE_IMAGE".to_string(), "localhost/runtime:1".to_string())].into(),
         tags: Vec::new(),
     };
-    let a = podman().build_args(&spec);
+    let a = build_args_with(&podman().builder(), &spec);
     assert!(a.contains(&"--pull=never".to_string()));
     assert!(
         a.contains(&"--layers=false".to_string()),
         "no labelled intermediate images"
     );
     assert_eq!(a.last().unwrap(), "target/xtask/ctx");
-    let docker = Engine {
-        tool: Tool::Docker,
-        program: "docker".into(),
+    let buildkit = Builder::BuildKit {
+        how: "buildx plugin",
     };
-    assert!(!docker
-        .build_args(&spec)
+    assert!(!build_args_with(&buildkit, &spec)
         .iter()
-        .any(|x| x.starts_with("--pull")));
+        .any(|x| x.starts_with("--pull") || x.starts_with("--layers")));
+    let legacy = build_args_with(&Builder::Legacy { why: "test".into() }, &spec);
+    assert_eq!(legacy[..2], ["build", "--force-rm"]);
+}
+
+#[test]
+fn docker_containers_reach_the_host_by_the_podman_name_too() {
+    let spec = ContainerSpec {
+        name: "c".into(),
+        image: "localhost/i:1".into(),
+        network: "n".into(),
+        ..ContainerSpec::default()
+    };
+    let a = docker().run_args(&spec);
+    let joined = a.join(" ");
+    assert!(
+        joined.contains("--add-host host.containers.internal:host-gateway")
+            && joined.contains("--add-host host.docker.internal:host-gateway")
+            && joined.contains("--pull=never"),
+        "{joined}"
+    );
+    assert!(!podman().run_args(&spec).join(" ").contains("--add-host"));
+}
+
+#[test]
+fn docker_sizes_are_read_from_text() {
+    assert_eq!(parse_human_size("657.3MB"), Some(657_300_000));
+    assert_eq!(parse_human_size("536.2MB (81%)"), Some(536_200_000));
+    assert_eq!(parse_human_size("0B"), Some(0));
+    assert_eq!(parse_human_size("1.234kB"), Some(1234));
+    assert_eq!(parse_human_size("2.01GB"), Some(2_010_000_000));
+    assert_eq!(parse_human_size("12 MiB?"), None);
+    assert_eq!(parse_human_size(""), None);
 }
 
 #[test]
@@ -122,10 +160,16 @@ fn parses_podman_and_docker_inspect() {
         ("n1", true, vec![15440])
     );
     assert_eq!(c.labels["io.kubernaut.xtask.run"], "r1");
-    let docker_c: Value = serde_json::json!({"Id": "d", "Name": "/n2", "State": {"Running": false, "Status": "exited"}, "Config": {"Labels": null}});
+    assert_eq!(c.image, "localhost/pg:1");
+    let docker_c: Value = serde_json::json!({"Id": "d", "Name": "/n2", "State": {"Running": false, "Status": "exited"},
+        "Config": {"Labels": null, "Image": "localhost/redis:7"}, "Image": "sha256:f663acb2a84b"});
     let c = parse_container(&docker_c);
     assert_eq!(c.name, "n2");
     assert!(c.labels.is_empty());
+    assert_eq!(
+        c.image, "localhost/redis:7",
+        "the reference, not docker's id"
+    );
     let img: Value = serde_json::json!({"Id": "sha256:ff", "RepoTags": ["localhost/a:b"], "Size": 10,
         "Labels": {"io.kubernaut.xtask.created": "1700000000"}});
     let i = parse_image(&img);
