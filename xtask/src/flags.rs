@@ -69,6 +69,7 @@ pub enum Command {
     Integration(Integration),
     E2e(E2e),
     Render(Render),
+    Cluster(Cluster),
     CleanImages(CleanImages),
     Clean(Clean),
     Bench(Bench),
@@ -179,6 +180,20 @@ pub struct E2e {
     /// Build every image even when the cache has it (and save every archive again).
     #[arg(long)]
     pub rebuild: bool,
+    /// Run in a kept cluster (`cargo xtask cluster up`) or a kube context, in a namespace of
+    /// its own, images through a registry (instead of a fresh kind cluster).
+    #[arg(long, value_name = "NAME|CONTEXT")]
+    pub cluster: Option<String>,
+    /// With --cluster: the registry both this host and the cluster reach, HOST[:PORT][/PREFIX]
+    /// (a kept cluster has its own).
+    #[arg(long, value_name = "REGISTRY", requires = "cluster")]
+    pub registry: Option<String>,
+    /// With --cluster: how long the run's namespace may live before `clean --orphans` takes it.
+    #[arg(long, default_value = "2h", value_name = "DURATION", requires = "cluster")]
+    pub ttl: String,
+    /// With --cluster: at most this many runs at once in the cluster (others wait their turn).
+    #[arg(long, default_value_t = 4, value_name = "N", requires = "cluster")]
+    pub max_runs: usize,
     /// How many image builds may run at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub jobs: usize,
@@ -216,6 +231,41 @@ pub struct Render {
     /// `<component>.env.<VAR>=<value>` or `<component>.timeout=<duration>`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+}
+
+/// A kept kind cluster with a local registry, for E2E runs that share it (`e2e --cluster`).
+///
+/// `up` creates the cluster and a registry container on its network (the kind local-registry
+/// pattern), `status` lists the runs inside, `down` deletes both. Everything is labelled and
+/// recorded under `target/xtask/clusters/<name>/`.
+#[derive(Debug, Args)]
+pub struct Cluster {
+    #[command(subcommand)]
+    pub action: ClusterAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterAction {
+    /// Create the cluster and its registry (nothing happens if they are up).
+    Up {
+        #[arg(long, default_value = "xtask-kept", value_name = "NAME")]
+        name: String,
+        /// The registry's port on 127.0.0.1 (default: a free one).
+        #[arg(long, value_name = "PORT")]
+        registry_port: Option<u16>,
+    },
+    /// Delete the cluster and its registry (refused while runs are live, unless --force).
+    Down {
+        #[arg(long, default_value = "xtask-kept", value_name = "NAME")]
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// The cluster, its registry, and the runs inside (namespaces, slots).
+    Status {
+        #[arg(long, default_value = "xtask-kept", value_name = "NAME")]
+        name: String,
+    },
 }
 
 /// Remove old test images created by this tool, and only those (selected by label).

@@ -56,6 +56,7 @@ fn run(args: flags::Xtask) -> Result<ExitCode> {
             return cmd::integration::run(&load_with(&a.set)?, a, args.progress)
         }
         Command::E2e(a) => return cmd::e2e::run(&load_with(&a.set)?, a, args.progress),
+        Command::Cluster(a) => cmd::cluster::run(&load()?, a)?,
         Command::Render(a) => cmd::e2e::render(&load_with(&a.set)?, a)?,
         Command::Clean(a) => cmd::clean::run(&load()?, a)?,
         Command::CleanImages(a) => cmd::clean_images::run(&load()?, a)?,

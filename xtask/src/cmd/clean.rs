@@ -244,10 +244,7 @@ impl Clean<'_> {
                 Ok(o) if o.success() && std::fs::write(&kc, &o.stdout).is_ok() => {}
                 _ => continue,
             }
-            let k = Kubectl {
-                program: kubectl.clone(),
-                kubeconfig: kc.clone(),
-            };
+            let k = Kubectl::new(kubectl.clone(), kc.clone());
             let nodes = k.get_nodes().timeout(Duration::from_secs(30)).read();
             let _ = std::fs::remove_file(&kc);
             let Ok(nodes) = nodes else { continue };

@@ -45,10 +45,7 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         program: kind,
         podman: engine.is_podman(),
     };
-    let kubectl = Kubectl {
-        program: kubectl,
-        kubeconfig: plan.kubeconfig.clone(),
-    };
+    let kubectl = Kubectl::new(kubectl, plan.kubeconfig.clone());
     let tools = Tools {
         engine: &engine,
         root: &config.root,

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod check;
 pub mod clean;
 pub mod clean_images;
+pub mod cluster;
 pub mod doctor;
 pub mod e2e;
 pub mod integration;

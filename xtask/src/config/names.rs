@@ -57,6 +57,28 @@ pub fn e2e_namespace(consumer: &str) -> String {
     format!("{consumer}-e2e")
 }
 
+/// A kept cluster's name: a DNS label short enough for kind's node hostname, and for its
+/// registry container `{name}-registry`.
+pub fn check_cluster(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= CLUSTER_MAX
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        anyhow::bail!(
+            "cluster name `{name}`: use lowercase letters, digits and `-`, starting with a letter, \
+             at most {CLUSTER_MAX} characters (kind names its node `<name>{KIND_NODE_SUFFIX}`)"
+        );
+    }
+    Ok(())
+}
+
+/// `{consumer}-{run id}`: the namespace of one E2E run in a kept or shared cluster.
+pub fn run_namespace(consumer: &str, run_id: &str) -> String {
+    format!("{consumer}-{run_id}")
+}
+
 /// `{CONSUMER}_{NAME}_PORT`: how a consumer's tests learn one of its own in-process ports.
 pub fn own_port_var(consumer: &str, name: &str) -> String {
     format!("{consumer}_{name}_PORT")

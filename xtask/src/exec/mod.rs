@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod archive;
 pub mod builds;
+pub mod clusters;
 pub mod cache;
 pub mod dag;
 pub mod lifecycle;

@@ -44,6 +44,23 @@ pub enum Event {
     Archive {
         path: PathBuf,
     },
+    /// A run's namespace in a kept or shared cluster.
+    Namespace {
+        name: String,
+        kubeconfig: PathBuf,
+        context: Option<String>,
+    },
+    /// An admission slot (a ConfigMap) held in a kept or shared cluster.
+    Slot {
+        name: String,
+        kubeconfig: PathBuf,
+        context: Option<String>,
+    },
+    /// An image pushed to a registry under the run's tag (removed by its digest, after
+    /// checking it carries the run's label).
+    Pushed {
+        reference: String,
+    },
     /// Left running on purpose (`--keep`): not an orphan.
     Kept,
     /// Everything was removed.
@@ -60,6 +77,9 @@ impl Event {
             Event::Image { reference } => format!("image {reference}"),
             Event::Cluster { name, .. } => format!("cluster {name}"),
             Event::Archive { path } => format!("archive {}", path.display()),
+            Event::Namespace { name, .. } => format!("namespace {name}"),
+            Event::Slot { name, .. } => format!("admission slot {name}"),
+            Event::Pushed { reference } => format!("pushed {reference}"),
             Event::Kept => "kept".into(),
             Event::Finished => "finished".into(),
         }

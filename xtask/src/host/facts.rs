@@ -33,6 +33,14 @@ impl Facts {
     }
 }
 
+/// This host's name (kernel hostname), for labels of things in shared clusters: a pid means
+/// something only on its own host.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| crate::plan::facts::sanitize_user(h.trim()))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// The login name: the password database first (what `whoami` prints), then `$USER`/`$LOGNAME`.
 pub fn login_name() -> String {
     // SAFETY: getuid cannot fail; getpwuid_r writes into our buffer and `pw`, which we only

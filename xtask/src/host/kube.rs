@@ -73,18 +73,96 @@ impl Kind {
     }
 }
 
-/// `kubectl` against one run's kubeconfig (never the user's own).
+/// `kubectl` against one kubeconfig (a run's own, a kept cluster's, or the user's for a
+/// shared cluster) and optionally one of its contexts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kubectl {
     pub program: PathBuf,
     pub kubeconfig: PathBuf,
+    pub context: Option<String>,
 }
 
 impl Kubectl {
+    pub fn new(program: PathBuf, kubeconfig: PathBuf) -> Kubectl {
+        Kubectl {
+            program,
+            kubeconfig,
+            context: None,
+        }
+    }
+
     fn cmd(&self) -> Cmd {
-        Cmd::new(&self.program)
+        let c = Cmd::new(&self.program)
             .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
+            .arg(&self.kubeconfig);
+        match &self.context {
+            Some(ctx) => c.args(["--context", ctx]),
+            None => c,
+        }
+    }
+
+    /// `create -f -`: fails if the object exists (admission slots rely on that).
+    pub fn create(&self, text: &str) -> Cmd {
+        self.cmd()
+            .args(["create", "-f", "-"])
+            .stdin(text.as_bytes().to_vec())
+    }
+
+    pub fn get_namespaces(&self, selector: &str) -> Cmd {
+        self.cmd()
+            .args(["get", "namespaces", "-l", selector, "-o", "json"])
+    }
+
+    pub fn delete_namespace(&self, namespace: &str) -> Cmd {
+        self.cmd().args([
+            "delete",
+            "namespace",
+            namespace,
+            "--wait=true",
+            "--timeout=300s",
+        ])
+    }
+
+    pub fn get_configmaps(&self, namespace: &str, selector: &str) -> Cmd {
+        self.cmd().args([
+            "--namespace",
+            namespace,
+            "get",
+            "configmaps",
+            "-l",
+            selector,
+            "-o",
+            "json",
+        ])
+    }
+
+    pub fn delete_configmap(&self, namespace: &str, name: &str) -> Cmd {
+        self.cmd().args([
+            "--namespace",
+            namespace,
+            "delete",
+            "configmap",
+            name,
+            "--ignore-not-found",
+        ])
+    }
+
+    /// `port-forward svc/NAME LOCAL:PORT` (`LOCAL` 0: a free one) on 127.0.0.1.
+    pub fn port_forward(&self, namespace: &str, service: &str, local: u16, port: u16) -> Cmd {
+        let ports = if local == 0 {
+            format!(":{port}")
+        } else {
+            format!("{local}:{port}")
+        };
+        self.cmd().args([
+            "--namespace",
+            namespace,
+            "port-forward",
+            "--address",
+            "127.0.0.1",
+            &format!("svc/{service}"),
+            &ports,
+        ])
     }
 
     pub fn apply(&self, text: &str) -> Cmd {
@@ -338,10 +416,7 @@ mod tests {
                 "podman".to_string()
             )]
         );
-        let kc = Kubectl {
-            program: "kubectl".into(),
-            kubeconfig: "/r/kubeconfig".into(),
-        };
+        let kc = Kubectl::new("kubectl".into(), "/r/kubeconfig".into());
         assert_eq!(
             kc.get_pods("ns").argv()[..3],
             ["kubectl", "--kubeconfig", "/r/kubeconfig"]

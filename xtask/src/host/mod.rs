@@ -13,5 +13,6 @@ pub mod preflight;
 pub mod ready;
 pub mod removal;
 pub mod settings;
+pub mod shared;
 pub mod smoke;
 pub mod tools;

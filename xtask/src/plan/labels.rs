@@ -23,6 +23,9 @@ pub const STANDIN: &str = "io.kubernaut.xtask.standin";
 /// On cached images (input-addressed, shared by the runs that use them, aged out by
 /// `clean-images`): `1`.
 pub const CACHE: &str = "io.kubernaut.xtask.cache";
+/// On a kept cluster's registry container and network: the cluster's name.
+pub const CLUSTER: &str = "io.kubernaut.xtask.cluster";
+
 /// The input key of a cached image.
 pub const CACHE_KEY: &str = "io.kubernaut.xtask.cache-key";
 
@@ -80,6 +83,13 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// The registry container and network of a kept cluster.
+    pub fn kept_cluster(name: &str) -> Filter {
+        Filter {
+            terms: vec![(CLUSTER.to_string(), Some(name.to_string()))],
+        }
+    }
+
     /// Every cached image.
     pub fn cache() -> Filter {
         Filter {

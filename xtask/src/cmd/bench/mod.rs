@@ -15,6 +15,8 @@ use crate::flags;
 use crate::host::tools::{self, Need};
 use crate::plan::facts::Facts;
 
+mod seeds;
+
 /// Median of some durations (the upper one of the two middle values).
 pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
@@ -108,42 +110,68 @@ fn plan_speed(config: &Config, consumers: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Warm `cargo xtask integration <c> --no-tests` (then `--down`, not timed) alternating with
+/// the seeds' sequential way on the same images; medians and their ratio.
 fn stack_cycles(config: &Config, xtask: &Path, consumer: &str, runs: usize) -> Result<()> {
-    let mut figs = Vec::new();
+    // One run first, so that the images and the data image are cached (what "warm" means).
+    cycle(config, consumer)?;
+    let engine = crate::host::tools::Engine::detect()?;
+    let ds = cached_image(&engine, "datastorage")?;
+    let (mut ours, mut seeds, mut figs) = (Vec::new(), Vec::new(), Vec::new());
     for i in 1..=runs {
-        let out = Cmd::new(xtask)
-            .current_dir(&config.root)
-            .args(["--progress", "plain", "integration", consumer, "--no-tests"])
-            .output()?;
-        let down = Cmd::new(xtask)
-            .current_dir(&config.root)
-            .args(["integration", consumer, "--down"])
-            .output();
-        if !out.success() {
-            bail!(
-                "integration {consumer} --no-tests failed:\n{}",
-                out.tail(30)
-            );
-        }
-        if !down.map(|d| d.success()).unwrap_or(false) {
-            bail!("integration {consumer} --down failed; run it by hand");
-        }
-        let report = report_path(&out.stderr).context("the run printed no report path")?;
-        let f = read_report(&report)?;
+        let s = seeds::run(config, &engine, consumer, &ds)?.as_secs_f64();
+        let (wall, f) = cycle(config, consumer)?;
         println!(
-            "integration {consumer:<14} run {i}: stack {:>5.1}s  critical path {:>5.1}s  ratio {:.2}  (one at a time: {:.1}s)",
-            f.total_s, f.critical_s, f.ratio, f.serial_s
+            "integration {consumer:<14} run {i}: seeds' way {s:>5.1}s  cargo xtask --no-tests {wall:>5.1}s  (stack {:.1}s, critical path {:.1}s, ratio {:.2})",
+            f.total_s, f.critical_s, f.ratio
         );
+        seeds.push(s);
+        ours.push(wall);
         figs.push(f);
     }
+    let (s, o) = (median(seeds), median(ours));
     println!(
-        "integration {consumer:<14} median: stack {:.1}s, critical path {:.1}s, ratio {:.2}, one at a time {:.1}s",
+        "integration {consumer:<14} median of {runs}: seeds' way {s:.1}s, cargo xtask {o:.1}s: {:.2}x as fast; stack {:.1}s, critical path {:.1}s",
+        s / o.max(0.001),
         median(figs.iter().map(|f| f.total_s).collect()),
         median(figs.iter().map(|f| f.critical_s).collect()),
-        median(figs.iter().map(|f| f.ratio).collect()),
-        median(figs.iter().map(|f| f.serial_s).collect())
     );
+    let _ = xtask;
     Ok(())
+}
+
+/// One timed `cargo xtask integration <c> --no-tests` as a user types it (cargo included),
+/// then `--down`.
+fn cycle(config: &Config, consumer: &str) -> Result<(f64, Figures)> {
+    let t = Instant::now();
+    let out = cargo()
+        .current_dir(&config.root)
+        .args(["xtask", "--progress", "plain", "integration", consumer, "--no-tests"])
+        .output()?;
+    let wall = t.elapsed().as_secs_f64();
+    let down = cargo()
+        .current_dir(&config.root)
+        .args(["xtask", "integration", consumer, "--down"])
+        .output();
+    if !out.success() {
+        bail!("integration {consumer} --no-tests failed:\n{}", out.tail(30));
+    }
+    if !down.map(|d| d.success()).unwrap_or(false) {
+        bail!("integration {consumer} --down failed; run it by hand");
+    }
+    let report = report_path(&out.stderr).context("the run printed no report path")?;
+    Ok((wall, read_report(&report)?))
+}
+
+/// The newest cached image of `component` (a warm run leaves one).
+fn cached_image(engine: &crate::host::tools::Engine, component: &str) -> Result<String> {
+    let filter = crate::plan::labels::Filter::cache().and(crate::plan::labels::SERVICE, component);
+    engine
+        .images(&filter)?
+        .iter()
+        .max_by_key(|i| i.created)
+        .map(|i| i.id.clone())
+        .with_context(|| format!("no cached {component} image after a warm run"))
 }
 
 fn e2e_runs(config: &Config, xtask: &Path, consumer: &str, runs: usize) -> Result<()> {

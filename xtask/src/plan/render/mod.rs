@@ -19,7 +19,7 @@ use crate::config::{Component, Config, PortRef, Ready, Stack};
 use crate::plan::stack::{self, Site};
 
 pub use images::{check_images, image_uses, ImageUse};
-pub use kind::{kind_config, label_value, namespace_doc};
+pub use kind::{kept_kind_config, kind_config, label_value, namespace_doc, registry_hosting};
 pub use yaml::emit;
 #[cfg(test)]
 pub use yaml::to_json;
