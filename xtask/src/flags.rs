@@ -42,7 +42,14 @@ pub struct Xtask {
 
     /// Never install system packages (or set XTASK_NO_INSTALL=1): stop and print the command
     /// instead. Without it, runs as root on apt hosts install what they need after saying so.
-    #[arg(long, global = true, env = "XTASK_NO_INSTALL", hide_env = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "XTASK_NO_INSTALL",
+        hide_env = true,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::SetTrue
+    )]
     pub no_install: bool,
 
     #[command(subcommand)]
@@ -160,13 +167,11 @@ pub struct Integration {
     pub test_args: Vec<String>,
 }
 
-/// Run a consumer's E2E tests in a fresh kind cluster, then delete it.
+/// Run a consumer's E2E tests in a fresh kind cluster (or a kept/shared one), then clean up.
 ///
-/// Phase 0 generates every tag and renders the kind config and manifests; phase 1 builds the
-/// images (Rust compiled once) while phase 2 creates the cluster; phase 3 loads the images
-/// (`podman save` + `kind load image-archive`) and verifies them on the node; phase 4 deploys
-/// with `kubectl` (imagePullPolicy Never) and waits for readiness; phase 5 runs
-/// `cargo test -p <consumer> --test e2e` against the NodePorts; phase 6 cleans up.
+/// Tags made once; images built while the cluster is created, loaded (or pushed to the
+/// registry with --cluster), checked, deployed in dependency order; then
+/// `cargo test -p <consumer> --test e2e` against the NodePorts (or port-forwards).
 #[derive(Debug, Args)]
 pub struct E2e {
     /// The service whose E2E tests run (a consumer in `infra.toml`).
@@ -189,19 +194,31 @@ pub struct E2e {
     #[arg(long, value_name = "REGISTRY", requires = "cluster")]
     pub registry: Option<String>,
     /// With --cluster: how long the run's namespace may live before `clean --orphans` takes it.
-    #[arg(long, default_value = "2h", value_name = "DURATION", requires = "cluster")]
+    #[arg(
+        long,
+        default_value = "2h",
+        value_name = "DURATION",
+        requires = "cluster"
+    )]
     pub ttl: String,
-    /// With --cluster: at most this many runs at once in the cluster (others wait their turn).
-    #[arg(long, default_value_t = 4, value_name = "N", requires = "cluster")]
+    /// With --cluster: at most this many runs at once in the cluster, others wait (default 4).
+    #[arg(
+        long,
+        default_value_t = 4,
+        hide_default_value = true,
+        value_name = "N",
+        requires = "cluster"
+    )]
     pub max_runs: usize,
-    /// How many image builds may run at once.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    /// How many image builds may run at once (default 4).
+    #[arg(long, default_value_t = 4, hide_default_value = true, value_name = "N")]
     pub jobs: usize,
     /// How many kind clusters may be created at once on this host, across all users
-    /// (or set XTASK_CLUSTER_SLOTS).
+    /// (default 2, or set XTASK_CLUSTER_SLOTS).
     #[arg(
         long,
         default_value_t = 2,
+        hide_default_value = true,
         value_name = "N",
         env = "XTASK_CLUSTER_SLOTS",
         hide_env = true
@@ -305,6 +322,10 @@ pub struct Clean {
     /// With --orphans: also runs left up on purpose with `--keep`.
     #[arg(long)]
     pub include_kept: bool,
+    /// With --orphans: also sweep this kube context for run namespaces whose process is gone
+    /// or whose TTL passed (kept clusters of this host are always swept).
+    #[arg(long, value_name = "CONTEXT", requires = "orphans")]
+    pub cluster: Option<String>,
     /// List what would be removed, remove nothing.
     #[arg(long)]
     pub dry_run: bool,

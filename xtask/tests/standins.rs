@@ -84,7 +84,7 @@ fn registry_stand_in_takes_a_push_and_deletes_by_digest() {
     let name = Container(format!("xtask-test-registry-{}", hex8()));
     let publish = format!("127.0.0.1:{port}:5000");
     let decoy = format!("{DECOY}=1");
-    podman_ok(&[
+    engine_ok(&[
         "run", "-d", "--name", &name.0, "--label", &decoy, "-p", &publish, &image,
     ]);
     wait_for("the registry's /v2/", Duration::from_secs(20), || {
@@ -93,7 +93,7 @@ fn registry_stand_in_takes_a_push_and_deletes_by_digest() {
             .filter(|(status, _)| *status == 200)
     });
     if image == REGISTRY_STANDIN {
-        let top = podman_ok(&["top", &name.0, "pid", "args"]);
+        let top = engine_ok(&["top", &name.0, "pid", "args"]);
         assert!(
             top.lines()
                 .any(|l| l.trim_start().starts_with("1 ") && l.contains("docker-registry serve")),
@@ -109,7 +109,7 @@ fn registry_stand_in_takes_a_push_and_deletes_by_digest() {
     let dir = TempDir::new("registry-push");
     let digest_file = dir.path().join("digest");
     let digest_arg = digest_file.display().to_string();
-    podman_ok(&[
+    engine_ok(&[
         "push",
         "--tls-verify=false",
         "--digestfile",

@@ -55,8 +55,13 @@ pub fn run(config: &Config, args: &flags::Clean) -> Result<()> {
     // One listing of everything of ours that carries a run label (not one per record).
     let labelled = removal::labelled_runs(&engine, &Filter::owner(&owner))?;
     let mut covered: BTreeSet<String> = BTreeSet::new();
+    let mut kept: BTreeSet<String> = BTreeSet::new();
+    let mut handled: BTreeSet<String> = BTreeSet::new();
     for info in &records {
         covered.insert(info.run_id.clone());
+        if info.kept && !args.include_kept {
+            kept.insert(info.run_id.clone());
+        }
         if info.finished && !labelled.contains_key(&info.run_id) {
             continue;
         }
@@ -71,6 +76,7 @@ pub fn run(config: &Config, args: &flags::Clean) -> Result<()> {
             continue;
         }
         let r = ctx.recorded_run(info)?;
+        handled.insert(info.run_id.clone());
         total += 1;
         println!(
             "run {} ({} {}, process {} gone): {verb} {r}",
@@ -92,6 +98,22 @@ pub fn run(config: &Config, args: &flags::Clean) -> Result<()> {
         ctx.delete_cluster(&cluster, None)?;
         total += 1;
         println!("cluster {cluster} of run {run} (no record; process gone): {verb}");
+    }
+    // Namespaces of dead or expired runs in kept clusters and the given context.
+    for (cluster, k) in ctx.clusters(config, args.cluster.as_deref())? {
+        let skip = |run: &str| kept.contains(run) || handled.contains(run);
+        let gone = crate::host::shared::sweep(
+            &k,
+            &crate::host::facts::hostname(),
+            crate::host::facts::unix_now(),
+            &skip,
+            args.dry_run,
+        )
+        .with_context(|| format!("sweeping cluster {cluster}"))?;
+        total += gone.len();
+        for g in gone {
+            println!("cluster {cluster}: {verb} {g}");
+        }
     }
     if total == 0 {
         println!("nothing to clean: no run of {owner} whose process is gone left anything behind");
@@ -161,6 +183,19 @@ impl Clean<'_> {
                 _ => {}
             }
         }
+        let shared = info.resources.iter().any(|e| {
+            matches!(
+                e,
+                Event::Namespace { .. } | Event::Slot { .. } | Event::Pushed { .. }
+            )
+        });
+        if shared {
+            let kubectl = self.kubectl.as_deref().context(
+                "kubectl is not in PATH: the run's namespace is left (cargo xtask doctor)",
+            )?;
+            crate::host::shared::remove_recorded(kubectl, &info.resources, &info.run_id, self.dry_run)
+                .with_context(|| format!("removing run {}'s namespace, slot and pushed images; fix that and run `cargo xtask clean --run {}`", info.run_id, info.run_id))?;
+        }
         // Named resources of the record that lost their labels cannot exist: everything is
         // created with labels. The labels are the selection.
         let untagged = removal::untag_names(
@@ -211,6 +246,27 @@ impl Clean<'_> {
         }
         r.with_context(|| format!("deleting cluster {name}"))?;
         Ok(())
+    }
+
+    /// The clusters to sweep for dead runs' namespaces: every kept cluster recorded here, and
+    /// `context` (a kube context of the user's kubeconfig, or a kept cluster's name).
+    fn clusters(&self, config: &Config, context: Option<&str>) -> Result<Vec<(String, Kubectl)>> {
+        let Some(kubectl) = &self.kubectl else {
+            return Ok(Vec::new());
+        };
+        let target = record::target_dir(&config.root);
+        let mut out = Vec::new();
+        for kc in crate::exec::clusters::all(&target) {
+            let mut k = Kubectl::new(kubectl.clone(), kc.kubeconfig.clone());
+            k.context = Some(kc.context.clone());
+            out.push((kc.name, k));
+        }
+        if let Some(c) = context.filter(|c| !out.iter().any(|(n, _)| n == c)) {
+            let mut k = Kubectl::new(kubectl.clone(), crate::host::kube::user_kubeconfig()?);
+            k.context = Some(c.to_string());
+            out.push((c.to_string(), k));
+        }
+        Ok(out)
     }
 
     /// kind clusters named like ours whose node labels say they are ours, of a run not in

@@ -33,8 +33,9 @@ pub fn select(
 }
 
 pub fn run(config: &Config, args: &flags::CleanImages) -> Result<()> {
-    let engine = tools::require(&[Need::Engine])?.context("no container engine")?;
+    // The flag first: a typo is reported without asking any engine.
     let older = parse_duration(&args.older_than).context("--older-than")?;
+    let engine = tools::require(&[Need::Engine])?.context("no container engine")?;
     let owner = sanitize_user(&login_name());
     let mut filter = if args.all_users {
         Filter::any_run()

@@ -47,7 +47,10 @@ fn up(config: &Config, name: &str, port: Option<u16>) -> Result<()> {
     let target = crate::exec::record::target_dir(&config.root);
     if let Some(k) = clusters::load(&target, name) {
         if up_already(&engine, &k)? {
-            println!("cluster {name} is up (registry {}); `cargo xtask cluster status --name {name}`", k.registry);
+            println!(
+                "cluster {name} is up (registry {}); `cargo xtask cluster status --name {name}`",
+                k.registry
+            );
             return Ok(());
         }
         bail!("cluster {name} is recorded but not fully up; take it down with `cargo xtask cluster down --name {name} --force` and run `up` again");
@@ -79,7 +82,10 @@ fn up(config: &Config, name: &str, port: Option<u16>) -> Result<()> {
         .get("registry")
         .context("infra.toml has no [images.registry] (the kept cluster's registry)")?
         .resolve(&|v| std::env::var(v).ok());
-    println!("cluster {name}: registry {} on 127.0.0.1:{port}", k.registry_container);
+    println!(
+        "cluster {name}: registry {} on 127.0.0.1:{port}",
+        k.registry_container
+    );
     engine.create_network(&k.network, &l)?;
     engine.run_container(&ContainerSpec {
         name: k.registry_container.clone(),
@@ -143,7 +149,10 @@ fn down(config: &Config, name: &str, force: bool) -> Result<()> {
     let engine = tools::require(&[Need::Engine])?.context("no container engine")?;
     let target = crate::exec::record::target_dir(&config.root);
     let Some(k) = clusters::load(&target, name) else {
-        bail!("no kept cluster {name} is recorded under {}", clusters::dir(&target, "").display());
+        bail!(
+            "no kept cluster {name} is recorded under {}",
+            clusters::dir(&target, "").display()
+        );
     };
     let (kind, kubectl) = kind_and_kubectl(&engine, &k)?;
     if k.kubeconfig.exists() {
@@ -156,7 +165,10 @@ fn down(config: &Config, name: &str, force: bool) -> Result<()> {
             .collect();
         if !live.is_empty() && !force {
             let names: Vec<&str> = live.iter().map(|n| n.name.as_str()).collect();
-            bail!("runs are live in cluster {name} ({}); wait for them, or `--force`", names.join(", "));
+            bail!(
+                "runs are live in cluster {name} ({}); wait for them, or `--force`",
+                names.join(", ")
+            );
         }
         kind.delete(name, &k.kubeconfig)
             .timeout(Duration::from_secs(300))
@@ -179,14 +191,26 @@ fn status(config: &Config, name: &str) -> Result<()> {
     let registry = crate::host::ready::http_get(k.registry_port, "/v2/", Duration::from_secs(2))
         .map(|(s, _)| format!("answers ({s})"))
         .unwrap_or_else(|e| format!("DOES NOT ANSWER ({e:#})"));
-    println!("cluster {name} (owner {}, context {}, kubeconfig {})", k.owner, k.context, k.kubeconfig.display());
-    println!("  registry {} on {}: {registry}", k.registry_container, k.registry);
+    println!(
+        "cluster {name} (owner {}, context {}, kubeconfig {})",
+        k.owner,
+        k.context,
+        k.kubeconfig.display()
+    );
+    println!(
+        "  registry {} on {}: {registry}",
+        k.registry_container, k.registry
+    );
     let here = crate::host::facts::hostname();
     let now = crate::host::facts::unix_now();
     let runs = shared::namespaces(&kubectl)?;
     println!("  runs: {}", runs.len());
     for r in &runs {
-        let state = if r.dead(&here, now) { "dead or expired" } else { "live" };
+        let state = if r.dead(&here, now) {
+            "dead or expired"
+        } else {
+            "live"
+        };
         println!(
             "    {} consumer {} owner {} run {} host {} pid {} ({state})",
             r.name,

@@ -25,27 +25,36 @@ use crate::plan::Run;
 
 /// The entry point of the command.
 pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<ExitCode> {
-    // kind and kubectl first: nothing is installed for a run that cannot go ahead. The dry run
-    // needs none of them.
-    let (engine, kind, kubectl) = if args.dry_run {
+    let engine = if args.dry_run {
         let engine = engine_or_podman();
         for note in crate::cmd::setup::preview_images(config, &engine).unwrap_or_default() {
             println!("# {note}");
         }
-        let find = |n: &str| crate::exec::process::find_in_path(n, None).unwrap_or(n.into());
-        (engine, find("kind"), find("kubectl"))
+        engine
     } else {
-        tools::require(&[Need::Tool(Tool::Kind), Need::Tool(Tool::Kubectl)])?;
+        // kind and kubectl first: nothing is installed for a run that cannot go ahead.
+        let mut needs = vec![Need::Tool(Tool::Kubectl)];
+        if args.cluster.is_none() {
+            needs.push(Need::Tool(Tool::Kind));
+        }
+        tools::require(&needs)?;
         let engine = crate::cmd::setup::prepare(config, crate::cmd::setup::Purpose::Run)?;
-        let find = |n| crate::exec::process::find_in_path(n, None).context(n);
-        (engine, find("kind")?, find("kubectl")?)
+        if args.cluster.is_some() {
+            let say = |s: &str| crate::exec::progress::Progress::plain().println(s);
+            let refused = crate::cmd::setup::install_refused();
+            crate::host::packages::ensure(&[crate::host::packages::SKOPEO], refused, &say)?;
+        }
+        engine
     };
-    let plan = plan_here(config, &args.consumer, &engine, &args.test_args)?;
+    let target = target(config, args, &engine)?;
+    let plan = plan_here(config, &args.consumer, &target, &args.test_args)?;
+    let find = |n: &str| crate::exec::process::find_in_path(n, None).unwrap_or(n.into());
     let kind = Kind {
-        program: kind,
+        program: find("kind"),
         podman: engine.is_podman(),
     };
-    let kubectl = Kubectl::new(kubectl, plan.kubeconfig.clone());
+    let mut kubectl = Kubectl::new(find("kubectl"), plan.kubeconfig.clone());
+    kubectl.context = plan.shared.as_ref().and_then(|s| s.context.clone());
     let tools = Tools {
         engine: &engine,
         root: &config.root,
@@ -60,6 +69,45 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
     }
     crate::host::preflight::check_ports(&engine, &plan.claims, &Default::default())?;
     execute(config, &plan, &tools, args, mode)
+}
+
+/// A fresh kind cluster; or with `--cluster`, a kept cluster recorded here (its registry
+/// unless `--registry`), else a context of the kubeconfig (`--registry` required).
+fn target(config: &Config, args: &flags::E2e, engine: &Engine) -> Result<planner::Target> {
+    let Some(name) = &args.cluster else {
+        return Ok(planner::Target::Fresh(steps::loading(engine)));
+    };
+    let ttl = crate::config::parse_duration(&args.ttl).context("--ttl")?;
+    let registry = args
+        .registry
+        .as_deref()
+        .map(planner::shared::Registry::parse)
+        .transpose()?;
+    let kept = crate::exec::clusters::load(&record::target_dir(&config.root), name);
+    let (kubeconfig, context, registry) = match (kept, registry) {
+        (Some(k), r) => {
+            let own = planner::shared::Registry {
+                host: k.registry.clone(),
+                prefix: String::new(),
+            };
+            (k.kubeconfig, Some(k.context), r.unwrap_or(own))
+        }
+        (None, Some(r)) => (crate::host::kube::user_kubeconfig()?, Some(name.clone()), r),
+        (None, None) => bail!(
+            "`{name}` is not a kept cluster here (`cargo xtask cluster up --name {name}`), and \
+             for a kube context give the registry both this host and the cluster reach: \
+             --registry HOST[:PORT][/PREFIX]"
+        ),
+    };
+    Ok(planner::Target::Shared(planner::shared::Shared {
+        cluster: name.clone(),
+        kubeconfig,
+        context,
+        registry,
+        ttl_secs: ttl.as_secs(),
+        max_runs: args.max_runs,
+        host: crate::host::facts::hostname(),
+    }))
 }
 
 /// Records the run, runs the graph and the tests, cleans up (or keeps) and reports.
@@ -85,6 +133,7 @@ fn execute(
         ("build", args.jobs.max(1)),
         ("save", args.jobs.max(1)),
         ("load", 2),
+        ("push", args.jobs.max(1)),
     ]
     .into_iter()
     .collect();
@@ -98,6 +147,7 @@ fn execute(
     });
     let mut report = run.report(&ex);
     report.add_cache_notes(runner.cache_notes());
+    report.add_bytes_sent(runner.bytes_sent());
     let diagnostics = || diagnostics(plan, tools, &run.progress);
     let mut outcome: Result<ExitCode> = match ex.error {
         Some(e) => Err(e.context(format!("diagnostics: {}", diagnostics().display()))),
@@ -108,7 +158,9 @@ fn execute(
             "deployed in {:.1}s; phase 5: tests",
             ex.total.as_secs_f64()
         ));
-        outcome = run.run_tests(lifecycle::tests_cmd(&plan.tests, &config.root), &mut report);
+        let mut tests = plan.tests.clone();
+        tests.env.extend(runner.forwarded_urls());
+        outcome = run.run_tests(lifecycle::tests_cmd(&tests, &config.root), &mut report);
         if matches!(&outcome, Ok(c) if *c != ExitCode::SUCCESS) {
             run.progress
                 .println(&format!("diagnostics: {}", diagnostics().display()));
@@ -116,9 +168,11 @@ fn execute(
     }
     if args.keep && !crate::exec::signals::interrupted() {
         run.keep()?;
-        print!("{}", kept(plan));
+        print!("{}", kept(plan, &runner.forwarded_urls()));
+        // The port-forwards end with this process.
     } else {
         run.progress.println("phase 6: cleanup");
+        runner.stop_forwards();
         outcome = run.teardown(&mut report, outcome, || cleanup(tools, plan))?;
     }
     run.finish(report, outcome)
@@ -171,7 +225,7 @@ pub fn dry_run(plan: &Plan, tools: &Tools) -> String {
 fn plan_here(
     config: &Config,
     consumer: &str,
-    engine: &Engine,
+    target: &planner::Target,
     test_args: &[String],
 ) -> Result<Plan> {
     let facts = Facts::gather(&config.root)?;
@@ -186,7 +240,7 @@ fn plan_here(
         env: &env,
         snapshots: &crate::plan::NO_SNAPSHOTS,
     };
-    planner::plan(&run, steps::loading(engine), &Disk, test_args)
+    planner::plan(&run, target, &Disk, test_args)
 }
 
 /// Templates and mounted files, from disk.
@@ -239,7 +293,8 @@ pub fn write_rendered(plan: &Plan, dir: &Path) -> Result<(PathBuf, PathBuf)> {
 
 /// `cargo xtask render`: phase 0 only, written to files.
 pub fn render(config: &Config, args: &flags::Render) -> Result<()> {
-    let plan = plan_here(config, &args.consumer, &engine_or_podman(), &[])?;
+    let target = planner::Target::Fresh(steps::loading(&engine_or_podman()));
+    let plan = plan_here(config, &args.consumer, &target, &[])?;
     let dir = args.out.clone().unwrap_or_else(|| {
         record::target_dir(&config.root)
             .join("xtask")
@@ -252,7 +307,18 @@ pub fn render(config: &Config, args: &flags::Render) -> Result<()> {
     Ok(())
 }
 
-fn kept(plan: &Plan) -> String {
+fn kept(plan: &Plan, urls: &std::collections::BTreeMap<String, String>) -> String {
+    if plan.shared.is_some() {
+        let forwarded: Vec<String> = urls.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        return format!(
+            "kept namespace {} in {} (run {}); its port-forwards ended with this run ({})\nremove it with: cargo xtask clean --run {}\n",
+            plan.namespace,
+            plan.cluster,
+            plan.run_id,
+            forwarded.join(" "),
+            plan.run_id
+        );
+    }
     format!(
         "kept cluster {} (kubeconfig {}), images and archives of run {}\n  kubectl --kubeconfig {} --namespace {} get pods\nremove them with: cargo xtask clean --run {}\n",
         plan.cluster,
@@ -267,7 +333,15 @@ fn kept(plan: &Plan) -> String {
 /// Deletes the cluster, this run's images (by label) and its archives.
 fn cleanup(tools: &Tools, plan: &Plan) -> Result<String> {
     let mut errors = Vec::new();
-    if let Some(kind) = tools.kind {
+    let mut shared_gone = Vec::new();
+    if let (Some(_), Some(k)) = (&plan.shared, tools.kubectl) {
+        let info = record::read(&plan.run_dir.join("record.jsonl"))?;
+        match crate::host::shared::remove_recorded(&k.program, &info.resources, &plan.run_id, false)
+        {
+            Ok(g) => shared_gone = g,
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    } else if let Some(kind) = tools.kind {
         let deleted = kind
             .delete(&plan.cluster, &plan.kubeconfig)
             .timeout(Duration::from_secs(180))
@@ -287,9 +361,13 @@ fn cleanup(tools: &Tools, plan: &Plan) -> Result<String> {
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
     }
+    let cluster = if plan.shared.is_some() {
+        shared_gone.join(", ")
+    } else {
+        format!("cluster {}", plan.cluster)
+    };
     Ok(format!(
-        "cluster {}; {}",
-        plan.cluster,
+        "{cluster}; {}",
         removed.map(|r| r.to_string()).unwrap_or_default()
     ))
 }

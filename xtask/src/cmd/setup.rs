@@ -29,7 +29,12 @@ pub enum Purpose {
 /// Whether installing packages was refused (`--no-install` sets `XTASK_NO_INSTALL` for this
 /// process and its children).
 pub fn install_refused() -> bool {
-    std::env::var("XTASK_NO_INSTALL").is_ok_and(|v| !v.is_empty() && v != "0")
+    std::env::var("XTASK_NO_INSTALL").is_ok_and(|v| {
+        !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "false" | "no" | "off" | "n" | "f"
+        )
+    })
 }
 
 /// Prepares the host and returns the engine to use.

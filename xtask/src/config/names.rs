@@ -64,7 +64,9 @@ pub fn check_cluster(name: &str) -> anyhow::Result<()> {
         && name.len() <= CLUSTER_MAX
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !ok {
         anyhow::bail!(
             "cluster name `{name}`: use lowercase letters, digits and `-`, starting with a letter, \

@@ -32,7 +32,10 @@ pub fn load(target: &Path, name: &str) -> Option<Kept> {
 pub fn save(target: &Path, k: &Kept) -> Result<()> {
     let d = dir(target, &k.name);
     std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-    crate::exec::record::write_atomically(&d.join("cluster.json"), serde_json::to_string_pretty(k)?.as_bytes())
+    crate::exec::record::write_atomically(
+        &d.join("cluster.json"),
+        serde_json::to_string_pretty(k)?.as_bytes(),
+    )
 }
 
 /// Every kept cluster recorded here.

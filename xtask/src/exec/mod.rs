@@ -7,8 +7,8 @@
 pub mod actions;
 pub mod archive;
 pub mod builds;
-pub mod clusters;
 pub mod cache;
+pub mod clusters;
 pub mod dag;
 pub mod lifecycle;
 pub mod process;

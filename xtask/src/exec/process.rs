@@ -526,6 +526,8 @@ pub fn pid_alive(pid: u32) -> bool {
 
 pub use crate::exec::quick;
 
+mod background;
 mod follow;
+pub use background::Background;
 #[cfg(test)]
 mod tests;

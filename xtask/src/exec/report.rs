@@ -43,6 +43,9 @@ pub struct TaskReport {
     /// Image tasks: `hit` (a cached image got the run's name) or `miss`, the key, and why.
     #[serde(flatten)]
     pub cache: Option<crate::exec::actions::build::Note>,
+    /// Registry runs' push tasks: the bytes the push really sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<u64>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -61,6 +64,17 @@ pub fn critical_path(timings: &[Timing]) -> (Vec<String>, Duration) {
 }
 
 impl Report {
+    /// The bytes each push task sent (registry runs), and their sum as `bytes_sent`.
+    pub fn add_bytes_sent(&mut self, bytes: BTreeMap<String, u64>) {
+        if bytes.is_empty() {
+            return;
+        }
+        for t in &mut self.tasks {
+            t.bytes_sent = bytes.get(&t.id).copied();
+        }
+        self.extra.insert("bytes_sent".into(), bytes.values().sum());
+    }
+
     /// What the input cache did for each image task.
     pub fn add_cache_notes(&mut self, notes: BTreeMap<String, crate::exec::actions::build::Note>) {
         for t in &mut self.tasks {
@@ -108,6 +122,7 @@ impl Report {
                     },
                     message: t.message.lines().next().unwrap_or("").to_string(),
                     cache: None,
+                    bytes_sent: None,
                 })
                 .collect(),
             extra: BTreeMap::new(),

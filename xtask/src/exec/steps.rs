@@ -5,13 +5,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::exec::actions::build::{cache_spec, Cached};
+use crate::exec::actions::shared::Push;
 use crate::exec::actions::{Action, Command, Use};
 use crate::exec::builds;
 use crate::exec::process::Cmd;
 use crate::exec::record::Event;
 use crate::host::kube::{Kind, Kubectl};
 use crate::host::tools::Engine;
-use crate::plan::e2e::{self, Loading};
+use crate::plan::e2e::{self, shared, Loading};
 use crate::plan::images::{Build, RETAG_DOCKERFILE};
 use crate::plan::integration;
 
@@ -155,11 +156,23 @@ pub fn e2e(step: &e2e::Step, plan: &e2e::Plan, t: &Tools) -> Vec<Action> {
         (Some(k), Some(c)) => (k, c),
         _ => return vec![],
     };
-    let limit = Duration::from_secs;
     match step {
         Step::Compile { packages } => vec![compile(t, packages)],
         Step::CompileTests { package, target } => vec![compile_tests(t, package, target)],
         Step::Image(b) => image(t, b),
+        Step::Save { .. } | Step::Cluster { .. } | Step::Load { .. } => fresh(step, plan, t, kind),
+        Step::Namespace { .. } | Step::Push { .. } | Step::Admit | Step::Forward(_) => {
+            in_namespace(step, plan, kubectl)
+        }
+        Step::Deploy { .. } => deploy(step, plan, kubectl),
+    }
+}
+
+/// Steps of a fresh kind cluster: archives, the cluster, loading images onto its node.
+fn fresh(step: &e2e::Step, plan: &e2e::Plan, t: &Tools, kind: &Kind) -> Vec<Action> {
+    use e2e::Step;
+    let limit = Duration::from_secs;
+    match step {
         Step::Save { reference, archive } => vec![
             Action::Mkdir(plan.archives_dir()),
             Action::Record(Event::Archive {
@@ -213,12 +226,87 @@ pub fn e2e(step: &e2e::Step, plan: &e2e::Plan, t: &Tools) -> Vec<Action> {
                 what: format!("loading {reference} into {}", plan.cluster),
             }]
         }
-        Step::Namespace { doc } => vec![Action::Run {
-            state: "creating",
-            cmd: Command::Timed(kubectl.apply(doc).timeout(limit(60))),
-            output: Use::Show,
-            what: "creating the namespace".into(),
+        _ => vec![],
+    }
+}
+
+/// Steps around the run's namespace: creating it, pushing images (shared clusters), the
+/// admission slot, port-forwards.
+fn in_namespace(step: &e2e::Step, plan: &e2e::Plan, kubectl: &Kubectl) -> Vec<Action> {
+    use e2e::Step;
+    let limit = Duration::from_secs;
+    match step {
+        Step::Namespace { doc } => {
+            let mut a = Vec::new();
+            if plan.shared.is_some() {
+                a.push(Action::Record(Event::Namespace {
+                    name: plan.namespace.clone(),
+                    kubeconfig: kubectl.kubeconfig.clone(),
+                    context: kubectl.context.clone(),
+                }));
+            }
+            a.push(Action::Run {
+                state: "creating",
+                cmd: Command::Timed(kubectl.apply(doc).timeout(limit(60))),
+                output: Use::Show,
+                what: "creating the namespace".into(),
+            });
+            a
+        }
+        Step::Push {
+            local,
+            remote,
+            labels,
+            context,
+        } => vec![Action::Push(Push {
+            local: local.clone(),
+            remote: remote.clone(),
+            labels: labels.clone(),
+            context: context.clone(),
+        })],
+        Step::Admit => {
+            let Some(s) = &plan.shared else { return vec![] };
+            vec![Action::Admit {
+                kubectl: kubectl.clone(),
+                system_doc: shared::system_namespace_doc(),
+                docs: (0..s.max_runs.max(1))
+                    .map(|i| shared::slot_doc(i, &plan.labels, s))
+                    .collect(),
+                host: s.host.clone(),
+            }]
+        }
+        Step::Forward(f) => vec![Action::Forward {
+            kubectl: kubectl.clone(),
+            namespace: plan.namespace.clone(),
+            forward: f.clone(),
         }],
+        _ => vec![],
+    }
+}
+
+/// Deploying one component: pinned to registry digests in a shared cluster, checked to be on
+/// the node in a fresh one; then waiting for its pods.
+fn deploy(step: &e2e::Step, plan: &e2e::Plan, kubectl: &Kubectl) -> Vec<Action> {
+    use e2e::Step;
+    let limit = Duration::from_secs;
+    match step {
+        Step::Deploy {
+            manifests,
+            images,
+            timeout,
+        } if plan.shared.is_some() => vec![
+            Action::ApplyPinned {
+                kubectl: kubectl.clone(),
+                text: manifests.text.clone(),
+                images: images.clone(),
+            },
+            Action::Pods {
+                get_pods: kubectl.get_pods(&plan.namespace).timeout(limit(30)),
+                workload: manifests.workload.clone(),
+                component: manifests.component.clone(),
+                timeout: *timeout,
+            },
+        ],
         Step::Deploy {
             manifests,
             images,
@@ -241,6 +329,7 @@ pub fn e2e(step: &e2e::Step, plan: &e2e::Plan, t: &Tools) -> Vec<Action> {
                 timeout: *timeout,
             },
         ],
+        _ => vec![],
     }
 }
 

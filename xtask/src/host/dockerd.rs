@@ -150,10 +150,13 @@ impl Dockerd {
     /// Starts a dockerd for `layout` (clearing what an earlier one left) and waits until it
     /// answers.
     pub fn start(layout: Layout, say: &dyn Fn(&str)) -> Result<Dockerd> {
-        let program = find_in_path("dockerd", None).context(
-            "`dockerd` not found in PATH: the docker half of `cargo xtask test` starts its own \
-             docker engine (apt: sudo apt-get install -y docker.io)",
-        )?;
+        let program = find_in_path("dockerd", None).with_context(|| {
+            format!(
+                "`dockerd` not found in PATH: the docker half of `cargo xtask test` starts its \
+                 own docker engine; install it: {}",
+                crate::host::tools::Tool::Docker.install(crate::host::tools::os_family())
+            )
+        })?;
         fs::create_dir_all(&layout.base)
             .with_context(|| format!("creating {}", layout.base.display()))?;
         let lock = take_lock(&layout.base.join("lock"))?;
@@ -282,9 +285,12 @@ fn launch(layout: &Layout, program: &Path) -> Result<(u32, JoinHandle<()>)> {
             let _ = writeln!(log, "{line}");
         });
     });
-    let docker = find_in_path("docker", None).context(
-        "`docker` (the client) not found in PATH (apt: sudo apt-get install -y docker.io)",
-    )?;
+    let docker = find_in_path("docker", None).with_context(|| {
+        format!(
+            "`docker` (the client) not found in PATH; install it: {}",
+            crate::host::tools::Tool::Docker.install(crate::host::tools::os_family())
+        )
+    })?;
     let started = Instant::now();
     loop {
         let answered = Cmd::new(&docker)

@@ -526,8 +526,8 @@ pub fn build_args_with(builder: &Builder, s: &BuildSpec) -> Vec<String> {
     a
 }
 
-mod cached;
 mod builder;
+mod cached;
 pub use builder::Builder;
 mod parse;
 use parse::{labels_at, parse_json_array, str_field};

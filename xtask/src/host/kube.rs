@@ -316,6 +316,18 @@ pub fn missing_on_node(wanted: &BTreeSet<String>, present: &BTreeSet<String>) ->
         .collect()
 }
 
+/// The kubeconfig kubectl would use: the first entry of `KUBECONFIG`, else `~/.kube/config`.
+pub fn user_kubeconfig() -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    if let Some(first) =
+        std::env::var_os("KUBECONFIG").and_then(|v| std::env::split_paths(&v).next())
+    {
+        return Ok(first);
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; set KUBECONFIG")?;
+    Ok(PathBuf::from(home).join(".kube").join("config"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

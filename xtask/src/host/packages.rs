@@ -82,12 +82,12 @@ pub const DOCKER: Package = Package {
     probe: "dockerd",
     why: "the docker engine, for the docker half of `cargo xtask test`",
 };
-pub const REGISTRY: Package = Package {
-    apt: "docker-registry",
-    dnf: "distribution",
-    brew: None,
-    probe: "docker-registry",
-    why: "a real OCI registry, for the kept-cluster tests",
+pub const SKOPEO: Package = Package {
+    apt: "skopeo",
+    dnf: "skopeo",
+    brew: Some("skopeo"),
+    probe: "skopeo",
+    why: "reads and removes a run's images in a registry (`e2e --cluster`)",
 };
 
 /// What a podman run needs (docker runs need a docker engine that answers, nothing installed).
@@ -103,7 +103,7 @@ pub const TEST: &[Package] = &[
     GIT,
     DEBOOTSTRAP,
     DOCKER,
-    REGISTRY,
+    SKOPEO,
 ];
 
 impl Package {

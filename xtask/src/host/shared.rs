@@ -13,13 +13,7 @@ use crate::exec::process::Cmd;
 use crate::host::kube::Kubectl;
 use crate::plan::labels;
 
-/// Where admission slots live.
-pub const SYSTEM_NAMESPACE: &str = "xtask-system";
-/// Annotations of a run's namespace.
-pub const EXPIRES: &str = "io.kubernaut.xtask/expires";
-pub const PUSHED: &str = "io.kubernaut.xtask/pushed";
-/// The host a run's namespace or slot belongs to (its pid means something only there).
-pub const HOST: &str = "io.kubernaut.xtask.host";
+pub use crate::plan::labels::{EXPIRES, HOST, SYSTEM_NAMESPACE};
 
 /// A run's namespace (or slot) as the cluster lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +60,10 @@ pub fn parse_list(json: &str) -> Result<Vec<RunObject>> {
             items
                 .iter()
                 .map(|i| RunObject {
-                    name: i["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                    name: i["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                     labels: map(&i["metadata"]["labels"]),
                     annotations: map(&i["metadata"]["annotations"]),
                 })
@@ -78,7 +75,10 @@ pub fn parse_list(json: &str) -> Result<Vec<RunObject>> {
 
 /// Every run namespace of ours in the cluster.
 pub fn namespaces(k: &Kubectl) -> Result<Vec<RunObject>> {
-    let out = k.get_namespaces(labels::RUN).timeout(Duration::from_secs(60)).read()?;
+    let out = k
+        .get_namespaces(labels::RUN)
+        .timeout(Duration::from_secs(60))
+        .read()?;
     parse_list(&out)
 }
 
@@ -97,13 +97,24 @@ pub fn slots(k: &Kubectl) -> Result<Vec<RunObject>> {
 
 /// Takes the first free of `max` slots for the run (`doc(i)` is slot i's ConfigMap); a slot
 /// whose run is dead is freed first. `Ok(None)`: all are held by live runs (wait and retry).
-pub fn try_slot(k: &Kubectl, max: usize, here: &str, now: u64, doc: &dyn Fn(usize) -> String) -> Result<Option<String>> {
+pub fn try_slot(
+    k: &Kubectl,
+    max: usize,
+    here: &str,
+    now: u64,
+    doc: &dyn Fn(usize) -> String,
+) -> Result<Option<String>> {
     let held = slots(k)?;
     for s in held.iter().filter(|s| s.dead(here, now)) {
-        k.delete_configmap(SYSTEM_NAMESPACE, &s.name).timeout(Duration::from_secs(60)).run()?;
+        k.delete_configmap(SYSTEM_NAMESPACE, &s.name)
+            .timeout(Duration::from_secs(60))
+            .run()?;
     }
     for i in 0..max.max(1) {
-        let out = k.create(&doc(i)).timeout(Duration::from_secs(60)).output()?;
+        let out = k
+            .create(&doc(i))
+            .timeout(Duration::from_secs(60))
+            .output()?;
         if out.success() {
             return Ok(Some(slot_name(i)));
         }
@@ -123,7 +134,12 @@ pub fn slot_name(i: usize) -> String {
 pub fn delete_pushed(reference: &str, run: &str) -> Result<String> {
     let tls = tls_flag(reference);
     let config = Cmd::new("skopeo")
-        .args(["inspect", "--config", &tls, &format!("docker://{reference}")])
+        .args([
+            "inspect",
+            "--config",
+            &tls,
+            &format!("docker://{reference}"),
+        ])
         .timeout(Duration::from_secs(60))
         .output()?;
     if !config.success() {
@@ -133,7 +149,9 @@ pub fn delete_pushed(reference: &str, run: &str) -> Result<String> {
         bail!("reading {reference} from its registry: {}", config.tail(2));
     }
     let v: Value = serde_json::from_str(&config.stdout).context("the image's config")?;
-    let theirs = v["config"]["Labels"][labels::RUN].as_str().unwrap_or_default();
+    let theirs = v["config"]["Labels"][labels::RUN]
+        .as_str()
+        .unwrap_or_default();
     if theirs != run {
         bail!("{reference} is not this run's image (its run label is `{theirs}`); left alone");
     }
@@ -141,8 +159,148 @@ pub fn delete_pushed(reference: &str, run: &str) -> Result<String> {
         .args(["delete", &tls, &format!("docker://{reference}")])
         .timeout(Duration::from_secs(60))
         .run()
-        .with_context(|| format!("deleting {reference} from its registry (is deletion enabled?)"))?;
+        .with_context(|| {
+            format!("deleting {reference} from its registry (is deletion enabled?)")
+        })?;
     Ok(reference.to_string())
+}
+
+/// What a run recorded in a kept or shared cluster and its registry, removed: its namespace
+/// (waited for), its admission slot, its pushed images (by digest, only if the image carries
+/// `run`'s label). Returns what went; an error names every failure.
+pub fn remove_recorded(
+    kubectl: &std::path::Path,
+    recorded: &[crate::exec::record::Event],
+    run: &str,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    use crate::exec::record::Event;
+    let k = |kubeconfig: &std::path::Path, context: &Option<String>| {
+        let mut k = Kubectl::new(kubectl.to_path_buf(), kubeconfig.to_path_buf());
+        k.context = context.clone();
+        k
+    };
+    let (mut gone, mut errors) = (Vec::new(), Vec::new());
+    for e in recorded {
+        let (what, result) = match e {
+            Event::Namespace {
+                name,
+                kubeconfig,
+                context,
+            } => (
+                format!("namespace {name}"),
+                (!dry_run).then(|| {
+                    k(kubeconfig, context)
+                        .delete_namespace(name)
+                        .timeout(Duration::from_secs(330))
+                        .output()
+                }),
+            ),
+            Event::Slot {
+                name,
+                kubeconfig,
+                context,
+            } => (
+                format!("run slot {name}"),
+                (!dry_run).then(|| {
+                    k(kubeconfig, context)
+                        .delete_configmap(SYSTEM_NAMESPACE, name)
+                        .timeout(Duration::from_secs(60))
+                        .output()
+                }),
+            ),
+            Event::Pushed { reference } => {
+                if !dry_run {
+                    if let Err(e) = delete_pushed(reference, run) {
+                        errors.push(format!("{e:#}"));
+                        continue;
+                    }
+                }
+                (format!("pushed {reference}"), None)
+            }
+            _ => continue,
+        };
+        match result {
+            Some(Ok(o))
+                if !o.success()
+                    && !o.stderr.contains("NotFound")
+                    && !o.stderr.contains("not found") =>
+            {
+                errors.push(format!("removing {what}: {}", o.tail(2)))
+            }
+            Some(Err(e)) => errors.push(format!("removing {what}: {e:#}")),
+            _ => gone.push(what),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    Ok(gone)
+}
+
+/// Runs in one cluster that are dead (process gone on this host, or past their TTL) and not
+/// in `skip` (runs `clean` already handled from their records): their pushed images (listed on
+/// the namespace), namespace and admission slot, removed. Only objects with our run label are
+/// ever listed; a live run's namespace is never touched.
+pub fn sweep(
+    k: &Kubectl,
+    here: &str,
+    now: u64,
+    skip: &dyn Fn(&str) -> bool,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    let (mut gone, mut errors) = (Vec::new(), Vec::new());
+    for ns in namespaces(k)?.into_iter().filter(|n| n.dead(here, now)) {
+        let run = ns.label(labels::RUN).to_string();
+        if skip(&run) {
+            continue;
+        }
+        let pushed = ns
+            .annotations
+            .get(labels::PUSHED)
+            .map_or("", String::as_str);
+        for reference in pushed.split_whitespace() {
+            let r = if dry_run {
+                Ok(String::new())
+            } else {
+                delete_pushed(reference, &run)
+            };
+            match r {
+                Ok(_) => gone.push(format!("pushed {reference}")),
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+        if !dry_run {
+            let o = k
+                .delete_namespace(&ns.name)
+                .timeout(Duration::from_secs(330))
+                .output()?;
+            if !o.success() && !o.stderr.contains("NotFound") {
+                errors.push(format!("removing namespace {}: {}", ns.name, o.tail(2)));
+                continue;
+            }
+        }
+        gone.push(format!("namespace {} (run {run})", ns.name));
+    }
+    for slot in slots(k)?
+        .into_iter()
+        .filter(|s| s.dead(here, now) && !skip(s.label(labels::RUN)))
+    {
+        if !dry_run {
+            k.delete_configmap(SYSTEM_NAMESPACE, &slot.name)
+                .timeout(Duration::from_secs(60))
+                .output()?;
+        }
+        gone.push(format!(
+            "run slot {} (run {})",
+            slot.name,
+            slot.label(labels::RUN)
+        ));
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    Ok(gone)
 }
 
 /// Local registries are plain HTTP; others must have valid TLS.
@@ -166,13 +324,19 @@ mod tests {
         let runs = parse_list(json).unwrap();
         assert_eq!(runs.len(), 2, "kube-system has no run label");
         assert!(runs[0].dead("here", 1000), "pid 0 on this host is gone");
-        assert!(!runs[1].dead("here", 1000), "another host's pid says nothing here");
+        assert!(
+            !runs[1].dead("here", 1000),
+            "another host's pid says nothing here"
+        );
         assert!(runs[1].dead("here", 3000), "past its TTL");
     }
 
     #[test]
     fn local_registries_are_plain_http() {
         assert_eq!(tls_flag("localhost:5001/ds:t"), "--tls-verify=false");
-        assert_eq!(tls_flag("registry.example.com/team/ds@sha256:ab"), "--tls-verify=true");
+        assert_eq!(
+            tls_flag("registry.example.com/team/ds@sha256:ab"),
+            "--tls-verify=true"
+        );
     }
 }

@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 use std::path::PathBuf;
 
+use crate::host::packages::Package;
 use anyhow::{bail, Result};
 
 use crate::exec::process::{find_in_path, Cmd};
@@ -76,42 +77,48 @@ impl Tool {
         }
     }
 
-    /// How to install it on this OS family.
+    /// The system packages that bring it (and what it needs to work), on apt and dnf hosts.
+    fn packages(self) -> Option<&'static [Package]> {
+        use crate::host::packages as p;
+        match self {
+            Tool::Podman => Some(&[p::PODMAN, p::RUNC, p::NETAVARK, p::AARDVARK, p::IPTABLES]),
+            Tool::Docker => Some(&[p::DOCKER]),
+            Tool::Git => Some(&[p::GIT]),
+            Tool::Debootstrap => Some(&[p::DEBOOTSTRAP]),
+            Tool::Kind | Tool::Kubectl => None,
+        }
+    }
+
+    /// How to install it on this OS family (with `sudo` only when not root).
     pub fn install(self, os: OsFamily) -> String {
         use OsFamily::*;
-        let kind_bin = "curl -Lo ./kind https://kind.sigs.k8s.io/dl/v0.27.0/kind-linux-amd64 && \
-                        chmod +x ./kind && sudo mv ./kind /usr/local/bin/kind";
+        if let (Some(pk), Apt | Dnf) = (self.packages(), os) {
+            return crate::host::packages::install_command(pk, os, crate::host::packages::is_root());
+        }
+        let sudo = if crate::host::packages::is_root() { "" } else { "sudo " };
+        let kind_bin = format!(
+            "curl -Lo ./kind https://kind.sigs.k8s.io/dl/v0.27.0/kind-linux-amd64 && \
+             chmod +x ./kind && {sudo}mv ./kind /usr/local/bin/kind"
+        );
         match (self, os) {
-            (Tool::Podman, Apt) => {
-                "sudo apt-get install -y podman runc netavark aardvark-dns".into()
-            }
-            (Tool::Podman, Dnf) => "sudo dnf install -y podman".into(),
             (Tool::Podman, Brew) => {
                 "brew install podman && podman machine init && podman machine start".into()
             }
-            (Tool::Docker, Apt) => "sudo apt-get install -y docker.io".into(),
-            (Tool::Docker, Dnf) => "sudo dnf install -y moby-engine".into(),
             (Tool::Docker, Brew) => "brew install --cask docker".into(),
             (Tool::Kind, Brew) => "brew install kind".into(),
             (Tool::Kind, Apt | Dnf) => {
                 format!("{kind_bin}   (or: go install sigs.k8s.io/kind@v0.27.0)")
             }
             (Tool::Kubectl, Brew) => "brew install kubectl".into(),
-            (Tool::Kubectl, Apt) => "sudo apt-get install -y kubectl   (from the Kubernetes apt \
-                repository: https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/)"
-                .into(),
-            (Tool::Kubectl, Dnf) => "sudo dnf install -y kubectl   (from the Kubernetes yum \
-                repository: https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/)"
-                .into(),
-            (Tool::Git, Apt) => "sudo apt-get install -y git".into(),
-            (Tool::Git, Dnf) => "sudo dnf install -y git".into(),
+            (Tool::Kubectl, Apt) => format!("{sudo}apt-get install -y kubectl   (from the Kubernetes apt \
+                repository: https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/)"),
+            (Tool::Kubectl, Dnf) => format!("{sudo}dnf install -y kubectl   (from the Kubernetes yum \
+                repository: https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/)"),
             (Tool::Git, Brew) => "brew install git".into(),
-            (Tool::Debootstrap, Apt) => "sudo apt-get install -y debootstrap".into(),
-            (Tool::Debootstrap, Dnf) => "sudo dnf install -y debootstrap".into(),
             (Tool::Debootstrap, Brew) => {
                 "not available on macOS: build stand-ins on a Linux host".into()
             }
-            (t, Other) => format!("install `{}` with your system's package manager", t.name()),
+            (t, _) => format!("install `{}` with your system's package manager", t.name()),
         }
     }
 }

@@ -48,6 +48,18 @@ pub enum Step {
     Namespace {
         doc: String,
     },
+    /// Registry runs: a run-labelled image over the local one, pushed; deploys use the digest.
+    Push {
+        local: String,
+        remote: String,
+        labels: BTreeMap<String, String>,
+        /// Where its one-line Dockerfile is written.
+        context: PathBuf,
+    },
+    /// Registry runs: one of the cluster's admission slots (waits while all are taken).
+    Admit,
+    /// Registry runs: a supervised `kubectl port-forward` for the tests.
+    Forward(shared::Forward),
     /// Checks the node has the images the manifests reference (phase 3's verification, per
     /// component so that each deploys as soon as its own images are in), applies, waits.
     Deploy {
@@ -71,9 +83,9 @@ impl Step {
     pub fn phase(&self) -> u8 {
         match self {
             Step::Compile { .. } | Step::CompileTests { .. } | Step::Image(_) => 1,
-            Step::Cluster { .. } => 2,
-            Step::Save { .. } | Step::Load { .. } => 3,
-            Step::Namespace { .. } | Step::Deploy { .. } => 4,
+            Step::Cluster { .. } | Step::Admit => 2,
+            Step::Save { .. } | Step::Load { .. } | Step::Push { .. } => 3,
+            Step::Namespace { .. } | Step::Deploy { .. } | Step::Forward(_) => 4,
         }
     }
 }
@@ -88,6 +100,17 @@ impl FromCompile for Step {
     fn compile(packages: Vec<String>) -> Step {
         Step::Compile { packages }
     }
+}
+
+pub mod shared;
+
+/// Where an E2E run goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A fresh kind cluster of its own (the default): NodePorts, loaded images.
+    Fresh(Loading),
+    /// A kept cluster or a kube context: a namespace of its own, images through a registry.
+    Shared(shared::Shared),
 }
 
 /// How images reach the cluster's node.
@@ -116,6 +139,9 @@ pub struct Plan {
     pub nodes: Vec<Node<Step>>,
     pub claims: Vec<Claim>,
     pub tests: Tests,
+    /// Registry runs: where, and the port-forwards the tests' URLs come from.
+    pub shared: Option<shared::Shared>,
+    pub forwards: Vec<shared::Forward>,
 }
 
 impl Plan {
@@ -129,7 +155,7 @@ impl Plan {
 }
 
 /// Phase 0 and the graph. Reads manifest templates and mounted files through `files`.
-pub fn plan(run: &Run, loading: Loading, files: &dyn Files, test_args: &[String]) -> Result<Plan> {
+pub fn plan(run: &Run, target: &Target, files: &dyn Files, test_args: &[String]) -> Result<Plan> {
     let (config, consumer) = (run.config, run.consumer);
     let tier = config.consumer(consumer)?.e2e.as_ref();
     let Some(tier) = tier.filter(|t| !t.ports.is_empty()) else {
@@ -139,67 +165,149 @@ pub fn plan(run: &Run, loading: Loading, files: &dyn Files, test_args: &[String]
         );
     };
     let stack = config.stack(consumer, TierName::E2e)?;
-    let labels = run.labels(TIER);
-    let cluster = names::cluster_name(consumer, run.id());
-    let namespace = names::e2e_namespace(consumer);
     let images = images::plan(run, &stack, ThirdParty::Retag)?;
-    let node_ports: BTreeMap<PortRef, u16> = tier
-        .ports
-        .iter()
-        .map(|(k, v)| (k.clone(), v.node_port))
-        .collect();
-    let manifests = manifests(run, &stack, &images, &namespace, &node_ports, files)?;
-    let mapping: Vec<(u16, u16)> = tier
-        .ports
-        .values()
-        .map(|v| (v.node_port, v.host_port))
-        .collect();
+    let mut plan = skeleton(run, target, tier, &stack)?;
+    let (node_ports, refs, source, pull) = match target {
+        Target::Fresh(_) => (
+            tier.ports
+                .iter()
+                .map(|(k, v)| (k.clone(), v.node_port))
+                .collect(),
+            images.refs.clone(),
+            render::Source::Loaded,
+            None,
+        ),
+        Target::Shared(s) => (
+            BTreeMap::new(),
+            shared::remote_refs(&images, &s.registry),
+            render::Source::Registry {
+                prefix: s.registry.base(),
+                pinned: false,
+            },
+            Some("IfNotPresent"),
+        ),
+    };
+    let ctx = Rendering {
+        namespace: &plan.namespace,
+        node_ports: &node_ports,
+        refs: &refs,
+        source: &source,
+        pull,
+    };
+    plan.manifests = manifests(run, &stack, &ctx, files)?;
+    if let Target::Shared(s) = target {
+        let pushed: BTreeSet<String> = refs.values().cloned().collect();
+        let pushed: Vec<String> = pushed.into_iter().collect();
+        plan.namespace_doc = shared::namespace_doc(&plan.namespace, &plan.labels, s, &pushed);
+    }
+    plan.images = refs;
+    plan.tests = tests(run, tier, &stack, test_args)?;
+    plan.nodes = match target {
+        Target::Fresh(loading) => graph(&plan, &stack, &images, *loading)?,
+        Target::Shared(s) => shared::graph(&plan, &stack, &images, s)?,
+    };
+    crate::graph::validate(&plan.nodes)?;
+    Ok(plan)
+}
+
+/// Names, labels, the kind config or namespace of the run (manifests and graph come next).
+fn skeleton(
+    run: &Run,
+    target: &Target,
+    tier: &crate::config::Tier<crate::config::NodePort>,
+    stack: &Stack,
+) -> Result<Plan> {
+    let consumer = run.consumer;
+    let labels = run.labels(TIER);
+    let mut plan = Plan {
+        run_id: run.id().to_string(),
+        consumer: consumer.to_string(),
+        cluster: names::cluster_name(consumer, run.id()),
+        namespace: names::e2e_namespace(consumer),
+        run_dir: run.dir(),
+        kubeconfig: run.dir().join("kubeconfig"),
+        kind_config: String::new(),
+        images: BTreeMap::new(),
+        manifests: Vec::new(),
+        namespace_doc: String::new(),
+        nodes: Vec::new(),
+        claims: Vec::new(),
+        tests: Tests::new(&tier.test, &[]),
+        shared: None,
+        forwards: Vec::new(),
+        labels: labels.clone(),
+    };
+    match target {
+        Target::Fresh(_) => {
+            let mapping: Vec<(u16, u16)> = tier
+                .ports
+                .values()
+                .map(|v| (v.node_port, v.host_port))
+                .collect();
+            plan.kind_config =
+                render::kind_config(&plan.cluster, &labels.for_service("cluster"), &mapping);
+            plan.namespace_doc =
+                render::namespace_doc(&plan.namespace, &labels.for_service("namespace"));
+            plan.claims = tier
+                .ports
+                .iter()
+                .map(|(pr, v)| Claim {
+                    port: v.host_port,
+                    what: format!("{consumer} e2e {pr}"),
+                })
+                .collect();
+        }
+        Target::Shared(s) => {
+            plan.cluster = s.cluster.clone();
+            plan.namespace = names::run_namespace(consumer, run.id());
+            plan.kubeconfig = s.kubeconfig.clone();
+            let ports: BTreeSet<PortRef> = tier.ports.keys().cloned().collect();
+            plan.forwards = shared::forwards(run.config, stack, &ports)?;
+            plan.shared = Some(s.clone());
+        }
+    }
+    Ok(plan)
+}
+
+/// The tests: their command, and the URLs of the ports the consumer maps (registry runs fill
+/// the forwarded ones in when the port-forwards are up).
+fn tests(
+    run: &Run,
+    tier: &crate::config::Tier<crate::config::NodePort>,
+    stack: &Stack,
+    test_args: &[String],
+) -> Result<Tests> {
     let mut tests = Tests::new(&tier.test, test_args);
     let host_map: BTreeMap<PortRef, u16> = tier
         .ports
         .iter()
         .map(|(k, v)| (k.clone(), v.host_port))
         .collect();
-    tests.env = stack::test_env(config, &stack, &host_map)?;
+    tests.env = stack::test_env(run.config, stack, &host_map)?;
     tests
         .env
         .insert("XTASK_RUN_ID".into(), run.id().to_string());
     tests.env.insert("XTASK_TIER".into(), TIER.into());
-    let plan = Plan {
-        run_id: run.id().to_string(),
-        consumer: consumer.to_string(),
-        kind_config: render::kind_config(&cluster, &labels.for_service("cluster"), &mapping),
-        namespace_doc: render::namespace_doc(&namespace, &labels.for_service("namespace")),
-        cluster,
-        namespace,
-        kubeconfig: run.dir().join("kubeconfig"),
-        run_dir: run.dir(),
-        labels,
-        images: images.refs.clone(),
-        nodes: Vec::new(),
-        claims: tier
-            .ports
-            .iter()
-            .map(|(pr, v)| Claim {
-                port: v.host_port,
-                what: format!("{consumer} e2e {pr}"),
-            })
-            .collect(),
-        manifests,
-        tests,
-    };
-    let nodes = graph(&plan, &stack, &images, loading)?;
-    Ok(Plan { nodes, ..plan })
+    Ok(tests)
+}
+
+/// What every member is rendered with.
+pub struct Rendering<'a> {
+    pub namespace: &'a str,
+    pub node_ports: &'a BTreeMap<PortRef, u16>,
+    /// Member -> the image its manifests reference.
+    pub refs: &'a BTreeMap<String, String>,
+    pub source: &'a render::Source,
+    pub pull: Option<&'a str>,
 }
 
 /// Every member's manifests with the run's references, and the Phase 0 check: they reference
-/// exactly what this run builds, under `localhost/`, not `:latest`, pulled `Never`.
+/// exactly what this run builds, as the run's images come (loaded: `localhost/`, not
+/// `:latest`, pulled `Never`; a registry: in it, `IfNotPresent`).
 pub fn manifests(
     run: &Run,
     stack: &Stack,
-    images: &Images,
-    namespace: &str,
-    node_ports: &BTreeMap<PortRef, u16>,
+    ctx: &Rendering,
     files: &dyn Files,
 ) -> Result<Vec<Manifests>> {
     let labels = run.labels(TIER);
@@ -207,25 +315,26 @@ pub fn manifests(
     for m in stack.names() {
         let labels = labels.for_service(&m);
         let target = render::Target {
-            namespace,
-            node_ports,
+            namespace: ctx.namespace,
+            node_ports: ctx.node_ports,
             labels: &labels,
+            pull: ctx.pull,
         };
         out.push(render::component(
             run.config,
             stack,
             &m,
-            &images.refs[&m],
+            &ctx.refs[&m],
             target,
             files,
         )?);
     }
-    let built: BTreeSet<String> = images.refs.values().cloned().collect();
+    let built: BTreeSet<String> = ctx.refs.values().cloned().collect();
     let uses: Vec<render::ImageUse> = out
         .iter()
         .flat_map(|m| render::image_uses(&m.source, &m.docs))
         .collect();
-    let problems = render::check_images(&uses, &built);
+    let problems = render::check_images_from(&uses, &built, ctx.source);
     if !problems.is_empty() {
         bail!(
             "the manifests would not run what this run builds; nothing was built or applied:\n  {}",
@@ -265,6 +374,18 @@ pub fn graph(
             doc: plan.namespace_doc.clone(),
         },
     });
+    deploy_nodes(plan, stack, &load_of, &mut nodes)?;
+    Ok(nodes)
+}
+
+/// One deploy per member (after the namespace, the tasks that bring its images in, and the
+/// deploys of what it needs), then the test compile.
+pub fn deploy_nodes(
+    plan: &Plan,
+    stack: &Stack,
+    image_task: &BTreeMap<String, String>,
+    nodes: &mut Vec<Node<Step>>,
+) -> Result<()> {
     for m in &plan.manifests {
         let Some(c) = stack.get(&m.component) else {
             bail!("{} has manifests but is not in the stack", m.component);
@@ -274,13 +395,9 @@ pub fn graph(
             .map(|u| u.image)
             .collect();
         let mut deps = vec!["namespace".to_string()];
-        deps.extend(used.iter().filter_map(|r| load_of.get(r).cloned()));
-        deps.extend(
-            c.needs
-                .iter()
-                .filter(|n| stack.get(n).is_some())
-                .map(|n| format!("deploy:{n}")),
-        );
+        deps.extend(used.iter().filter_map(|r| image_task.get(r).cloned()));
+        let needs = c.needs.iter().filter(|n| stack.get(n).is_some());
+        deps.extend(needs.map(|n| format!("deploy:{n}")));
         nodes.push(Node {
             id: format!("deploy:{}", m.component),
             deps,
@@ -293,20 +410,19 @@ pub fn graph(
         });
     }
     if let Some((package, target)) = plan.tests.compile.clone() {
-        let deps = if images.packages.is_empty() {
-            vec![]
-        } else {
-            vec!["compile".into()]
-        };
+        let compiles = nodes.iter().any(|n| n.id == "compile");
         nodes.push(Node {
             id: "compile-tests".into(),
-            deps,
+            deps: if compiles {
+                vec!["compile".into()]
+            } else {
+                vec![]
+            },
             pool: None,
             action: Step::CompileTests { package, target },
         });
     }
-    crate::graph::validate(&nodes)?;
-    Ok(nodes)
+    Ok(())
 }
 
 /// Save (podman) and load one image, as soon as it is built and the cluster exists.

@@ -23,6 +23,17 @@ pub const STANDIN: &str = "io.kubernaut.xtask.standin";
 /// On cached images (input-addressed, shared by the runs that use them, aged out by
 /// `clean-images`): `1`.
 pub const CACHE: &str = "io.kubernaut.xtask.cache";
+/// The host a run's namespace or admission slot belongs to (its pid means something only
+/// there).
+pub const HOST: &str = "io.kubernaut.xtask.host";
+/// Annotations of a run's namespace in a shared cluster: when it expires (unix seconds), and
+/// the registry references it pushed (removed with it).
+pub const EXPIRES: &str = "io.kubernaut.xtask/expires";
+pub const PUSHED: &str = "io.kubernaut.xtask/pushed";
+
+/// Where admission slots of shared clusters live.
+pub const SYSTEM_NAMESPACE: &str = "xtask-system";
+
 /// On a kept cluster's registry container and network: the cluster's name.
 pub const CLUSTER: &str = "io.kubernaut.xtask.cluster";
 

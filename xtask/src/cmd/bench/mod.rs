@@ -146,7 +146,14 @@ fn cycle(config: &Config, consumer: &str) -> Result<(f64, Figures)> {
     let t = Instant::now();
     let out = cargo()
         .current_dir(&config.root)
-        .args(["xtask", "--progress", "plain", "integration", consumer, "--no-tests"])
+        .args([
+            "xtask",
+            "--progress",
+            "plain",
+            "integration",
+            consumer,
+            "--no-tests",
+        ])
         .output()?;
     let wall = t.elapsed().as_secs_f64();
     let down = cargo()
@@ -154,7 +161,10 @@ fn cycle(config: &Config, consumer: &str) -> Result<(f64, Figures)> {
         .args(["xtask", "integration", consumer, "--down"])
         .output();
     if !out.success() {
-        bail!("integration {consumer} --no-tests failed:\n{}", out.tail(30));
+        bail!(
+            "integration {consumer} --no-tests failed:\n{}",
+            out.tail(30)
+        );
     }
     if !down.map(|d| d.success()).unwrap_or(false) {
         bail!("integration {consumer} --down failed; run it by hand");

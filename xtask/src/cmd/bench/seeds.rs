@@ -17,7 +17,12 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// Brings `consumer`'s integration stack up the seeds' way with `datastorage_image` prebuilt;
 /// returns the time it took. Everything is removed afterwards.
-pub fn run(config: &Config, engine: &Engine, consumer: &str, datastorage_image: &str) -> Result<Duration> {
+pub fn run(
+    config: &Config,
+    engine: &Engine,
+    consumer: &str,
+    datastorage_image: &str,
+) -> Result<Duration> {
     let labels = RunLabels {
         owner: crate::plan::facts::sanitize_user(&crate::host::facts::login_name()),
         run: crate::host::facts::random_id(),
@@ -33,7 +38,13 @@ pub fn run(config: &Config, engine: &Engine, consumer: &str, datastorage_image: 
     result.map(|_| took)
 }
 
-fn up(config: &Config, engine: &Engine, consumer: &str, ds_image: &str, l: &RunLabels) -> Result<()> {
+fn up(
+    config: &Config,
+    engine: &Engine,
+    consumer: &str,
+    ds_image: &str,
+    l: &RunLabels,
+) -> Result<()> {
     let stack = config.stack(consumer, TierName::Integration)?;
     let ports = &config
         .consumer(consumer)?
@@ -44,7 +55,9 @@ fn up(config: &Config, engine: &Engine, consumer: &str, ds_image: &str, l: &RunL
     let network = names::network_name(consumer);
     engine.create_network(&network, &l.for_service("network"))?;
     let start = |name: &str, args: Vec<String>| -> Result<String> {
-        let c = stack.get(name).with_context(|| format!("{name} is not in the stack"))?;
+        let c = stack
+            .get(name)
+            .with_context(|| format!("{name} is not in the stack"))?;
         let image = match &c.source {
             Source::Image { image } => config.images[image].resolve(&|k| std::env::var(k).ok()),
             _ => ds_image.to_string(),
@@ -69,14 +82,24 @@ fn up(config: &Config, engine: &Engine, consumer: &str, ds_image: &str, l: &RunL
     };
     let pg = start("postgres", Vec::new())?;
     let user = config.postgres.user.clone();
-    poll("pg_isready", || engine.exec(&pg, &["pg_isready".into(), "-U".into(), user.clone()], &[]).output().is_ok_and(|o| o.success()))?;
+    poll("pg_isready", || {
+        engine
+            .exec(&pg, &["pg_isready".into(), "-U".into(), user.clone()], &[])
+            .output()
+            .is_ok_and(|o| o.success())
+    })?;
     // The script ran the migrations once PostgreSQL looked ready, and again a second later if
     // that was initdb's temporary server.
     let mut migrated = false;
     for attempt in 0..5 {
         let job = start("migrations", vec!["migrate".into()])?;
         let code = engine.wait_exit(&job, Duration::from_secs(60))?;
-        let rm = crate::host::removal::remove(engine, &crate::plan::labels::Filter::run(&l.run).and(crate::plan::labels::SERVICE, "migrations"), false);
+        let rm = crate::host::removal::remove(
+            engine,
+            &crate::plan::labels::Filter::run(&l.run)
+                .and(crate::plan::labels::SERVICE, "migrations"),
+            false,
+        );
         rm?;
         if code == 0 {
             migrated = true;
@@ -90,12 +113,23 @@ fn up(config: &Config, engine: &Engine, consumer: &str, ds_image: &str, l: &RunL
         bail!("the seeds' way: migrations failed five times");
     }
     let redis = start("redis", Vec::new())?;
-    poll("redis PING", || engine.exec(&redis, &["redis-cli".into(), "ping".into()], &[]).read().is_ok_and(|o| o.contains("PONG")))?;
+    poll("redis PING", || {
+        engine
+            .exec(&redis, &["redis-cli".into(), "ping".into()], &[])
+            .read()
+            .is_ok_and(|o| o.contains("PONG"))
+    })?;
     start("datastorage", Vec::new())?;
     let port = *ports
-        .get(&PortRef { component: "datastorage".into(), port: None })
+        .get(&PortRef {
+            component: "datastorage".into(),
+            port: None,
+        })
         .context("no host port for datastorage")?;
-    poll("datastorage health", || crate::host::ready::http_get(port, "/readyz", Duration::from_secs(1)).is_ok_and(|(s, _)| s == 200))
+    poll("datastorage health", || {
+        crate::host::ready::http_get(port, "/readyz", Duration::from_secs(1))
+            .is_ok_and(|(s, _)| s == 200)
+    })
 }
 
 /// The script's wait: check, sleep a second, for up to a minute.
@@ -108,4 +142,3 @@ fn poll(what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
     }
     bail!("the seeds' way: {what} did not answer within a minute")
 }
-

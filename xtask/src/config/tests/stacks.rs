@@ -70,6 +70,7 @@ fn the_repository_file_with_redis_renamed_redis_cache_passes() {
         namespace: "notification-e2e",
         node_ports: &ports,
         labels: &labels,
+        pull: None,
     };
     let reference = "localhost/redis-cache:notification-1884d074";
     let m = crate::plan::render::component(

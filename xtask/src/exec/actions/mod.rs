@@ -15,12 +15,13 @@ use crate::exec::builds;
 use crate::exec::dag::Ctx;
 use crate::exec::process::{Cmd, Timed, Uninterruptible};
 use crate::exec::record::{Event, Record};
-use crate::host::kube::{self, Verdict};
+use crate::host::kube::{self, Kubectl, Verdict};
 use crate::host::tools::Engine;
 use crate::plan::probe::Probe;
 use crate::plan::render::Workload;
 
 pub mod build;
+pub mod shared;
 
 /// A command of any mode.
 #[derive(Debug, Clone)]
@@ -102,6 +103,27 @@ pub enum Action {
         why: String,
         summary: String,
     },
+    /// Registry runs: push one image (over a run-labelled config) and pin its digest.
+    Push(shared::Push),
+    /// Registry runs: wait for one of the cluster's run slots (`docs[i]` creates slot i).
+    Admit {
+        kubectl: Kubectl,
+        system_doc: String,
+        docs: Vec<String>,
+        host: String,
+    },
+    /// Registry runs: `kubectl apply` of `text` with each of `images` pinned by its digest.
+    ApplyPinned {
+        kubectl: Kubectl,
+        text: String,
+        images: BTreeSet<String>,
+    },
+    /// Registry runs: a supervised port-forward for the tests.
+    Forward {
+        kubectl: Kubectl,
+        namespace: String,
+        forward: crate::plan::e2e::shared::Forward,
+    },
     /// One of the host-wide cluster-creation slots (held until the run ends).
     Slot { slots: usize, holder: String },
     /// A container's readiness check passes (it must keep running meanwhile).
@@ -153,6 +175,29 @@ impl fmt::Display for Action {
             Action::Run { cmd, .. } => write!(f, "$ {cmd}"),
             Action::CachedBuild(c) => c.fmt(f),
             Action::Note { summary, .. } => write!(f, "# {summary}"),
+            Action::Push(p) => write!(
+                f,
+                "# FROM {} with the run's labels, as {}\n    # push it, pin the digest it returns",
+                p.local, p.remote
+            ),
+            Action::Admit { kubectl, docs, .. } => write!(
+                f,
+                "$ {}   # one of {} run slots, waiting while all are taken",
+                kubectl.create(""),
+                docs.len()
+            ),
+            Action::ApplyPinned { kubectl, images, .. } => write!(
+                f,
+                "$ {}   # images pinned by digest: {}",
+                kubectl.apply(""),
+                images.iter().cloned().collect::<Vec<_>>().join(" ")
+            ),
+            Action::Forward { kubectl, namespace, forward } => write!(
+                f,
+                "$ {}   # supervised; {}",
+                kubectl.port_forward(namespace, &forward.service, 0, forward.target_port),
+                forward.var
+            ),
             Action::SaveCached { save, archive, .. } => write!(
                 f,
                 "# unless an archive of this image is cached:\n    $? {save}\n    # then its copy naming the run's reference: {}",
@@ -203,6 +248,11 @@ pub struct Runner<'a> {
     cache: crate::exec::cache::Cache,
     /// Per task: whether its image came from the cache, and why not.
     notes: Mutex<BTreeMap<String, build::Note>>,
+    /// Registry runs: each pushed tag -> the reference pinned by its digest.
+    pins: Mutex<BTreeMap<String, String>>,
+    /// Registry runs: bytes each push task really sent.
+    bytes: Mutex<BTreeMap<String, u64>>,
+    forwards: Mutex<Vec<shared::Forwarding>>,
 }
 
 impl<'a> Runner<'a> {
@@ -220,6 +270,9 @@ impl<'a> Runner<'a> {
             log: Mutex::new(log),
             cache: crate::exec::cache::Cache::open(&crate::exec::record::target_dir(root)),
             notes: Mutex::new(BTreeMap::new()),
+            pins: Mutex::new(BTreeMap::new()),
+            bytes: Mutex::new(BTreeMap::new()),
+            forwards: Mutex::new(Vec::new()),
         }
     }
 
@@ -247,6 +300,23 @@ impl<'a> Runner<'a> {
             } = a
             {
                 summary = self.save_cached(task, reference, archive, *rebuild, ctx)?;
+            } else if let Action::Push(p) = a {
+                summary = self.push(task, p, ctx)?;
+            } else if let Action::Admit {
+                kubectl,
+                system_doc,
+                docs,
+                host,
+            } = a
+            {
+                summary = self.admit(kubectl, system_doc, docs, host, ctx)?;
+            } else if let Action::Forward {
+                kubectl,
+                namespace,
+                forward,
+            } = a
+            {
+                summary = self.forward(kubectl, namespace, forward, ctx)?;
             } else if let Action::CachedBuild(c) = a {
                 summary = self.cached_build(task, c, ctx)?;
             } else if let Action::Note {
@@ -302,7 +372,15 @@ impl<'a> Runner<'a> {
                 output,
                 what,
             } => self.run(state, cmd, *output, what, ctx),
+            Action::ApplyPinned {
+                kubectl,
+                text,
+                images,
+            } => self.apply_pinned(kubectl, text, images).map(|_| None),
             Action::Slot { .. }
+            | Action::Push(_)
+            | Action::Admit { .. }
+            | Action::Forward { .. }
             | Action::CachedBuild(_)
             | Action::Note { .. }
             | Action::SaveCached { .. } => Ok(None),
@@ -341,6 +419,17 @@ impl<'a> Runner<'a> {
     pub fn cache_notes(&self) -> BTreeMap<String, build::Note> {
         self.cache.save_hashes();
         self.notes.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    /// Bytes each push task sent (registry runs), for the run report.
+    pub fn bytes_sent(&self) -> BTreeMap<String, u64> {
+        self.bytes.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    fn set_bytes(&self, task: &str, n: u64) {
+        if let Ok(mut b) = self.bytes.lock() {
+            b.insert(task.to_string(), n);
+        }
     }
 
     fn log(&self, cmd: &dyn fmt::Display) {

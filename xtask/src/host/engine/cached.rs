@@ -56,4 +56,27 @@ impl Engine {
             .with_context(|| format!("removing the name {reference}"))?;
         Ok(())
     }
+
+    /// `push` of a local image to its registry reference; the digest goes to `digest_file`
+    /// (podman; docker prints it). Credentials come from the engine's own auth file.
+    pub fn push_cmd(
+        &self,
+        reference: &str,
+        digest_file: &std::path::Path,
+    ) -> Cmd<crate::exec::process::Timed> {
+        let c = if self.is_podman() {
+            self.cmd()
+                .args([
+                    "--log-level=debug",
+                    "push",
+                    &crate::host::shared::tls_flag(reference),
+                ])
+                .arg("--digestfile")
+                .arg(digest_file)
+                .arg(reference)
+        } else {
+            self.cmd().args(["push", reference])
+        };
+        c.timeout(std::time::Duration::from_secs(1800))
+    }
 }

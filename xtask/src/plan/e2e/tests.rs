@@ -16,7 +16,7 @@ fn plan_with(consumer: &str, loading: Loading, facts: &Facts, files: &dyn Files)
         env: &|_| None,
         snapshots: &crate::plan::NO_SNAPSHOTS,
     };
-    plan(&run, loading, files, &[])
+    plan(&run, &Target::Fresh(loading), files, &[])
 }
 
 fn plan_for(consumer: &str, loading: Loading) -> Plan {

@@ -48,8 +48,22 @@ pub fn image_uses(source: &Path, docs: &[Yaml]) -> Vec<ImageUse> {
     out
 }
 
-/// The Phase 0 check: every problem with the images the manifests reference.
-pub fn check_images(uses: &[ImageUse], built: &BTreeSet<String>) -> Vec<String> {
+/// Where the run's images come from, for the Phase 0 check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Loaded onto a fresh cluster's node: `localhost/...`, never pulled.
+    Loaded,
+    /// Pushed to this registry: `HOST[/PREFIX]/...`, pulled if not present (by tag while
+    /// planning; by digest once pushed: `pinned`).
+    Registry { prefix: String, pinned: bool },
+}
+
+/// The Phase 0 check for where the images come from.
+pub fn check_images_from(
+    uses: &[ImageUse],
+    built: &BTreeSet<String>,
+    from: &Source,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for u in uses {
         let at = format!("{}: {} {}", u.source.display(), u.object, u.field);
@@ -64,22 +78,44 @@ pub fn check_images(uses: &[ImageUse], built: &BTreeSet<String>) -> Vec<String> 
                 built.iter().cloned().collect::<Vec<_>>().join(", ")
             ));
         }
-        if !img.starts_with("localhost/") {
-            problems.push(format!(
-                "{at}.image `{img}` lacks `localhost/`: kind would look for it in a registry"
-            ));
-        }
-        let last = img.rsplit('/').next().unwrap_or(img);
-        if !last.contains(':') || img.ends_with(":latest") {
-            problems.push(format!(
-                "{at}.image `{img}` is `:latest` or untagged: kind would pull it"
-            ));
-        }
-        match u.pull_policy.as_deref() {
-            Some("Never") => {}
-            Some(p) => problems.push(format!("{at}.imagePullPolicy is `{p}`; it must be `Never` (the image is loaded, not pulled)")),
-            None => problems.push(format!("{at}.imagePullPolicy is not set; set it to `Never`")),
-        }
+        problems.extend(source_problems(&at, img, u.pull_policy.as_deref(), from));
     }
     problems
+}
+
+fn source_problems(at: &str, img: &str, pull: Option<&str>, from: &Source) -> Vec<String> {
+    let mut p = Vec::new();
+    let (prefix, want) = match from {
+        Source::Loaded => ("localhost/", "Never"),
+        Source::Registry { prefix, .. } => (prefix.as_str(), "IfNotPresent"),
+    };
+    if !img.starts_with(prefix) {
+        p.push(format!(
+            "{at}.image `{img}` lacks `{prefix}`: it would come from elsewhere"
+        ));
+    }
+    match from {
+        Source::Registry { pinned: true, .. } if !img.contains("@sha256:") => p.push(format!(
+            "{at}.image `{img}` is not pinned by the digest its push returned"
+        )),
+        Source::Registry { pinned: true, .. } => {}
+        _ => {
+            let last = img.rsplit('/').next().unwrap_or(img);
+            if !last.contains(':') || img.ends_with(":latest") {
+                p.push(format!(
+                    "{at}.image `{img}` is `:latest` or untagged: it would be pulled"
+                ));
+            }
+        }
+    }
+    match pull {
+        Some(x) if x == want => {}
+        Some(x) => p.push(format!(
+            "{at}.imagePullPolicy is `{x}`; it must be `{want}`"
+        )),
+        None => p.push(format!(
+            "{at}.imagePullPolicy is not set; set it to `{want}`"
+        )),
+    }
+    p
 }

@@ -152,6 +152,25 @@ fn volumes(c: &Component, mounted: &[MountedFile]) -> Option<(Yaml, Vec<Yaml>)> 
     Some((volume, mounts))
 }
 
+/// Gives every container running `image` the pull policy `policy`; true when one changed.
+pub fn pull_policy(docs: &mut [Yaml], image: &str, policy: &str) -> bool {
+    let mut changed = false;
+    for doc in docs.iter_mut() {
+        let Some(pod) = pod_spec(doc) else { continue };
+        let Some(Yaml::Array(containers)) = get_mut(pod, "containers") else {
+            continue;
+        };
+        for c in containers
+            .iter_mut()
+            .filter(|c| c["image"].as_str() == Some(image))
+        {
+            insert(c, "imagePullPolicy", s(policy));
+            changed = true;
+        }
+    }
+    changed
+}
+
 fn pod_spec(doc: &mut Yaml) -> Option<&mut Yaml> {
     let kind = doc["kind"].as_str()?.to_string();
     if kind != "Deployment" && kind != "Job" {

@@ -86,10 +86,18 @@ pub fn namespace_doc(namespace: &str, labels: &BTreeMap<String, String>) -> Stri
 /// The kind config of a kept cluster: one control-plane node with our labels, and containerd
 /// told that `localhost:<port>` (the registry as this host sees it) is the registry container
 /// on the kind network (the kind local-registry pattern).
-pub fn kept_kind_config(cluster: &str, labels: &BTreeMap<String, String>, port: u16, registry: &str) -> String {
+pub fn kept_kind_config(
+    cluster: &str,
+    labels: &BTreeMap<String, String>,
+    port: u16,
+    registry: &str,
+) -> String {
     let mut node = Hash::new();
     node.insert(s("role"), s("control-plane"));
-    let l: Hash = labels.iter().map(|(k, v)| (s(k), s(&label_value(v)))).collect();
+    let l: Hash = labels
+        .iter()
+        .map(|(k, v)| (s(k), s(&label_value(v))))
+        .collect();
     node.insert(s("labels"), Yaml::Hash(l));
     let patch = format!(
         "[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"localhost:{port}\"]\n  endpoint = [\"http://{registry}:5000\"]\n"
@@ -115,7 +123,10 @@ pub fn registry_hosting(port: u16) -> String {
         ("kind", s("ConfigMap")),
         (
             "metadata",
-            map(vec![("name", s("local-registry-hosting")), ("namespace", s("kube-public"))]),
+            map(vec![
+                ("name", s("local-registry-hosting")),
+                ("namespace", s("kube-public")),
+            ]),
         ),
         ("data", map(vec![("localRegistryHosting.v1", s(&data))])),
     ]))

@@ -18,7 +18,7 @@ use yaml_rust2::YamlLoader;
 use crate::config::{Component, Config, PortRef, Ready, Stack};
 use crate::plan::stack::{self, Site};
 
-pub use images::{check_images, image_uses, ImageUse};
+pub use images::{check_images_from, image_uses, ImageUse, Source};
 pub use kind::{kept_kind_config, kind_config, label_value, namespace_doc, registry_hosting};
 pub use yaml::emit;
 #[cfg(test)]
@@ -83,6 +83,9 @@ pub struct Target<'a> {
     pub namespace: &'a str,
     pub node_ports: &'a BTreeMap<PortRef, u16>,
     pub labels: &'a BTreeMap<String, String>,
+    /// The pull policy the run's images get instead of the template's (registry runs:
+    /// `IfNotPresent`), if any.
+    pub pull: Option<&'a str>,
 }
 
 /// Renders one member of an E2E stack: generated Secret, ConfigMap and Service, then its
@@ -124,7 +127,10 @@ pub fn component(
     let mounted = inject::mounted_files(config, comp, files)?;
     generated.extend(inject::config_map(comp, &mounted, &target));
     generated.extend(service(comp, &workload, &source, &target)?);
-    let injected = inject::into_workload(&mut docs, comp, &mounted, &source)?;
+    let mut injected = inject::into_workload(&mut docs, comp, &mounted, &source)?;
+    if let Some(policy) = target.pull {
+        injected |= inject::pull_policy(&mut docs, image, policy);
+    }
     let mut out = String::new();
     for g in &generated {
         out.push_str(&emit(g));

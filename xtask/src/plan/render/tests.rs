@@ -75,6 +75,7 @@ fn render_all(consumer: &str) -> Vec<Manifests> {
         namespace: "xtask-e2e",
         node_ports: &node_ports,
         labels: &labels,
+        pull: None,
     };
     stack
         .names()
@@ -99,6 +100,7 @@ fn render_member(
         namespace: "ns",
         node_ports: &BTreeMap::new(),
         labels: &none,
+        pull: None,
     };
     let stack = e2e_stack(c, "notification");
     component(
@@ -227,9 +229,9 @@ fn rendered_images_pass_the_phase0_check() {
             .flat_map(|m| image_uses(&m.source, &m.docs))
             .collect();
         assert!(
-            check_images(&uses, &built).is_empty(),
+            check_loaded(&uses, &built).is_empty(),
             "{:?}",
-            check_images(&uses, &built)
+            check_loaded(&uses, &built)
         );
         let used: BTreeSet<String> = uses.into_iter().map(|u| u.image).collect();
         assert_eq!(
@@ -252,7 +254,7 @@ fn phase0_check_names_object_and_field() {
     };
     let built: BTreeSet<String> = ["localhost/web:t-1".to_string()].into();
     let check = |image: &str, policy: Option<&str>| {
-        check_images(
+        check_loaded(
             &image_uses(Path::new("manifests/web.yaml"), &doc(image, policy)),
             &built,
         )
@@ -401,4 +403,8 @@ fn command_args_and_mounts_are_put_into_the_workload() {
         .unwrap()
         .iter()
         .any(|i| i["path"] == format!("m1/{migration}")));
+}
+
+fn check_loaded(uses: &[ImageUse], built: &BTreeSet<String>) -> Vec<String> {
+    check_images_from(uses, built, &Source::Loaded)
 }
