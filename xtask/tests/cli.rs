@@ -340,7 +340,10 @@ fn no_install_takes_the_values_the_tool_tells_users_to_set() {
         assert!(out.starts_with("notification-"), "{out}");
     }
     let (ok, _, err) = run(xtask(&["tag", "notification"]).env("XTASK_NO_INSTALL", "maybe"));
-    assert!(!ok && err.contains("XTASK_NO_INSTALL") || err.contains("no-install"), "{err}");
+    assert!(
+        !ok && err.contains("XTASK_NO_INSTALL") || err.contains("no-install"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -350,7 +353,10 @@ fn an_age_out_of_range_is_refused_before_any_engine_is_asked() {
     for (age, says) in [("300000000000000d", "too large"), ("3x", "unknown unit")] {
         let (ok, _, err) = run(xtask(&["clean-images", "--older-than", age]).env("PATH", &bin));
         assert!(!ok, "{age}");
-        assert!(err.contains("--older-than") && err.contains(says), "{age}: {err}");
+        assert!(
+            err.contains("--older-than") && err.contains(says),
+            "{age}: {err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
     std::fs::remove_dir_all(bin).unwrap();

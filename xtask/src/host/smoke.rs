@@ -83,8 +83,17 @@ fn reach(engine: &Engine, images: &Images, net: &str, l: &RunLabels) -> Vec<Chec
         // Listening before anyone connects: a refused connection must mean the network.
         let ping = ["redis-cli", "ping"].map(String::from);
         let until = std::time::Instant::now() + Duration::from_secs(20);
-        while !engine.exec(&server, &ping, &[]).timeout(Duration::from_secs(10)).read().is_ok_and(|o| o.contains("PONG")) {
-            anyhow::ensure!(std::time::Instant::now() < until, "{server} did not answer `redis-cli ping` within 20 s: {}", engine.logs_tail(&server, 5));
+        while !engine
+            .exec(&server, &ping, &[])
+            .timeout(Duration::from_secs(10))
+            .read()
+            .is_ok_and(|o| o.contains("PONG"))
+        {
+            anyhow::ensure!(
+                std::time::Instant::now() < until,
+                "{server} did not answer `redis-cli ping` within 20 s: {}",
+                engine.logs_tail(&server, 5)
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         Ok(format!("{server} from {}, answering", images.redis))

@@ -93,9 +93,17 @@ impl Tool {
     pub fn install(self, os: OsFamily) -> String {
         use OsFamily::*;
         if let (Some(pk), Apt | Dnf) = (self.packages(), os) {
-            return crate::host::packages::install_command(pk, os, crate::host::packages::is_root());
+            return crate::host::packages::install_command(
+                pk,
+                os,
+                crate::host::packages::is_root(),
+            );
         }
-        let sudo = if crate::host::packages::is_root() { "" } else { "sudo " };
+        let sudo = if crate::host::packages::is_root() {
+            ""
+        } else {
+            "sudo "
+        };
         let kind_bin = format!(
             "curl -Lo ./kind https://kind.sigs.k8s.io/dl/v0.27.0/kind-linux-amd64 && \
              chmod +x ./kind && {sudo}mv ./kind /usr/local/bin/kind"
@@ -110,10 +118,14 @@ impl Tool {
                 format!("{kind_bin}   (or: go install sigs.k8s.io/kind@v0.27.0)")
             }
             (Tool::Kubectl, Brew) => "brew install kubectl".into(),
-            (Tool::Kubectl, Apt) => format!("{sudo}apt-get install -y kubectl   (from the Kubernetes apt \
-                repository: https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/)"),
-            (Tool::Kubectl, Dnf) => format!("{sudo}dnf install -y kubectl   (from the Kubernetes yum \
-                repository: https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/)"),
+            (Tool::Kubectl, Apt) => format!(
+                "{sudo}apt-get install -y kubectl   (from the Kubernetes apt \
+                repository: https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/)"
+            ),
+            (Tool::Kubectl, Dnf) => format!(
+                "{sudo}dnf install -y kubectl   (from the Kubernetes yum \
+                repository: https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/)"
+            ),
             (Tool::Git, Brew) => "brew install git".into(),
             (Tool::Debootstrap, Brew) => {
                 "not available on macOS: build stand-ins on a Linux host".into()

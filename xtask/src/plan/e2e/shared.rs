@@ -14,7 +14,7 @@ use crate::config::{names, PortRef, Stack};
 use crate::graph::Node;
 use crate::plan::images::Images;
 use crate::plan::integration::build_nodes;
-use crate::plan::labels::RunLabels;
+use crate::plan::labels::{RunLabels, EXPIRES, PUSHED, SYSTEM_NAMESPACE};
 use crate::plan::render;
 
 /// Where a shared-cluster run goes.
@@ -88,15 +88,15 @@ pub struct Forward {
 pub fn namespace_doc(namespace: &str, labels: &RunLabels, s: &Shared, pushed: &[String]) -> String {
     let mut l = labels.for_service("namespace");
     l.insert(crate::plan::labels::HOST.into(), s.host.clone());
-    let expires = labels.created + s.ttl_secs;
-    let ns = render::namespace_doc(namespace, &l);
-    format!(
-        "{}  annotations:\n    {}: \"{expires}\"\n    {}: \"{}\"\n",
-        ns.trim_end(),
-        crate::plan::labels::EXPIRES,
-        crate::plan::labels::PUSHED,
-        pushed.join(" ")
-    )
+    let a = [
+        (
+            EXPIRES.to_string(),
+            (labels.created + s.ttl_secs).to_string(),
+        ),
+        (PUSHED.to_string(), pushed.join(" ")),
+    ]
+    .into();
+    render::annotated_namespace_doc(namespace, &l, &a)
 }
 
 /// Member -> the registry reference its manifests use (the run's tag; pinned at deploy).
@@ -200,15 +200,11 @@ pub fn system_namespace_doc() -> String {
 pub fn slot_doc(i: usize, labels: &RunLabels, s: &Shared) -> String {
     let mut l = labels.for_service("slot");
     l.insert(crate::plan::labels::HOST.into(), s.host.clone());
-    let meta: String = l
-        .iter()
-        .map(|(k, v)| format!("    {k}: \"{}\"\n", render::label_value(v)))
-        .collect();
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: xtask-slot-{i}\n  namespace: {}\n  labels:\n{meta}  annotations:\n    {}: \"{}\"\ndata:\n  run: \"{}\"\n",
-        crate::plan::labels::SYSTEM_NAMESPACE,
-        crate::plan::labels::EXPIRES,
-        labels.created + s.ttl_secs,
-        labels.run
-    )
+    let a = [(
+        EXPIRES.to_string(),
+        (labels.created + s.ttl_secs).to_string(),
+    )]
+    .into();
+    let data = [("run".to_string(), labels.run.clone())].into();
+    render::configmap_doc(&format!("xtask-slot-{i}"), SYSTEM_NAMESPACE, &l, &a, &data)
 }

@@ -6,6 +6,10 @@ use crate::plan::stack::tests::{facts, read_repo, repo_config, Edit, RepoFiles};
 use std::path::Path;
 
 fn plan_with(consumer: &str, loading: Loading, facts: &Facts, files: &dyn Files) -> Result<Plan> {
+    plan_to(consumer, &Target::Fresh(loading), facts, files)
+}
+
+fn plan_to(consumer: &str, target: &Target, facts: &Facts, files: &dyn Files) -> Result<Plan> {
     let config = repo_config();
     let run = Run {
         config: &config,
@@ -16,7 +20,23 @@ fn plan_with(consumer: &str, loading: Loading, facts: &Facts, files: &dyn Files)
         env: &|_| None,
         snapshots: &crate::plan::NO_SNAPSHOTS,
     };
-    plan(&run, &Target::Fresh(loading), files, &[])
+    plan(&run, target, files, &[])
+}
+
+fn shared_target() -> Target {
+    Target::Shared(shared::Shared {
+        cluster: "team-cluster".into(),
+        kubeconfig: "/home/alice/.kube/config".into(),
+        context: Some("team-cluster".into()),
+        registry: shared::Registry::parse("registry.example.com/ci").unwrap(),
+        ttl_secs: 7200,
+        max_runs: 3,
+        host: "build-7".into(),
+    })
+}
+
+fn shared_plan(consumer: &str) -> Plan {
+    plan_to(consumer, &shared_target(), &facts(), &RepoFiles).unwrap()
 }
 
 fn plan_for(consumer: &str, loading: Loading) -> Plan {
@@ -172,4 +192,115 @@ fn a_template_with_a_foreign_image_is_refused_before_anything_runs() {
     let msg = format!("{err:#}");
     assert!(msg.contains("nothing was built or applied"), "{msg}");
     assert!(msg.contains("manifests/redis.yaml: Deployment/redis spec.template.spec.containers[0].image `docker.io/library/redis:latest` was not built by this run"), "{msg}");
+}
+
+#[test]
+fn a_shared_run_pushes_what_it_built_and_deploys_only_that() {
+    let p = shared_plan("notification");
+    assert_eq!(p.namespace, "notification-1884d074a1b2");
+    assert_eq!(p.cluster, "team-cluster");
+    assert!(
+        p.kind_config.is_empty() && p.claims.is_empty(),
+        "no cluster, no host ports"
+    );
+    let (mut built, mut pushed) = (BTreeSet::new(), BTreeSet::new());
+    for n in &p.nodes {
+        match &n.action {
+            Step::Image(b) => {
+                built.insert(format!(
+                    "registry.example.com/ci/{}",
+                    b.spec().reference.trim_start_matches("localhost/")
+                ));
+            }
+            Step::Push { remote, .. } => {
+                pushed.insert(remote.clone());
+                assert_eq!(n.deps, [n.id.replacen("push:", "image:", 1)]);
+            }
+            Step::Cluster { .. } | Step::Load { .. } | Step::Save { .. } => {
+                panic!("{} has no place in a shared cluster", n.id)
+            }
+            _ => {}
+        }
+    }
+    let deployed: BTreeSet<String> = p
+        .manifests
+        .iter()
+        .flat_map(|m| render::image_uses(&m.source, &m.docs))
+        .map(|u| u.image)
+        .collect();
+    assert_eq!(built.len(), 4, "{built:?}");
+    assert_eq!(built, pushed);
+    assert_eq!(built, deployed);
+    assert!(p
+        .manifests
+        .iter()
+        .all(|m| !m.text.contains("imagePullPolicy: Never")));
+    assert!(
+        p.manifests.iter().all(|m| !m.text.contains("nodePort")),
+        "no NodePorts in a shared cluster"
+    );
+    assert!(deps(&p, "deploy:datastorage").contains(&"push:datastorage".to_string()));
+    assert!(
+        deps(&p, "namespace").contains(&"admit".to_string()),
+        "no namespace before a slot"
+    );
+}
+
+#[test]
+fn a_shared_runs_namespace_says_whose_it_is_when_it_expires_and_what_it_pushed() {
+    let p = shared_plan("notification");
+    let doc = &yaml_rust2::YamlLoader::load_from_str(&p.namespace_doc).unwrap()[0];
+    let meta = &doc["metadata"];
+    assert_eq!(meta["name"].as_str(), Some("notification-1884d074a1b2"));
+    assert_eq!(
+        meta["labels"][crate::plan::labels::RUN].as_str(),
+        Some("1884d074a1b2")
+    );
+    assert_eq!(
+        meta["labels"][crate::plan::labels::HOST].as_str(),
+        Some("build-7")
+    );
+    let expires: u64 = meta["annotations"][crate::plan::labels::EXPIRES]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(expires, p.labels.created + 7200);
+    let pushed = meta["annotations"][crate::plan::labels::PUSHED]
+        .as_str()
+        .unwrap();
+    assert_eq!(pushed.split(' ').count(), 4, "{pushed}");
+    assert!(
+        pushed
+            .split(' ')
+            .all(|r| r.starts_with("registry.example.com/ci/")),
+        "{pushed}"
+    );
+}
+
+#[test]
+fn a_shared_runs_tests_reach_each_mapped_port_through_a_forward() {
+    let p = shared_plan("notification");
+    let vars: BTreeSet<&str> = p.forwards.iter().map(|f| f.var.as_str()).collect();
+    assert_eq!(vars, ["DATASTORAGE_URL", "NOTIFICATION_URL"].into());
+    for f in &p.forwards {
+        assert_eq!(f.url, "http://localhost:{local}", "{f:?}");
+        assert!(deps(&p, &format!("forward:{}", f.port)).contains(&format!("deploy:{}", f.service)));
+    }
+}
+
+#[test]
+fn admission_slots_parse_as_config_maps_with_the_runs_labels() {
+    let p = shared_plan("notification");
+    let Some(s) = &p.shared else { panic!("shared") };
+    let doc =
+        &yaml_rust2::YamlLoader::load_from_str(&shared::slot_doc(2, &p.labels, s)).unwrap()[0];
+    assert_eq!(doc["kind"].as_str(), Some("ConfigMap"));
+    assert_eq!(doc["metadata"]["name"].as_str(), Some("xtask-slot-2"));
+    assert_eq!(doc["metadata"]["namespace"].as_str(), Some("xtask-system"));
+    assert_eq!(
+        doc["metadata"]["labels"][crate::plan::labels::RUN].as_str(),
+        Some("1884d074a1b2")
+    );
+    assert_eq!(doc["data"]["run"].as_str(), Some("1884d074a1b2"));
 }

@@ -70,17 +70,62 @@ pub fn label_value(v: &str) -> String {
 
 /// The Namespace of a run.
 pub fn namespace_doc(namespace: &str, labels: &BTreeMap<String, String>) -> String {
+    annotated_namespace_doc(namespace, labels, &BTreeMap::new())
+}
+
+/// A Namespace with annotations too (values kept as they are, unlike label values).
+pub fn annotated_namespace_doc(
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> String {
     emit(&map(vec![
         ("apiVersion", s("v1")),
         ("kind", s("Namespace")),
+        ("metadata", metadata(namespace, None, labels, annotations)),
+    ]))
+}
+
+/// A ConfigMap of string data.
+pub fn configmap_doc(
+    name: &str,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    data: &BTreeMap<String, String>,
+) -> String {
+    emit(&map(vec![
+        ("apiVersion", s("v1")),
+        ("kind", s("ConfigMap")),
         (
             "metadata",
-            map(vec![
-                ("name", s(namespace)),
-                ("labels", labels_yaml(labels)),
-            ]),
+            metadata(name, Some(namespace), labels, annotations),
+        ),
+        (
+            "data",
+            Yaml::Hash(data.iter().map(|(k, v)| (s(k), s(v))).collect()),
         ),
     ]))
+}
+
+fn metadata(
+    name: &str,
+    namespace: Option<&str>,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> Yaml {
+    let mut m = vec![("name", s(name))];
+    if let Some(ns) = namespace {
+        m.push(("namespace", s(ns)));
+    }
+    m.push(("labels", labels_yaml(labels)));
+    if !annotations.is_empty() {
+        m.push((
+            "annotations",
+            Yaml::Hash(annotations.iter().map(|(k, v)| (s(k), s(v))).collect()),
+        ));
+    }
+    map(m)
 }
 
 /// The kind config of a kept cluster: one control-plane node with our labels, and containerd

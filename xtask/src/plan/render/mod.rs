@@ -19,7 +19,10 @@ use crate::config::{Component, Config, PortRef, Ready, Stack};
 use crate::plan::stack::{self, Site};
 
 pub use images::{check_images_from, image_uses, ImageUse, Source};
-pub use kind::{kept_kind_config, kind_config, label_value, namespace_doc, registry_hosting};
+pub use kind::{
+    annotated_namespace_doc, configmap_doc, kept_kind_config, kind_config, label_value,
+    namespace_doc, registry_hosting,
+};
 pub use yaml::emit;
 #[cfg(test)]
 pub use yaml::to_json;
