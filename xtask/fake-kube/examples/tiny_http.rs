@@ -3,7 +3,8 @@
 //!
 //! - `tiny_http [PORT]` (default: `$PORT`, else 8080) answers `GET /healthz` and `GET /readyz`
 //!   with 200, `GET /env/NAME` with the value of the environment variable NAME (404 when
-//!   unset), and anything else with 200 and the host name. It logs one line per request.
+//!   unset), `GET /file/PATH` with the contents of the file `/PATH` (404 when it cannot be
+//!   read), and anything else with 200 and the host name. It logs one line per request.
 //! - `tiny_http get URL` fetches `http://HOST:PORT/PATH` until it answers 200 (at most 20 s),
 //!   prints the body and exits 0; else exits 1.
 //! - `tiny_http exit CODE` prints `boom` and exits with CODE.
@@ -30,6 +31,11 @@ fn respond(mut stream: TcpStream) -> std::io::Result<()> {
         match std::env::var(name) {
             Ok(v) => (200, v),
             Err(_) => (404, format!("{name} is not set\n")),
+        }
+    } else if let Some(file) = path.strip_prefix("/file/") {
+        match std::fs::read_to_string(format!("/{file}")) {
+            Ok(text) => (200, text),
+            Err(e) => (404, format!("/{file}: {e}\n")),
         }
     } else {
         let host = std::env::var("HOSTNAME").unwrap_or_default();

@@ -41,12 +41,16 @@ const FIELDS: &[(&str, &str)] = &[
     (".template", "metadata spec"),
     (
         ".template.spec",
-        "containers restartPolicy terminationGracePeriodSeconds",
+        "containers restartPolicy terminationGracePeriodSeconds volumes",
     ),
     (
         ".containers[]",
-        "name image imagePullPolicy args ports env envFrom readinessProbe livenessProbe",
+        "name image imagePullPolicy command args ports env envFrom volumeMounts readinessProbe livenessProbe",
     ),
+    (".volumes[]", "name configMap"),
+    (".volumes[].configMap", "name items"),
+    (".configMap.items[]", "key path"),
+    (".volumeMounts[]", "name mountPath subPath readOnly"),
     (".containers[].ports[]", "name containerPort protocol"),
     (".env[]", "name value valueFrom"),
     (".valueFrom", "secretKeyRef configMapKeyRef"),
@@ -191,19 +195,63 @@ fn validate(c: &Cluster, v: &Value, kind: &str, ns: &str, name: &str) -> Vec<Str
             if containers.len() != 1 {
                 errs.push(format!("fake-kube: spec.template.spec.containers: fake-kube runs exactly one container per pod, not {}", containers.len()));
             }
+            let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+            let mut volumes = Vec::new();
+            for (j, vol) in list(&t["spec"]["volumes"]).iter().enumerate() {
+                let at = format!("spec.template.spec.volumes[{j}]");
+                if vol["configMap"]["name"].as_str().is_none_or(str::is_empty) {
+                    errs.push(format!("fake-kube: {at}: only configMap volumes that name their ConfigMap are supported by fake-kube"));
+                }
+                for (k, item) in list(&vol["configMap"]["items"]).iter().enumerate() {
+                    let p = format!("{at}.configMap.items[{k}]");
+                    required(&format!("{p}.key"), &item["key"], &mut errs);
+                    required(&format!("{p}.path"), &item["path"], &mut errs);
+                    descending(&format!("{p}.path"), &item["path"], &mut errs);
+                }
+                volumes.push(vol["name"].clone());
+            }
             for (i, ct) in containers.iter().enumerate() {
+                let at = format!("spec.template.spec.containers[{i}]");
                 for field in ["name", "image"] {
-                    if ct[field].as_str().is_none_or(str::is_empty) {
-                        errs.push(format!(
-                            "spec.template.spec.containers[{i}].{field}: Required value"
-                        ));
+                    required(&format!("{at}.{field}"), &ct[field], &mut errs);
+                }
+                for field in ["command", "args"] {
+                    for (j, a) in list(&ct[field]).iter().enumerate() {
+                        if !a.is_string() {
+                            errs.push(format!("{at}.{field}[{j}]: Invalid value: {a}: must be a string (quote it)"));
+                        }
                     }
+                }
+                for (j, m) in list(&ct["volumeMounts"]).iter().enumerate() {
+                    let p = format!("{at}.volumeMounts[{j}]");
+                    if !volumes.contains(&m["name"]) {
+                        errs.push(format!("{p}.name: Not found: {}", m["name"]));
+                    }
+                    required(&format!("{p}.mountPath"), &m["mountPath"], &mut errs);
+                    descending(&format!("{p}.subPath"), &m["subPath"], &mut errs);
                 }
             }
         }
         _ => {}
     }
     errs
+}
+
+fn required(at: &str, v: &Value, errs: &mut Vec<String>) {
+    if v.as_str().is_none_or(str::is_empty) {
+        errs.push(format!("{at}: Required value"));
+    }
+}
+
+/// Kubernetes' check of a `subPath` or an item's `path`: relative, without `..`.
+fn descending(at: &str, v: &Value, errs: &mut Vec<String>) {
+    let p = v.as_str().unwrap_or_default();
+    let why = match p {
+        _ if p.starts_with('/') => "must be a relative path",
+        _ if p.split('/').any(|x| x == "..") => "must not contain '..'",
+        _ => return,
+    };
+    errs.push(format!("{at}: Invalid value: {p:?}: {why}"));
 }
 
 /// `configmaps` for `configmap`, `deployments.apps` for `deployment.apps`.

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const POD_LABEL: &str = "io.kubernaut.fake-kube.pod";
@@ -43,6 +44,10 @@ pub struct Pod {
     /// The pull policy, defaulted like the API server does.
     pub policy: String,
     pub start: Start,
+    /// Its folder of mounted files, and the files (by path in it) written there before its
+    /// container is created.
+    pub dir: PathBuf,
+    pub files: BTreeMap<String, String>,
 }
 
 fn str_map(v: &Value) -> BTreeMap<String, String> {
@@ -215,6 +220,53 @@ fn resolve_env(c: &Cluster, ns: &str, container: &Value) -> Result<Vec<(String, 
     Ok(env)
 }
 
+type Mounted = (BTreeMap<String, String>, Vec<String>);
+
+/// The pod's `configMap` volumes as files (by path: `<volume>/<item path>`; without `items`,
+/// every key) and the container's `--volume` flags (its `subPath` of the volume, or all of it;
+/// read-only, as kubelet mounts ConfigMaps), or why kubelet cannot mount them.
+fn volumes(c: &Cluster, ns: &str, spec: &Value, dir: &Path) -> Result<Mounted, String> {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let mut files = BTreeMap::new();
+    for v in spec["volumes"].as_array().into_iter().flatten() {
+        let fail = |e| format!("MountVolume.SetUp failed for volume {} : {e}", v["name"]);
+        let data = data(c, ns, "ConfigMap", &s(&v["configMap"]["name"])).map_err(fail)?;
+        let all = data.keys().map(|k| json!({"key": k, "path": k})).collect();
+        for i in v["configMap"]["items"].as_array().unwrap_or(&all) {
+            let text = data.get(&s(&i["key"])).ok_or_else(|| {
+                fail(format!(
+                    "configmap references non-existent config key: {}",
+                    s(&i["key"])
+                ))
+            })?;
+            files.insert(format!("{}/{}", s(&v["name"]), s(&i["path"])), text.clone());
+        }
+    }
+    let mounts = spec["containers"][0]["volumeMounts"].as_array();
+    let mounts = mounts.into_iter().flatten().map(|m| {
+        let src = dir.join(s(&m["name"])).join(s(&m["subPath"]));
+        let src: PathBuf = src.components().collect(); // no trailing `/` for no subPath
+        format!("{}:{}:ro", src.display(), s(&m["mountPath"]))
+    });
+    Ok((files, mounts.collect()))
+}
+
+/// Writes a pod's files anew, and makes the mount sources that do not exist empty folders (a
+/// volume without files, a `subPath` that is not in the volume), as kubelet does.
+fn write_files(p: &Pod, argv: &[String]) -> Res<()> {
+    let _ = std::fs::remove_dir_all(&p.dir);
+    for (path, text) in &p.files {
+        state::write_atomic(&p.dir.join(path), text.as_bytes())?;
+    }
+    let sources = argv.windows(2).filter(|w| w[0] == "--volume");
+    for src in sources.filter_map(|w| w[1].split(':').next()) {
+        if !Path::new(src).exists() {
+            std::fs::create_dir_all(src).map_err(|e| Fail(format!("fake-kube: {src}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
 /// Network aliases (the names of the Services selecting the pod) and host port publications
 /// (NodePorts mapped by the kind config). A host port goes to the first pod only.
 fn wiring(
@@ -275,7 +327,14 @@ fn plan_pod(c: &Cluster, obj: &Value, job: bool, published: &mut BTreeSet<u16>, 
     let image = container["image"].as_str().unwrap_or_default().to_string();
     let policy = pull_policy(&image, container["imagePullPolicy"].as_str());
     let engine_name = format!("kindfake-{}-{ns}-{name}", c.name);
-    let rule = image_rule(c, &image, &policy, now);
+    let dir = state::files_root(&c.name).join(format!("{ns}_{name}"));
+    // Like kubelet: volumes are mounted before the image is pulled.
+    let mounted = volumes(c, &ns, &template["spec"], &dir);
+    let rule = match &mounted {
+        Err(m) => Err(("ContainerCreating".to_string(), m.clone())),
+        Ok(_) => image_rule(c, &image, &policy, now),
+    };
+    let (files, mounts) = mounted.unwrap_or_default();
     let env = rule.clone().and_then(|_| {
         resolve_env(c, &ns, &container).map_err(|m| ("CreateContainerConfigError".into(), m))
     });
@@ -317,15 +376,24 @@ fn plan_pod(c: &Cluster, obj: &Value, job: bool, published: &mut BTreeSet<u16>, 
                         .map(|(k, v)| ("--label", format!("{k}={v}"))),
                 )
                 .chain(env.into_iter().map(|(k, v)| ("--env", format!("{k}={v}"))))
-                .chain(ports.into_iter().map(|p| ("-p", p)));
+                .chain(ports.into_iter().map(|p| ("-p", p)))
+                .chain(mounts.into_iter().map(|m| ("--volume", m)));
             for (flag, value) in pairs {
                 argv.extend([flag.to_string(), value]);
             }
-            let args = container["args"].as_array().into_iter().flatten();
-            let args: Vec<String> = args
-                .map(|a| a.as_str().unwrap_or_default().into())
-                .collect();
-            let hash = fnv(&format!("{argv:?}{image}{args:?}"));
+            let strings = |field: &str| -> Vec<String> {
+                let list = container[field].as_array().into_iter().flatten();
+                list.map(|a| a.as_str().unwrap_or_default().into())
+                    .collect()
+            };
+            // `command` replaces the image's ENTRYPOINT (podman then drops its CMD too, as
+            // Kubernetes does), `args` its CMD. A JSON array: one argv word, no shell.
+            let command = strings("command");
+            if !command.is_empty() {
+                argv.extend(["--entrypoint".into(), json!(command).to_string()]);
+            }
+            let args = strings("args");
+            let hash = fnv(&format!("{argv:?}{image}{args:?}{files:?}"));
             let run = if pulled { normalize(&image) } else { image };
             argv.extend(["--label".into(), format!("{HASH_LABEL}={hash}"), run]);
             argv.extend(args);
@@ -342,6 +410,8 @@ fn plan_pod(c: &Cluster, obj: &Value, job: bool, published: &mut BTreeSet<u16>, 
         engine_name,
         policy,
         start,
+        dir,
+        files,
     }
 }
 
@@ -514,6 +584,7 @@ pub fn sync(c: &mut Cluster) -> Res<Vec<Seen>> {
                 if networks.insert(p.ns.clone()) {
                     ns_network(&c.name, &p.ns, false)?;
                 }
+                write_files(p, argv)?;
                 let o = podman::output(argv)?;
                 if !o.ok {
                     errors.insert(p.engine_name.clone(), o.stderr.trim().to_string());
@@ -536,6 +607,15 @@ pub fn sync(c: &mut Cluster) -> Res<Vec<Seen>> {
     }
     if changed {
         have = containers(c)?;
+    }
+    // The files of pods that are gone (deleted, or their namespace).
+    let dirs = std::fs::read_dir(state::files_root(&c.name))
+        .into_iter()
+        .flatten();
+    for path in dirs.flatten().map(|e| e.path()) {
+        if !pods.iter().any(|p| p.dir == path) {
+            let _ = std::fs::remove_dir_all(path);
+        }
     }
     c.restarts.retain(|id, _| have.iter().any(|x| x.id == *id));
     if c.restarts != before {

@@ -135,6 +135,12 @@ fn dir(name: &str) -> Res<PathBuf> {
     Ok(root()?.join("clusters").join(name))
 }
 
+/// The folders of the cluster's pods' mounted files: `files/<namespace>_<pod>`.
+pub fn files_root(cluster: &str) -> PathBuf {
+    let files = dir(cluster).unwrap_or_default().join("files");
+    std::path::absolute(&files).unwrap_or(files) // a relative source would name a podman volume
+}
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Fail + '_ {
     move |e| Fail(format!("fake-kube: {}: {e}", path.display()))
 }

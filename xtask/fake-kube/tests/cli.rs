@@ -320,13 +320,13 @@ fn cluster_lifecycle_without_podman() {
     );
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.starts_with("error: resource mapping not found for name: \"w\" namespace: \"\" from \"STDIN\": no matches for kind \"Widget\""), "{bad:?}");
-    let volumes = STACK.replace("envFrom:", "volumeMounts: []\n        envFrom:");
+    let volumes = STACK.replace("envFrom:", "volumeDevices: []\n        envFrom:");
     let bad = f.run("kubectl", &["apply", "-f", "-"], Some(&volumes));
     assert!(
         bad.code == 1
-            && bad
-                .stderr
-                .contains("fake-kube: spec.template.spec.containers[].volumeMounts: not supported"),
+            && bad.stderr.contains(
+                "fake-kube: spec.template.spec.containers[].volumeDevices: not supported"
+            ),
         "{bad:?}"
     );
     for (injection, tool, args) in [
@@ -473,8 +473,8 @@ fn apply_checks_like_the_api_server() {
     assert!(error("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n")
         .ends_with("resource name may not be empty"));
     // What is not emulated is refused.
-    let e = error(&FULL.replace("terminationGracePeriodSeconds: 10", "volumes: []"));
-    assert_eq!(e, "The Deployment \"web\" is invalid: fake-kube: spec.template.spec.volumes: not supported by fake-kube (see xtask/fake-kube/README.md)");
+    let e = error(&FULL.replace("terminationGracePeriodSeconds: 10", "hostNetwork: true"));
+    assert_eq!(e, "The Deployment \"web\" is invalid: fake-kube: spec.template.spec.hostNetwork: not supported by fake-kube (see xtask/fake-kube/README.md)");
     let e = error(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: demo}\ndata: {k: dg==}\n",
     );
@@ -979,4 +979,227 @@ fn port_forward_fails_like_kubectl() {
     ]);
     assert_eq!(out, "error: timed out waiting for the condition\n");
     assert!(start.elapsed() >= std::time::Duration::from_secs(1));
+}
+
+/// A stand-in engine that records every argv (words separated by \x1f, one call a line) and
+/// succeeds, printing nothing.
+fn recording(tag: &str) -> (Fake, std::path::PathBuf) {
+    let f = Fake::new(tag);
+    let (script, log) = (f.dir.join("engine.sh"), f.dir.join("engine.log"));
+    let text = format!(
+        "#!/bin/sh\nprintf '%s\\037' \"$@\" >> '{0}'\necho >> '{0}'\n",
+        log.display()
+    );
+    std::fs::write(&script, text).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&script, mode).unwrap();
+    let script = script.to_str().unwrap().to_string();
+    (f.with_env("FAKE_KUBE_PODMAN", &script), log)
+}
+
+/// The `podman run` argv of each container of the pod created so far (the engine never shows
+/// one, so every look creates it again).
+fn runs(log: &std::path::Path, pod: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let calls = text
+        .lines()
+        .map(|l| l.split('\x1f').map(String::from).collect::<Vec<_>>());
+    calls
+        .filter(|a| a[0] == "run" && a.windows(2).any(|w| w == ["--hostname", pod]))
+        .map(|mut a| {
+            a.pop();
+            a
+        })
+        .collect()
+}
+
+const MOUNTS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n---\n\
+    apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: llm, namespace: demo}\nspec:\n  selector: {matchLabels: {app: llm}}\n  template:\n    metadata: {labels: {app: llm}}\n    spec:\n      containers:\n      - name: llm\n        image: localhost/web:t1\n        imagePullPolicy: Never\n        command: [python3, /opt/mock llm.py]\n        args: [--responses, /etc/mock/responses.json, '']\n        volumeMounts:\n        - {name: xtask-files, mountPath: /etc/mock/responses.json, subPath: m0, readOnly: true}\n        - {name: xtask-files, mountPath: /etc/migrations, subPath: m1, readOnly: true}\n      volumes:\n      - name: xtask-files\n        configMap:\n          name: llm-files\n          items: [{key: m0, path: m0}, {key: m1-001.sql, path: m1/001.sql}]\n---\n\
+    apiVersion: batch/v1\nkind: Job\nmetadata: {name: probe, namespace: demo}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: p, image: 'localhost/web:t1', imagePullPolicy: Never, command: [/bin/probe]}]\n";
+const FILES: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: llm-files, namespace: demo}\ndata: {m0: '{\"a\": 1}', m1-001.sql: 'select 1;', unused: x}\n";
+
+#[test]
+fn commands_args_and_config_map_volumes() {
+    let (f, log) = recording("volumes");
+    f.ok("kind", &["create", "cluster", "--name", "vol"], None);
+    let archive = f.dir.join("web.tar");
+    manifest_only_archive(&archive, &["localhost/web:t1"]);
+    let load = [
+        "load",
+        "image-archive",
+        archive.to_str().unwrap(),
+        "--name",
+        "vol",
+    ];
+    f.ok("kind", &load, None);
+    // Without its ConfigMap the pod waits, like kubelet's failing mount; the Job starts.
+    f.ok("kubectl", &["apply", "-f", "-"], Some(MOUNTS));
+    let get = ["-n", "demo", "get", "pods", "-o", "json"];
+    let llm = pod(&f.ok("kubectl", &get, None).json(), "llm-fake-0")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        llm["status"]["containerStatuses"][0]["state"]["waiting"],
+        json!({"reason": "ContainerCreating",
+        "message": "MountVolume.SetUp failed for volume \"xtask-files\" : configmap \"llm-files\" not found"})
+    );
+    let job = &runs(&log, "probe-fake-0")[0];
+    let tail = &job[job.len() - 5..];
+    assert_eq!(tail[..2], ["--entrypoint", "[\"/bin/probe\"]"], "{job:?}");
+    assert_eq!(
+        tail[4], "localhost/web:t1",
+        "no args: the image's CMD is dropped"
+    );
+    // The ConfigMap applied later: the pod starts, its files laid out as the items say.
+    f.ok("kubectl", &["apply", "-f", "-"], Some(FILES));
+    let all = runs(&log, "llm-fake-0");
+    assert_eq!(all.len(), 1, "{all:?}");
+    let run = &all[0];
+    let dir = f.state.join("clusters/vol/files/demo_llm-fake-0");
+    let volumes: Vec<&str> = run
+        .windows(2)
+        .filter(|w| w[0] == "--volume")
+        .map(|w| w[1].as_str())
+        .collect();
+    let vol = dir.join("xtask-files");
+    assert_eq!(
+        volumes,
+        [
+            format!("{}/m0:/etc/mock/responses.json:ro", vol.display()),
+            format!("{}/m1:/etc/migrations:ro", vol.display())
+        ]
+    );
+    let at = run.iter().position(|w| w == "--entrypoint").unwrap();
+    assert_eq!(
+        run[at + 1],
+        r#"["python3","/opt/mock llm.py"]"#,
+        "one word, spaces kept"
+    );
+    assert_eq!(
+        run[run.len() - 4..],
+        [
+            "localhost/web:t1",
+            "--responses",
+            "/etc/mock/responses.json",
+            ""
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(vol.join("m0")).unwrap(),
+        "{\"a\": 1}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(vol.join("m1/001.sql")).unwrap(),
+        "select 1;"
+    );
+    assert!(!vol.join("unused").exists(), "only the items");
+    // A changed ConfigMap changes the container's spec hash (it is recreated with new files).
+    f.ok(
+        "kubectl",
+        &["apply", "-f", "-"],
+        Some(&FILES.replace("select 1", "select 2")),
+    );
+    let all = runs(&log, "llm-fake-0");
+    let hash = |a: &[String]| a[a.len() - 5].clone();
+    assert_eq!(all.len(), 2);
+    assert_ne!(hash(&all[0]), hash(&all[1]));
+    assert_eq!(
+        std::fs::read_to_string(vol.join("m1/001.sql")).unwrap(),
+        "select 2;"
+    );
+    // A key the items name that the ConfigMap lacks.
+    f.ok(
+        "kubectl",
+        &["apply", "-f", "-"],
+        Some(&FILES.replace("m1-001.sql", "m1-002.sql")),
+    );
+    let llm = pod(&f.ok("kubectl", &get, None).json(), "llm-fake-0")
+        .unwrap()
+        .clone();
+    let msg = &llm["status"]["containerStatuses"][0]["state"]["waiting"]["message"];
+    assert_eq!(msg, "MountVolume.SetUp failed for volume \"xtask-files\" : configmap references non-existent config key: m1-001.sql");
+    // The files go with the pod's namespace.
+    assert!(dir.is_dir(), "kept while the pod exists");
+    f.ok("kubectl", &["delete", "namespace", "demo"], None);
+    assert_eq!(
+        std::fs::read_dir(f.state.join("clusters/vol/files"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn volume_refusals_and_checks() {
+    let f = fake("volrefuse");
+    f.ok("kind", &["create", "cluster", "--name", "vr"], None);
+    let error = |from: &str, to: &str| {
+        assert!(MOUNTS.contains(from), "{from}");
+        let out = f.run(
+            "kubectl",
+            &["apply", "-f", "-"],
+            Some(&MOUNTS.replace(from, to)),
+        );
+        assert_eq!(out.code, 1, "{out:?}");
+        out.stderr.trim_end().to_string()
+    };
+    let at = "The Deployment \"llm\" is invalid: ";
+    let e = error(
+        "      - name: xtask-files\n        configMap:",
+        "      - name: xtask-files\n        emptyDir: {}\n        configMap:",
+    );
+    assert_eq!(e, format!("{at}fake-kube: spec.template.spec.volumes[].emptyDir: not supported by fake-kube (see xtask/fake-kube/README.md)"));
+    let e = error(
+        "name: llm-files\n",
+        "name: llm-files\n          defaultMode: 420\n",
+    );
+    assert!(
+        e.contains("fake-kube: spec.template.spec.volumes[].configMap.defaultMode: not supported"),
+        "{e}"
+    );
+    let e = error("{key: m0, path: m0}", "{key: m0, path: m0, mode: 256}");
+    assert!(e.contains("configMap.items[].mode: not supported"), "{e}");
+    let e = error(
+        "subPath: m0, readOnly: true",
+        "subPath: m0, mountPropagation: None",
+    );
+    assert!(
+        e.contains("volumeMounts[].mountPropagation: not supported"),
+        "{e}"
+    );
+    let e = error(
+        "        configMap:\n          name: llm-files\n",
+        "        configMap:\n",
+    );
+    assert!(e.contains("fake-kube: spec.template.spec.volumes[0]: only configMap volumes that name their ConfigMap are supported"), "{e}");
+    let e = error(
+        "{name: xtask-files, mountPath: /etc/migrations",
+        "{name: other, mountPath: /etc/migrations",
+    );
+    assert_eq!(
+        e,
+        format!("{at}spec.template.spec.containers[0].volumeMounts[1].name: Not found: \"other\"")
+    );
+    let e = error("subPath: m1,", "subPath: ../m1,");
+    assert!(
+        e.ends_with("volumeMounts[1].subPath: Invalid value: \"../m1\": must not contain '..'"),
+        "{e}"
+    );
+    let e = error("path: m1/001.sql", "path: /m1/001.sql");
+    assert!(
+        e.ends_with(
+            "configMap.items[1].path: Invalid value: \"/m1/001.sql\": must be a relative path"
+        ),
+        "{e}"
+    );
+    let e = error("mountPath: /etc/migrations, ", "");
+    assert!(
+        e.ends_with("volumeMounts[1].mountPath: Required value"),
+        "{e}"
+    );
+    let e = error("args: [--responses,", "args: [--port, 8080,");
+    assert!(
+        e.ends_with("containers[0].args[1]: Invalid value: 8080: must be a string (quote it)"),
+        "{e}"
+    );
 }

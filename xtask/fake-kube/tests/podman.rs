@@ -74,12 +74,17 @@ fn tiny_http() -> PathBuf {
 }
 
 fn build_image(dir: &Path, image: &str) {
+    build_image_with(dir, image, "");
+}
+
+/// The test image with more Dockerfile lines (e.g. a `CMD`).
+fn build_image_with(dir: &Path, image: &str, more: &str) {
     let ctx = dir.join("image");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::copy(tiny_http(), ctx.join("tiny_http")).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        format!("FROM {}\nCOPY tiny_http /usr/local/bin/tiny_http\nENTRYPOINT [\"/usr/local/bin/tiny_http\"]\n", base()),
+        format!("FROM {}\nCOPY tiny_http /usr/local/bin/tiny_http\nENTRYPOINT [\"/usr/local/bin/tiny_http\"]\n{more}", base()),
     )
     .unwrap();
     let (ok, out) = podman(&[
@@ -1066,4 +1071,99 @@ fn loads_images_from_a_docker_engine() {
     });
     assert!(body.contains("web-fake-0"), "{body}");
     f.ok("kind", &["delete", "cluster", "--name", &name], None);
+}
+
+#[test]
+#[ignore = "needs podman, CONTAINERS_CONF where required, and the runtime stand-in (cargo xtask standins)"]
+fn commands_and_mounted_config_maps() {
+    let id = common::unique();
+    let name = format!("fk-{id}");
+    let ns = format!("ns-{id}");
+    let image = format!("localhost/fk-mounts-{id}:t1");
+    let _cleanup = Cleanup {
+        cluster: name.clone(),
+        images: vec![image.clone()],
+    };
+    let f = Fake::new("mounts");
+    // A CMD that fails: the pods run only if `command` drops it, as in Kubernetes.
+    build_image_with(&f.dir, &image, "CMD [\"exit\", \"3\"]\n");
+    let host_port = free_port();
+    let cfg = f.write_kind_config(&name, 30080, host_port);
+    let create = [
+        "create",
+        "cluster",
+        "--name",
+        &name,
+        "--config",
+        cfg.to_str().unwrap(),
+    ];
+    f.ok("kind", &create, None);
+    let archive = f.dir.join("image.tar");
+    manifest_only_archive(&archive, &[image.as_str()]);
+    let load = [
+        "load",
+        "image-archive",
+        archive.to_str().unwrap(),
+        "--name",
+        &name,
+    ];
+    f.ok("kind", &load, None);
+    let volume = "      volumes:\n      - name: xtask-files\n        configMap:\n          name: web-files\n          items: [{key: m0, path: m0}, {key: m1-a.txt, path: m1/a.txt}, {key: m1-b.txt, path: m1/b.txt}]\n";
+    let mounts = "        volumeMounts:\n        - {name: xtask-files, mountPath: /etc/fk/one.txt, subPath: m0, readOnly: true}\n        - {name: xtask-files, mountPath: /etc/fk-dir, subPath: m1, readOnly: true}\n";
+    let web = format!("        imagePullPolicy: Never\n        command: [/usr/local/bin/tiny_http]\n        env: [{{name: PORT, value: '8081'}}]\n        readinessProbe: {{httpGet: {{path: /readyz, port: 8081}}}}\n{mounts}{volume}");
+    let reader = "cat /etc/fk/one.txt /etc/fk-dir/b.txt; if touch /etc/fk-dir/new 2>/dev/null; then exit 9; fi; echo read-only";
+    let job = format!("---\napiVersion: batch/v1\nkind: Job\nmetadata: {{name: reader, namespace: {ns}}}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: reader\n        image: \"{image}\"\n        imagePullPolicy: Never\n        command: [/bin/sh, -c]\n        args: [\"{reader}\"]\n{mounts}{volume}");
+    let manifests = [
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+        format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  type: NodePort\n  selector: {{app: web}}\n  ports: [{{port: 8081, targetPort: 8081, nodePort: 30080}}]\n"),
+        deployment(&ns, "web", &image, &web),
+        job,
+    ]
+    .concat();
+    f.ok("kubectl", &["apply", "-f", "-"], Some(&manifests));
+    // No ConfigMap yet: the pods wait on their volume, without containers.
+    let list = pods(&f, &ns);
+    for p in ["web-fake-0", "reader-fake-0"] {
+        let state = &pod(&list, p).unwrap()["status"]["containerStatuses"][0]["state"];
+        assert_eq!(state["waiting"]["reason"], "ContainerCreating", "{state}");
+        let msg = state["waiting"]["message"].as_str().unwrap();
+        assert!(msg.ends_with("configmap \"web-files\" not found"), "{msg}");
+    }
+    let data = "data: {m0: \"one\\n\", m1-a.txt: alpha, m1-b.txt: \"beta\\n\"}";
+    let cm = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-files, namespace: {ns}}}\n{data}\n"
+    );
+    f.ok("kubectl", &["apply", "-f", "-"], Some(&cm));
+    poll(60, "web Ready and reader Succeeded", || {
+        let list = pods(&f, &ns);
+        let job = pod(&list, "reader-fake-0").unwrap();
+        assert_ne!(job["status"]["phase"], "Failed", "{job}");
+        let web = pod(&list, "web-fake-0").unwrap();
+        assert_eq!(
+            web["status"]["containerStatuses"][0]["restartCount"], 0,
+            "{web}"
+        );
+        let done = ready(web) && job["status"]["phase"] == "Succeeded";
+        done.then_some(()).ok_or(list.to_string())
+    });
+    assert_eq!(
+        http_get(host_port, "/file/etc/fk/one.txt").unwrap(),
+        "one\n"
+    );
+    assert_eq!(
+        http_get(host_port, "/file/etc/fk-dir/a.txt").unwrap(),
+        "alpha"
+    );
+    let logs = f.ok(
+        "kubectl",
+        &["-n", &ns, "logs", "-l", "job-name=reader"],
+        None,
+    );
+    assert_eq!(logs.stdout, "one\nbeta\nread-only\n");
+    let files = f.state.join("clusters").join(&name).join("files");
+    assert!(files
+        .join(format!("{ns}_web-fake-0/xtask-files/m1/a.txt"))
+        .is_file());
+    f.ok("kind", &["delete", "cluster", "--name", &name], None);
+    assert!(!files.exists(), "the files go with the cluster");
 }

@@ -93,7 +93,11 @@ fn data_image(step: &integration::Step, t: &Tools) -> Vec<Action> {
             }),
             Action::Run {
                 state: "naming",
-                cmd: Command::Engine(t.engine.tag_cmd(source, reference)),
+                cmd: Command::Tag(
+                    t.engine.clone(),
+                    t.engine.tag_cmd(source, reference),
+                    reference.clone(),
+                ),
                 output: Use::Show,
                 what: format!("naming the cached data image {source}"),
             },

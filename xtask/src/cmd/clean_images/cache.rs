@@ -80,7 +80,8 @@ pub fn age_out(
     Ok(remove.len() + archives(&cache, now, older, dry_run)?)
 }
 
-/// Cached archives whose last copy is older than `older` (and partial saves of an hour).
+/// Cached archives whose last copy is older than `older` (and partial saves and save locks of
+/// an hour).
 fn archives(cache: &Cache, now: u64, older: u64, dry_run: bool) -> Result<usize> {
     let Ok(entries) = std::fs::read_dir(cache.archives()) else {
         return Ok(0);
@@ -88,7 +89,10 @@ fn archives(cache: &Cache, now: u64, older: u64, dry_run: bool) -> Result<usize>
     let mut n = 0;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let key = name.trim_end_matches(".partial").trim_end_matches(".tar");
+        let key = name
+            .trim_end_matches(".partial")
+            .trim_end_matches(".lock")
+            .trim_end_matches(".tar");
         let mtime = e
             .metadata()?
             .modified()?
@@ -98,7 +102,7 @@ fn archives(cache: &Cache, now: u64, older: u64, dry_run: bool) -> Result<usize>
             .last_use(&format!("archive-{key}"))
             .unwrap_or(0)
             .max(mtime);
-        let limit = if name.ends_with(".partial") {
+        let limit = if name.ends_with(".partial") || name.ends_with(".lock") {
             3600.min(older)
         } else {
             older

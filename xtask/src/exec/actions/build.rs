@@ -87,7 +87,8 @@ impl Runner<'_> {
             let tag = self.engine.tag_cmd(&image.id, &c.spec.reference);
             self.log(&tag);
             ctx.line.state("reusing", &cache_ref(&c.component, &key));
-            tag.run()
+            self.engine
+                .tag(&tag, &c.spec.reference)
                 .with_context(|| format!("naming the cached image {}", image.id))?;
             self.cache.used(&key)?;
             self.note(task, note("hit", String::new()));
@@ -161,6 +162,12 @@ impl Runner<'_> {
         let dir = self.cache.archives();
         std::fs::create_dir_all(&dir)?;
         let cached = dir.join(format!("{key}.tar"));
+        // Two components of one image (or two runs) save the same key one after the other.
+        let lock = std::fs::File::create(dir.join(format!("{key}.lock")))?;
+        if lock.try_lock().is_err() {
+            ctx.line.state("waiting", "for another save of this image");
+            lock.lock()?;
+        }
         let hit = !rebuild && cached.exists();
         if !hit {
             let partial = dir.join(format!("{key}.tar.partial"));

@@ -30,6 +30,8 @@ pub enum Command {
     Timed(Cmd<Timed>),
     /// Changes the engine's state: never interrupted.
     Engine(Cmd<Uninterruptible>),
+    /// A `tag` of this engine giving the name `.2` (checked: see [`Engine::tag`]).
+    Tag(Engine, Cmd<Uninterruptible>, String),
 }
 
 impl Command {
@@ -38,6 +40,10 @@ impl Command {
             Command::Plain(c) => c.run_streaming(on_line),
             Command::Timed(c) => c.run_streaming(on_line),
             Command::Engine(c) => c.run_streaming(on_line),
+            Command::Tag(engine, c, target) => {
+                engine.tag(c, target)?;
+                return Ok(String::new());
+            }
         }?;
         Ok(out.stdout)
     }
@@ -48,7 +54,7 @@ impl fmt::Display for Command {
         match self {
             Command::Plain(c) => c.fmt(f),
             Command::Timed(c) => c.fmt(f),
-            Command::Engine(c) => c.fmt(f),
+            Command::Engine(c) | Command::Tag(_, c, _) => c.fmt(f),
         }
     }
 }

@@ -29,6 +29,21 @@ impl Engine {
         self.cmd().args(["tag", source, target]).uninterruptible()
     }
 
+    /// Runs a `tag_cmd` and checks the name is there afterwards. Podman 4.3 loses one of two
+    /// names given to one image at the same moment (two components of one image, two runs
+    /// naming one cached image): tags are serialised by a host-wide lock, and a lost name is
+    /// given again.
+    pub fn tag(&self, cmd: &Cmd<Uninterruptible>, target: &str) -> Result<()> {
+        let _lock = tag_lock();
+        for _ in 0..3 {
+            cmd.run()?;
+            if self.image_id(target).is_some() {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("`{cmd}` succeeded but {target} is not in local storage; run it again")
+    }
+
     /// The image id of `reference`, if it is in local storage.
     pub fn image_id(&self, reference: &str) -> Option<String> {
         let out = self
@@ -79,4 +94,19 @@ impl Engine {
         };
         c.timeout(std::time::Duration::from_secs(1800))
     }
+}
+
+/// A lock on `$TMPDIR/xtask-engine-tag.lock`, held while it lives; none when the file cannot be
+/// opened (then the check after the tag still catches a lost name).
+fn tag_lock() -> Option<std::fs::File> {
+    let path = std::env::temp_dir().join("xtask-engine-tag.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .or_else(|_| std::fs::File::open(&path))
+        .ok()?;
+    file.lock().ok()?;
+    Some(file)
 }
