@@ -255,8 +255,17 @@ impl Clean<'_> {
             return Ok(Vec::new());
         };
         let target = record::target_dir(&config.root);
+        let known = self.kind_clusters()?;
         let mut out = Vec::new();
         for kc in crate::exec::clusters::all(&target) {
+            if known.as_ref().is_some_and(|k| !k.contains(&kc.name)) {
+                println!(
+                    "kept cluster {0}: recorded, but kind has no such cluster: not swept \
+                     (`cargo xtask cluster down --name {0}` forgets it)",
+                    kc.name
+                );
+                continue;
+            }
             let mut k = Kubectl::new(kubectl.clone(), kc.kubeconfig.clone());
             k.context = Some(kc.context.clone());
             out.push((kc.name, k));
@@ -267,6 +276,20 @@ impl Clean<'_> {
             out.push((c.to_string(), k));
         }
         Ok(out)
+    }
+
+    /// The clusters `kind get clusters` lists (None without kind).
+    fn kind_clusters(&self) -> Result<Option<BTreeSet<String>>> {
+        let Some(kind) = self.kind else {
+            return Ok(None);
+        };
+        let out = kind
+            .get_clusters()
+            .timeout(Duration::from_secs(30))
+            .output()?;
+        Ok(out
+            .success()
+            .then(|| out.stdout.lines().map(|l| l.trim().to_string()).collect()))
     }
 
     /// kind clusters named like ours whose node labels say they are ours, of a run not in

@@ -35,10 +35,14 @@ impl RunObject {
             .unwrap_or(u64::MAX)
     }
 
-    /// Dead: its process is gone (known only on its own host), or it is past its TTL.
+    /// Dead: on its own host, its process is gone (a live run is kept past its TTL); on
+    /// another host (liveness unknown), it is past its TTL.
     pub fn dead(&self, here: &str, now: u64) -> bool {
-        let pid = self.label(labels::PID).parse().unwrap_or(0);
-        (self.label(HOST) == here && !crate::exec::process::pid_alive(pid)) || now > self.expires()
+        if self.label(HOST) == here {
+            let pid = self.label(labels::PID).parse().unwrap_or(0);
+            return !crate::exec::process::pid_alive(pid);
+        }
+        now > self.expires()
     }
 }
 
@@ -238,7 +242,7 @@ pub fn remove_recorded(
     Ok(gone)
 }
 
-/// Runs in one cluster that are dead (process gone on this host, or past their TTL) and not
+/// Runs in one cluster that are dead (see [`RunObject::dead`]) and not
 /// in `skip` (runs `clean` already handled from their records): their pushed images (listed on
 /// the namespace), namespace and admission slot, removed. Only objects with our run label are
 /// ever listed; a live run's namespace is never touched.
@@ -329,6 +333,13 @@ mod tests {
             "another host's pid says nothing here"
         );
         assert!(runs[1].dead("here", 3000), "past its TTL");
+        let me = std::process::id();
+        let live = json.replace(".pid\":\"0\"", &format!(".pid\":\"{me}\""));
+        let live = &parse_list(&live).unwrap()[0];
+        assert!(
+            !live.dead("here", 3000),
+            "a live run on this host is kept past its TTL"
+        );
     }
 
     #[test]

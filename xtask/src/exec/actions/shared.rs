@@ -136,6 +136,15 @@ impl Runner<'_> {
             .apply(system_doc)
             .timeout(Duration::from_secs(60))
             .run()?;
+        // Dead and expired runs go first: their slots and namespaces would hold this run back.
+        ctx.line
+            .state("sweeping", "namespaces of dead or expired runs");
+        let now = crate::host::facts::unix_now();
+        match crate::host::shared::sweep(kubectl, here, now, &|_| false, false) {
+            Ok(gone) if !gone.is_empty() => ctx.line.state("swept", &gone.join(", ")),
+            Ok(_) => {}
+            Err(e) => ctx.line.state("sweep failed (going on)", &format!("{e:#}")),
+        }
         let start = Instant::now();
         loop {
             let now = crate::host::facts::unix_now();
