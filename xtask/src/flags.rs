@@ -120,11 +120,12 @@ pub struct Doctor {}
 
 /// Build local stand-ins for the third-party images, for hosts without a registry.
 ///
-/// PostgreSQL, Redis and the runtime base are built from Debian packages (debootstrap, then
-/// apt-get in a chroot, then `podman import`), honouring the official images' environment
-/// contract (POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB). Images that exist are skipped.
-/// Prints the environment variables that point the workspace at them; `infra.toml` is not edited.
-/// Needs root and debootstrap.
+/// PostgreSQL, Redis, the runtime base and the registry are built from Debian packages
+/// (debootstrap from the mirror apt uses, then apt-get in a chroot, then `podman import`),
+/// honouring the official images' environment contract (POSTGRES_USER, POSTGRES_PASSWORD,
+/// POSTGRES_DB). Images that exist are skipped. Runs that need them build them by themselves;
+/// this command builds them ahead. Prints the environment variables that point the workspace
+/// at them; `infra.toml` is not edited. Needs root and debootstrap.
 #[derive(Debug, Args)]
 pub struct Standins {
     /// Rebuild images that already exist.
@@ -193,7 +194,8 @@ pub struct E2e {
     /// (a kept cluster has its own).
     #[arg(long, value_name = "REGISTRY", requires = "cluster")]
     pub registry: Option<String>,
-    /// With --cluster: how long the run's namespace may live before `clean --orphans` takes it.
+    /// With --cluster: after this, a run whose process cannot be checked (another host) counts
+    /// as abandoned: the next run's sweep or `clean --orphans` removes its namespace.
     #[arg(
         long,
         default_value = "2h",

@@ -86,6 +86,17 @@ fn target(config: &Config, args: &flags::E2e, engine: &Engine) -> Result<planner
     let kept = crate::exec::clusters::load(&record::target_dir(&config.root), name);
     let (kubeconfig, context, registry) = match (kept, registry) {
         (Some(k), r) => {
+            if r.is_none() {
+                crate::host::ready::http_get(k.registry_port, "/v2/", Duration::from_secs(2))
+                    .with_context(|| {
+                        format!(
+                            "the registry of kept cluster {name} (localhost:{}) does not answer; \
+                             `cargo xtask cluster status --name {name}` shows it, `cluster down` \
+                             and `cluster up` make it anew",
+                            k.registry_port
+                        )
+                    })?;
+            }
             let own = planner::shared::Registry {
                 host: k.registry.clone(),
                 prefix: String::new(),

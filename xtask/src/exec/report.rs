@@ -170,11 +170,12 @@ impl Report {
             ));
         }
         for (k, v) in &self.extra {
-            s.push_str(&format!(
-                "{}: {:.1}s\n",
-                k.trim_end_matches("_ms"),
-                *v as f64 / 1000.0
-            ));
+            let line = match k.strip_suffix("_ms") {
+                Some(k) => format!("{k}: {:.1}s\n", *v as f64 / 1000.0),
+                None if k.starts_with("bytes") => format!("{k}: {:.1} MB\n", *v as f64 / 1e6),
+                None => format!("{k}: {v}\n"),
+            };
+            s.push_str(&line);
         }
         s.push_str(&format!(
             "graph {:.1}s, critical path (*) {:.1}s: {}; ratio {:.2}; one at a time it would take {:.1}s\n",
@@ -227,6 +228,11 @@ mod tests {
             "passed",
         );
         assert_eq!(r.total_over_critical_path, 1.1);
+        let mut r = r;
+        r.add_bytes_sent([("push:ds".to_string(), 2_500_000)].into());
+        r.extra.insert("tests_ms".into(), 1500);
+        assert!(r.table().contains("bytes_sent: 2.5 MB\n"), "{}", r.table());
+        assert!(r.table().contains("tests: 1.5s\n"), "{}", r.table());
         assert!(r.table().contains("compile -> image -> migrate -> ds"));
         assert!(r
             .table()

@@ -18,19 +18,56 @@ impl Facts {
             check_tag(t).map_err(|e| anyhow::anyhow!("IMAGE_TAG: {e}"))?;
         }
         let revision = git_revision(root);
+        let user = sanitize_user(&login_name());
         Ok(Facts {
-            user: sanitize_user(&login_name()),
+            unix: unique_second(&user, unix_now()),
+            user,
             git7: if revision == "unknown" {
                 revision.clone()
             } else {
                 revision[..7].to_string()
             },
             revision,
-            unix: unix_now(),
             image_tag,
             run_id: random_id(),
         })
     }
+}
+
+/// The second of a run's service tags (`{service}-{user}-{git7}-{unix}`), unique among this
+/// user's runs on this host: two runs starting in one second (two consumers whose stacks both
+/// build `notification`, two E2E runs in one kept cluster) would otherwise share a tag. The last
+/// second given out is kept in `$TMPDIR/xtask-tag-second-{user}` (locked); a later run takes
+/// `max(now, last + 1)`. Without that file (unwritable), the clock alone.
+fn unique_second(user: &str, now: u64) -> u64 {
+    use std::io::{Read, Seek, Write};
+    let path = std::env::temp_dir().join(format!("xtask-tag-second-{user}"));
+    let open = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path);
+    let Ok(mut file) = open else {
+        return now;
+    };
+    if file.lock().is_err() {
+        return now;
+    }
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let last = text.trim().parse::<u64>().unwrap_or(0);
+    // A clock set back by more than a day makes the file's second meaningless.
+    let second = if last >= now && last - now < 86_400 {
+        last + 1
+    } else {
+        now
+    };
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(second.to_string().as_bytes()));
+    second
 }
 
 /// This host's name (kernel hostname), for labels of things in shared clusters: a pid means
@@ -107,5 +144,15 @@ mod tests {
         let out = git_revision(&dir);
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(out, "unknown");
+    }
+
+    #[test]
+    fn runs_in_one_second_get_different_tag_seconds() {
+        let user = format!("test_{}", random_id());
+        let now = unix_now();
+        let seconds: Vec<u64> = (0..4).map(|_| unique_second(&user, now)).collect();
+        assert_eq!(seconds, [now, now + 1, now + 2, now + 3]);
+        assert_eq!(unique_second(&user, now + 10), now + 10, "the clock when it is ahead");
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("xtask-tag-second-{user}")));
     }
 }

@@ -107,16 +107,7 @@ impl Runner<'_> {
             .lock()
             .map_err(|_| anyhow::anyhow!("pins lock poisoned"))?
             .clone();
-        let mut pinned = text.to_string();
-        for image in images {
-            let Some(digest_ref) = pins.get(image) else {
-                bail!("{image} was not pushed by this run; nothing is applied");
-            };
-            pinned = pinned.replace(
-                &format!("image: {image}\n"),
-                &format!("image: {digest_ref}\n"),
-            );
-        }
+        let pinned = pin(text, &pins, images)?;
         let cmd = kubectl.apply(&pinned).timeout(Duration::from_secs(60));
         self.log(&cmd);
         cmd.run().context("applying the pinned manifests")?;
@@ -281,9 +272,32 @@ fn docker_digest(out: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// What the push really uploaded: the manifest, and every blob of it the engine did not skip
-/// as already present (podman's debug log `Skipping blob X (already present)`, docker's
-/// `X: Layer already exists`).
+/// `text` with every image of `images` replaced by the digest reference its push returned
+/// (plain or quoted YAML scalars); an error if one was not pushed or is still named by tag.
+fn pin(text: &str, pins: &BTreeMap<String, String>, images: &BTreeSet<String>) -> Result<String> {
+    let mut pinned = text.to_string();
+    for image in images {
+        let Some(digest_ref) = pins.get(image) else {
+            bail!("{image} was not pushed by this run; nothing is applied");
+        };
+        for q in ["", "\"", "'"] {
+            pinned = pinned.replace(
+                &format!("image: {q}{image}{q}\n"),
+                &format!("image: {q}{digest_ref}{q}\n"),
+            );
+        }
+        // Digest references contain no tag, so any mention left is an unpinned image.
+        if pinned.contains(image.as_str()) {
+            bail!("{image} is still named by tag after pinning; nothing is applied");
+        }
+    }
+    Ok(pinned)
+}
+
+/// What the push really uploaded: the manifest, and every blob of it the engine uploaded.
+/// Podman's debug log names each upload (`Upload of layer X complete`, `PUT ...&digest=X`);
+/// blobs it skipped or mounted from another repository are not counted. Docker names the
+/// blobs it did not send (`X: Layer already exists`, `X: Mounted from`).
 fn bytes_sent(pinned: &str, push_output: &str) -> Result<u64> {
     let raw = Cmd::new("skopeo")
         .args([
@@ -295,31 +309,67 @@ fn bytes_sent(pinned: &str, push_output: &str) -> Result<u64> {
         .timeout(Duration::from_secs(60))
         .read()
         .with_context(|| format!("reading the manifest of {pinned}"))?;
-    let m: serde_json::Value = serde_json::from_str(&raw).context("the pushed manifest")?;
+    Ok(sent_of_manifest(&raw, push_output)? + raw.len() as u64)
+}
+
+/// The sizes of a manifest's blobs (layers and config) the push output shows as sent.
+fn sent_of_manifest(manifest: &str, push_output: &str) -> Result<u64> {
+    let m: serde_json::Value = serde_json::from_str(manifest).context("the pushed manifest")?;
     let mut blobs: Vec<&serde_json::Value> = m["layers"]
         .as_array()
         .map(|l| l.iter().collect())
         .unwrap_or_default();
     blobs.push(&m["config"]);
-    let skipped = |digest: &str| {
-        let short = digest.trim_start_matches("sha256:");
-        push_output.contains(&format!("Skipping blob {digest} (already present)"))
-            || push_output.contains(&format!(
-                "{}: Layer already exists",
-                &short[..12.min(short.len())]
-            ))
+    let podman = push_output.contains("level=debug");
+    let sent = |digest: &str| {
+        let hex = digest.trim_start_matches("sha256:");
+        if podman {
+            push_output.contains(&format!("Upload of layer {digest} complete"))
+                || push_output.contains(&format!("digest=sha256%3A{hex}"))
+        } else {
+            let short = &hex[..12.min(hex.len())];
+            !push_output.contains(&format!("{short}: Layer already exists"))
+                && !push_output.contains(&format!("{short}: Mounted from"))
+        }
     };
-    let sent: u64 = blobs
+    Ok(blobs
         .iter()
-        .filter(|b| !skipped(b["digest"].as_str().unwrap_or_default()))
+        .filter(|b| sent(b["digest"].as_str().unwrap_or_default()))
         .map(|b| b["size"].as_u64().unwrap_or(0))
-        .sum();
-    Ok(sent + raw.len() as u64)
+        .sum())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_are_pinned_quoted_or_not() {
+        let r = "localhost:5001/redis:n-1".to_string();
+        let d = "localhost:5001/redis@sha256:ab".to_string();
+        let pins = [(r.clone(), d.clone())].into();
+        let images = [r.clone()].into();
+        let text = format!("a:\n  image: \"{r}\"\nb:\n  image: {r}\n");
+        let out = pin(&text, &pins, &images).unwrap();
+        assert_eq!(out, format!("a:\n  image: \"{d}\"\nb:\n  image: {d}\n"));
+        let odd = format!("env: {r}\n");
+        assert!(pin(&odd, &pins, &images).is_err(), "a mention left unpinned");
+        assert!(pin(&text, &BTreeMap::new(), &images).is_err(), "not pushed");
+    }
+
+    #[test]
+    fn only_uploaded_blobs_count_as_sent() {
+        let manifest = r#"{"config":{"digest":"sha256:c0","size":900},
+            "layers":[{"digest":"sha256:aa","size":1000},{"digest":"sha256:bb","size":50}]}"#;
+        let podman = "level=debug msg=\"Skipping blob sha256:11 (already present):\"\n\
+            level=debug msg=\"PUT http://r/v2/x/blobs/uploads/u?_state=s&digest=sha256%3Abb\"\n\
+            level=debug msg=\"Upload of layer sha256:c0 complete\"";
+        assert_eq!(sent_of_manifest(manifest, podman).unwrap(), 950);
+        let again = "level=debug msg=\"Skipping blob sha256:11 (already present):\"";
+        assert_eq!(sent_of_manifest(manifest, again).unwrap(), 0);
+        let docker = "aa: Layer already exists\nbb: Pushed\n";
+        assert_eq!(sent_of_manifest(manifest, docker).unwrap(), 950);
+    }
 
     #[test]
     fn forwarded_ports_and_docker_digests_are_read() {
