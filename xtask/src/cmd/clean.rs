@@ -102,14 +102,27 @@ pub fn run(config: &Config, args: &flags::Clean) -> Result<()> {
     // Namespaces of dead or expired runs in kept clusters and the given context.
     for (cluster, k) in ctx.clusters(config, args.cluster.as_deref())? {
         let skip = |run: &str| kept.contains(run) || handled.contains(run);
-        let gone = crate::host::shared::sweep(
+        let swept = crate::host::shared::sweep(
             &k,
             &crate::host::facts::hostname(),
             crate::host::facts::unix_now(),
             &skip,
             args.dry_run,
         )
-        .with_context(|| format!("sweeping cluster {cluster}"))?;
+        .with_context(|| format!("sweeping cluster {cluster}"));
+        // A kept cluster that is down is reported, not fatal; a context asked for is.
+        let gone = match swept {
+            Err(e) if args.cluster.as_deref() != Some(cluster.as_str()) => {
+                let first = format!("{e:#}");
+                let first = first.lines().next().unwrap_or_default();
+                println!(
+                    "kept cluster {cluster}: not swept ({first}); is it up? \
+                     `cargo xtask cluster status --name {cluster}`"
+                );
+                continue;
+            }
+            r => r?,
+        };
         total += gone.len();
         for g in gone {
             println!("cluster {cluster}: {verb} {g}");
@@ -193,8 +206,10 @@ impl Clean<'_> {
             let kubectl = self.kubectl.as_deref().context(
                 "kubectl is not in PATH: the run's namespace is left (cargo xtask doctor)",
             )?;
-            crate::host::shared::remove_recorded(kubectl, &info.resources, &info.run_id, self.dry_run)
+            let gone = crate::host::shared::remove_recorded(kubectl, &info.resources, &info.run_id, self.dry_run)
                 .with_context(|| format!("removing run {}'s namespace, slot and pushed images; fix that and run `cargo xtask clean --run {}`", info.run_id, info.run_id))?;
+            let verb = if self.dry_run { "would remove" } else { "removed" };
+            println!("run {}: {verb} {}", info.run_id, gone.join(", "));
         }
         // Named resources of the record that lost their labels cannot exist: everything is
         // created with labels. The labels are the selection.

@@ -122,7 +122,77 @@ pub fn render(rows: &[Row]) -> String {
     out
 }
 
+/// Who shares a port: a NodePort used in several consumers' clusters (allowed: each E2E run has
+/// its own cluster, or its own namespace without NodePorts in a kept one), and that no host port
+/// is shared (`check` refuses a shared one, so a config that loads has none).
+pub fn sharing(rows: &[Row]) -> String {
+    let mut by_node: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    for r in rows {
+        if let Some(n) = r.node_port {
+            by_node
+                .entry(n)
+                .or_default()
+                .push(format!("{} {}", r.consumer, r.port));
+        }
+    }
+    let mut out = String::new();
+    for (port, users) in by_node.iter().filter(|(_, u)| u.len() > 1) {
+        out.push_str(&format!(
+            "NodePort {port} shared by {} (allowed: separate clusters)\n",
+            users.join(", ")
+        ));
+    }
+    let mut hosts: Vec<u16> = rows.iter().map(|r| r.host_port).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    if hosts.len() == rows.len() {
+        out.push_str(&format!(
+            "host ports: {} claims, none shared (`cargo xtask check` refuses a shared one)\n",
+            rows.len()
+        ));
+    }
+    out
+}
+
 pub fn run(config: &Config) -> Result<()> {
-    print!("{}", render(&rows(config)?));
+    let rows = rows(config)?;
+    print!("{}\n{}", render(&rows), sharing(&rows));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(consumer: &str, component: &str, host_port: u16, node_port: Option<u16>) -> Row {
+        Row {
+            consumer: consumer.into(),
+            tier: "e2e",
+            port: PortRef {
+                component: component.into(),
+                port: None,
+            },
+            host_port,
+            node_port,
+            purpose: String::new(),
+        }
+    }
+
+    #[test]
+    fn shared_node_ports_are_named_and_host_ports_are_not_shared() {
+        let rows = [
+            row("notification", "datastorage", 28121, Some(30081)),
+            row("datastorage", "datastorage", 28100, Some(30081)),
+            row("gateway", "gateway", 28110, Some(30082)),
+        ];
+        let out = sharing(&rows);
+        assert!(out.contains(
+            "NodePort 30081 shared by notification datastorage, datastorage datastorage (allowed: separate clusters)"
+        ), "{out}");
+        assert!(!out.contains("30082"), "{out}");
+        assert!(out.contains("host ports: 3 claims, none shared"), "{out}");
+        let mut twice = rows.to_vec();
+        twice[2].host_port = 28100;
+        assert!(!sharing(&twice).contains("none shared"));
+    }
 }

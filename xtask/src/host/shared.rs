@@ -185,7 +185,22 @@ pub fn remove_recorded(
         k
     };
     let (mut gone, mut errors) = (Vec::new(), Vec::new());
+    // A kept cluster taken down (`cluster down` removes its folder and kubeconfig) took the
+    // run's namespace, slot and registry with it.
+    let cluster_gone = recorded.iter().any(|e| {
+        matches!(e, Event::Namespace { kubeconfig, .. } | Event::Slot { kubeconfig, .. }
+            if !kubeconfig.exists())
+    });
     for e in recorded {
+        if cluster_gone {
+            if matches!(
+                e,
+                Event::Namespace { .. } | Event::Slot { .. } | Event::Pushed { .. }
+            ) {
+                gone.push(format!("{} (gone with its kept cluster)", e.describe()));
+            }
+            continue;
+        }
         let (what, result) = match e {
             Event::Namespace {
                 name,
