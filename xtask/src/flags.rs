@@ -280,10 +280,11 @@ pub enum ClusterAction {
         #[arg(long)]
         force: bool,
     },
-    /// The cluster, its registry, and the runs inside (namespaces, slots).
+    /// The cluster, its registry, and the runs inside (namespaces, slots); without --name,
+    /// every kept cluster recorded here.
     Status {
-        #[arg(long, default_value = "xtask-kept", value_name = "NAME")]
-        name: String,
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
     },
 }
 

@@ -27,7 +27,7 @@ struct Down<'a>(&'a str, &'a FakeKube);
 
 impl Drop for Down<'_> {
     fn drop(&mut self) {
-        let _ = xtask(&["cluster", "down", "--name", self.0], self.1).run();
+        let _ = xtask(&["cluster", "down", "--name", self.0, "--force"], self.1).run();
     }
 }
 
@@ -237,8 +237,13 @@ fn kept_cluster_runs_push_only_what_changed_and_leave_nothing() {
     assert!(after.contains("notification-current"), "{after:?}");
     assert!(after.contains("not-ours"), "{after:?}");
 
-    // `cluster down` removes the cluster and its registry container.
+    // `cluster down` refuses while a run is live in it (the other host's, within its TTL);
+    // `--force` removes the cluster and its registry container.
     xtask(&["cluster", "down", "--name", &name], &fakes)
+        .run()
+        .assert_failure()
+        .assert_contains("notification-current");
+    xtask(&["cluster", "down", "--name", &name, "--force"], &fakes)
         .run()
         .assert_success();
     assert!(!fakes.clusters().contains(&name), "{:?}", fakes.clusters());

@@ -26,7 +26,17 @@ pub fn run(config: &Config, args: &flags::Cluster) -> Result<()> {
             registry_port,
         } => up(config, name, *registry_port),
         ClusterAction::Down { name, force } => down(config, name, *force),
-        ClusterAction::Status { name } => status(config, name),
+        ClusterAction::Status { name: Some(name) } => status(config, name),
+        ClusterAction::Status { name: None } => {
+            let all = clusters::all(&crate::exec::record::target_dir(&config.root));
+            if all.is_empty() {
+                println!("no kept cluster is recorded here; `cargo xtask cluster up` makes one");
+            }
+            for k in all {
+                status(config, &k.name)?;
+            }
+            Ok(())
+        }
     }
 }
 
