@@ -172,7 +172,10 @@ impl Report {
         for (k, v) in &self.extra {
             let line = match k.strip_suffix("_ms") {
                 Some(k) => format!("{k}: {:.1}s\n", *v as f64 / 1000.0),
-                None if k.starts_with("bytes") => format!("{k}: {:.1} MB\n", *v as f64 / 1e6),
+                None if k.starts_with("bytes") && *v >= 1_000_000 => {
+                    format!("{k}: {:.1} MB\n", *v as f64 / 1e6)
+                }
+                None if k.starts_with("bytes") => format!("{k}: {:.1} kB\n", *v as f64 / 1e3),
                 None => format!("{k}: {v}\n"),
             };
             s.push_str(&line);
@@ -233,6 +236,8 @@ mod tests {
         r.extra.insert("tests_ms".into(), 1500);
         assert!(r.table().contains("bytes_sent: 2.5 MB\n"), "{}", r.table());
         assert!(r.table().contains("tests: 1.5s\n"), "{}", r.table());
+        r.add_bytes_sent([("push:ds".to_string(), 12_345)].into());
+        assert!(r.table().contains("bytes_sent: 12.3 kB\n"), "{}", r.table());
         assert!(r.table().contains("compile -> image -> migrate -> ds"));
         assert!(r
             .table()
