@@ -9,6 +9,8 @@
 //! labels stays; the TTL sweep (another host's expired run goes, its unexpired one stays);
 //! `cluster down`.
 
+#![allow(clippy::disallowed_methods)] // tests drive the built binaries and tools directly
+
 mod common;
 
 use std::collections::BTreeSet;
@@ -100,7 +102,7 @@ fn foreign_run_namespace(name: &str, host: &str, expires: u64) -> String {
          io.kubernaut.xtask.run: {run}\n    io.kubernaut.xtask.owner: someone\n    \
          io.kubernaut.xtask.pid: \"1\"\n    io.kubernaut.xtask.host: {host}\n  annotations:\n    \
          io.kubernaut.xtask/expires: \"{expires}\"\n",
-        run = hex8().repeat(2)[..12].to_string(),
+        run = &hex8().repeat(2)[..12],
     )
 }
 
@@ -115,10 +117,30 @@ fn kept_cluster_runs_push_only_what_changed_and_leave_nothing() {
         .run()
         .assert_success();
     let _down = Down(&name, &fakes);
-    let run = || xtask(&["e2e", "notification", "--cluster", &name], &fakes);
+    let first_bytes = first_run(&name, &fakes, &guard);
+    two_at_once(&name, &fakes, &guard, first_bytes);
+    killed_run(&name, &fakes, &guard);
+    ttl_sweep(&name, &fakes);
+    // `cluster down` refuses while a run is live in it (the other host's, within its TTL);
+    // `--force` removes the cluster and its registry container.
+    xtask(&["cluster", "down", "--name", &name], &fakes)
+        .run()
+        .assert_failure()
+        .assert_contains("notification-current");
+    xtask(&["cluster", "down", "--name", &name, "--force"], &fakes)
+        .run()
+        .assert_success();
+    assert!(!fakes.clusters().contains(&name), "{:?}", fakes.clusters());
+    assert!(!container_exists(&format!("{name}-registry")));
+}
 
-    // A first run into the empty registry: its images are sent, deployed by digest.
-    let first = run().run();
+fn e2e(cluster: &str, fakes: &FakeKube) -> Xtask {
+    xtask(&["e2e", "notification", "--cluster", cluster], fakes)
+}
+
+/// A first run into the empty registry: its images are sent, deployed by digest. Its bytes.
+fn first_run(name: &str, fakes: &FakeKube, guard: &CleanRuns) -> u64 {
+    let first = e2e(name, fakes).run();
     let first_id = first.run_id().expect("a run id");
     guard.add(&first_id);
     first.assert_success();
@@ -145,9 +167,12 @@ fn kept_cluster_runs_push_only_what_changed_and_leave_nothing() {
             "a NodePort on a kept cluster:\n{y}"
         );
     }
+    first_bytes
+}
 
-    // Two runs at once: both pass, and neither re-sends the unchanged layers.
-    let (a, b) = (run().spawn(), run().spawn());
+/// Two runs at once: both pass, and neither re-sends the unchanged layers.
+fn two_at_once(name: &str, fakes: &FakeKube, guard: &CleanRuns, first_bytes: u64) {
+    let (a, b) = (e2e(name, fakes).spawn(), e2e(name, fakes).spawn());
     let (a, b) = (a.wait(), b.wait());
     for o in [&a, &b] {
         let id = o.run_id().expect("a run id");
@@ -159,11 +184,14 @@ fn kept_cluster_runs_push_only_what_changed_and_leave_nothing() {
             "run {id} sent {sent} bytes, not under 5% of the first run's {first_bytes}"
         );
     }
+}
 
-    // A run killed with SIGKILL once it has pushed and has its namespace.
+/// A run killed with SIGKILL once it has pushed and has its namespace: `clean --orphans`
+/// removes its namespace, slot and registry tags; a namespace without our labels stays.
+fn killed_run(name: &str, fakes: &FakeKube, guard: &CleanRuns) {
     let plain = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: not-ours\n";
-    kubectl(&fakes, &name, &["apply", "-f", "-"], Some(plain)).assert_success();
-    let killed = run().spawn();
+    kubectl(fakes, name, &["apply", "-f", "-"], Some(plain)).assert_success();
+    let killed = e2e(name, fakes).spawn();
     let rec = killed.wait_until(
         "a namespace and a pushed image",
         Duration::from_secs(600),
@@ -174,12 +202,11 @@ fn kept_cluster_runs_push_only_what_changed_and_leave_nothing() {
         },
     );
     guard.add(&rec.run_id);
-    // Wait for the namespace to exist in the cluster, then kill.
     let ns = rec.named("namespace")[0].clone();
     wait_for(
         "the killed run's namespace",
         Duration::from_secs(120),
-        || namespaces(&fakes, &name).contains(&ns).then_some(()),
+        || namespaces(fakes, name).contains(&ns).then_some(()),
     );
     let pushed = killed.wait_until("the first push done", Duration::from_secs(600), || {
         killed
@@ -189,11 +216,11 @@ fn kept_cluster_runs_push_only_what_changed_and_leave_nothing() {
     });
     killed.signal(libc::SIGKILL);
     let _ = killed.wait();
-    xtask(&["clean", "--orphans"], &fakes)
+    xtask(&["clean", "--orphans"], fakes)
         .run()
         .assert_success()
         .assert_contains(&format!("namespace {ns}"));
-    let after = namespaces(&fakes, &name);
+    let after = namespaces(fakes, name);
     assert!(!after.contains(&ns), "{ns} left: {after:?}");
     assert!(
         after.contains("not-ours"),
@@ -211,8 +238,8 @@ fn kept_cluster_runs_push_only_what_changed_and_leave_nothing() {
         );
     }
     let slots = kubectl(
-        &fakes,
-        &name,
+        fakes,
+        name,
         &["-n", "xtask-system", "get", "configmaps", "-o", "json"],
         None,
     );
@@ -221,31 +248,19 @@ fn kept_cluster_runs_push_only_what_changed_and_leave_nothing() {
         "the killed run's slot is left:\n{}",
         slots.stdout
     );
+}
 
-    // The TTL: another host's run past its TTL is swept, one within it is not.
+/// The TTL: another host's run past its TTL is swept, one within it is not.
+fn ttl_sweep(name: &str, fakes: &FakeKube) {
     let now = unix_now();
     let expired = foreign_run_namespace("notification-expired", "elsewhere", now - 60);
     let current = foreign_run_namespace("notification-current", "elsewhere", now + 3600);
     for doc in [&expired, &current] {
-        kubectl(&fakes, &name, &["apply", "-f", "-"], Some(doc)).assert_success();
+        kubectl(fakes, name, &["apply", "-f", "-"], Some(doc)).assert_success();
     }
-    xtask(&["clean", "--orphans"], &fakes)
-        .run()
-        .assert_success();
-    let after = namespaces(&fakes, &name);
+    xtask(&["clean", "--orphans"], fakes).run().assert_success();
+    let after = namespaces(fakes, name);
     assert!(!after.contains("notification-expired"), "{after:?}");
     assert!(after.contains("notification-current"), "{after:?}");
     assert!(after.contains("not-ours"), "{after:?}");
-
-    // `cluster down` refuses while a run is live in it (the other host's, within its TTL);
-    // `--force` removes the cluster and its registry container.
-    xtask(&["cluster", "down", "--name", &name], &fakes)
-        .run()
-        .assert_failure()
-        .assert_contains("notification-current");
-    xtask(&["cluster", "down", "--name", &name, "--force"], &fakes)
-        .run()
-        .assert_success();
-    assert!(!fakes.clusters().contains(&name), "{:?}", fakes.clusters());
-    assert!(!container_exists(&format!("{name}-registry")));
 }

@@ -100,34 +100,8 @@ pub fn run(config: &Config, args: &flags::Clean) -> Result<()> {
         println!("cluster {cluster} of run {run} (no record; process gone): {verb}");
     }
     // Namespaces of dead or expired runs in kept clusters and the given context.
-    for (cluster, k) in ctx.clusters(config, args.cluster.as_deref())? {
-        let skip = |run: &str| kept.contains(run) || handled.contains(run);
-        let swept = crate::host::shared::sweep(
-            &k,
-            &crate::host::facts::hostname(),
-            crate::host::facts::unix_now(),
-            &skip,
-            args.dry_run,
-        )
-        .with_context(|| format!("sweeping cluster {cluster}"));
-        // A kept cluster that is down is reported, not fatal; a context asked for is.
-        let gone = match swept {
-            Err(e) if args.cluster.as_deref() != Some(cluster.as_str()) => {
-                let first = format!("{e:#}");
-                let first = first.lines().next().unwrap_or_default();
-                println!(
-                    "kept cluster {cluster}: not swept ({first}); is it up? \
-                     `cargo xtask cluster status --name {cluster}`"
-                );
-                continue;
-            }
-            r => r?,
-        };
-        total += gone.len();
-        for g in gone {
-            println!("cluster {cluster}: {verb} {g}");
-        }
-    }
+    let skip = |run: &str| kept.contains(run) || handled.contains(run);
+    total += ctx.sweep_clusters(config, args.cluster.as_deref(), &skip)?;
     if total == 0 {
         println!("nothing to clean: no run of {owner} whose process is gone left anything behind");
     }
@@ -208,7 +182,11 @@ impl Clean<'_> {
             )?;
             let gone = crate::host::shared::remove_recorded(kubectl, &info.resources, &info.run_id, self.dry_run)
                 .with_context(|| format!("removing run {}'s namespace, slot and pushed images; fix that and run `cargo xtask clean --run {}`", info.run_id, info.run_id))?;
-            let verb = if self.dry_run { "would remove" } else { "removed" };
+            let verb = if self.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
             println!("run {}: {verb} {}", info.run_id, gone.join(", "));
         }
         // Named resources of the record that lost their labels cannot exist: everything is
@@ -291,6 +269,49 @@ impl Clean<'_> {
             out.push((c.to_string(), k));
         }
         Ok(out)
+    }
+
+    /// Sweeps the kept clusters and `context` (see `shared::sweep`); returns how much went. A
+    /// kept cluster that is down is reported, not fatal; the context asked for is.
+    fn sweep_clusters(
+        &self,
+        config: &Config,
+        context: Option<&str>,
+        skip: &dyn Fn(&str) -> bool,
+    ) -> Result<usize> {
+        let verb = if self.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        let mut total = 0;
+        for (cluster, k) in self.clusters(config, context)? {
+            let swept = crate::host::shared::sweep(
+                &k,
+                &crate::host::facts::hostname(),
+                crate::host::facts::unix_now(),
+                skip,
+                self.dry_run,
+            )
+            .with_context(|| format!("sweeping cluster {cluster}"));
+            let gone = match swept {
+                Err(e) if context != Some(cluster.as_str()) => {
+                    let first = format!("{e:#}");
+                    let first = first.lines().next().unwrap_or_default();
+                    println!(
+                        "kept cluster {cluster}: not swept ({first}); is it up? \
+                         `cargo xtask cluster status --name {cluster}`"
+                    );
+                    continue;
+                }
+                r => r?,
+            };
+            total += gone.len();
+            for g in gone {
+                println!("cluster {cluster}: {verb} {g}");
+            }
+        }
+        Ok(total)
     }
 
     /// The clusters `kind get clusters` lists (None without kind).

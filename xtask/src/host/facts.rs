@@ -152,7 +152,11 @@ mod tests {
         let now = unix_now();
         let seconds: Vec<u64> = (0..4).map(|_| unique_second(&user, now)).collect();
         assert_eq!(seconds, [now, now + 1, now + 2, now + 3]);
-        assert_eq!(unique_second(&user, now + 10), now + 10, "the clock when it is ahead");
+        assert_eq!(
+            unique_second(&user, now + 10),
+            now + 10,
+            "the clock when it is ahead"
+        );
         let _ = std::fs::remove_file(std::env::temp_dir().join(format!("xtask-tag-second-{user}")));
     }
 }

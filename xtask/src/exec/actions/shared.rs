@@ -353,7 +353,10 @@ mod tests {
         let out = pin(&text, &pins, &images).unwrap();
         assert_eq!(out, format!("a:\n  image: \"{d}\"\nb:\n  image: {d}\n"));
         let odd = format!("env: {r}\n");
-        assert!(pin(&odd, &pins, &images).is_err(), "a mention left unpinned");
+        assert!(
+            pin(&odd, &pins, &images).is_err(),
+            "a mention left unpinned"
+        );
         assert!(pin(&text, &BTreeMap::new(), &images).is_err(), "not pushed");
     }
 
