@@ -9,8 +9,9 @@
 //! - `--bridge none`: a second dockerd on the default bridge shares `docker0` with any other
 //!   (and one with `--bridge none` deletes an unused `docker0`). Runs create their own networks.
 //!   `--host-gateway-ip` (the host's address) then gives `host-gateway` a value. The price:
-//!   BuildKit runs `RUN` steps on the default bridge, so with BuildKit they fail here ("network
-//!   bridge not found"); the legacy builder runs them, and our images have no `RUN` steps.
+//!   `RUN` steps get no network by default (only loopback; `mocks/Dockerfile` fetches python3
+//!   with apt-get), so builds on a daemon without a default bridge use the host's network
+//!   (`Engine::build_network`).
 //! - `--iptables=false --ip-forward=false --ip-masq=false`: the host's firewall and sysctls
 //!   stay as they are; published ports work through docker-proxy, containers on one network
 //!   reach each other, and the host through the gateway address.

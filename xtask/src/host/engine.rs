@@ -166,7 +166,8 @@ impl Engine {
 
     pub fn build_cmd(&self, s: &BuildSpec) -> Cmd<Uninterruptible> {
         let builder = self.builder();
-        let mut c = self.cmd().args(build_args_with(&builder, s));
+        let network = self.build_network();
+        let mut c = self.cmd().args(build_args_with(&builder, network, s));
         if let Some((k, v)) = builder.env() {
             c = c.env(k, v);
         }
@@ -507,10 +508,14 @@ impl Engine {
 /// The name containers reach the host by, on both engines.
 pub const HOST_ALIAS: &str = "host.containers.internal";
 
-/// `build` argv for a builder (pure).
-pub fn build_args_with(builder: &Builder, s: &BuildSpec) -> Vec<String> {
+/// `build` argv (pure): the builder's flags, `--network` when the daemon needs one for `RUN`
+/// steps (see [`Engine::build_network`]), names, labels, arguments, the context.
+pub fn build_args_with(builder: &Builder, network: Option<&str>, s: &BuildSpec) -> Vec<String> {
     let mut a = vec!["build".to_string()];
     a.extend(builder.flags().iter().map(|f| f.to_string()));
+    if let Some(n) = network {
+        a.extend(["--network".into(), n.to_string()]);
+    }
     a.extend(["--file".into(), s.dockerfile.display().to_string()]);
     a.extend(["--tag".into(), s.reference.clone()]);
     for t in &s.tags {

@@ -127,19 +127,22 @@ pub fn remove_run(engine: &Engine, run_id: &str, dry_run: bool) -> Result<Remove
 
 /// Everything of one run, and the names it gave cached images (read from its record in
 /// `run_dir`: a cached image carries no run label, only the run's name for it; the image
-/// itself stays for other runs and `clean-images`).
+/// itself stays for other runs and `clean-images`). The names go after the containers:
+/// docker refuses to take a container's image's last name (two runs that built one key at
+/// once leave the first image with only its run's name).
 pub fn remove_run_recorded(
     engine: &Engine,
     run_dir: &Path,
     run_id: &str,
     dry_run: bool,
 ) -> Result<Removed> {
+    let removed = remove_run(engine, run_id, dry_run);
     let untagged = untag_names(
         engine,
         &recorded_images(&run_dir.join("record.jsonl")),
         dry_run,
     );
-    let mut removed = remove_run(engine, run_id, dry_run)?;
+    let mut removed = removed?;
     removed.images.extend(untagged?);
     Ok(removed)
 }

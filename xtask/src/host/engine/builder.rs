@@ -119,6 +119,46 @@ impl Engine {
         }
         b
     }
+
+    /// The network of `RUN` steps, when not the builder's default: a docker daemon without a
+    /// default bridge (`--bridge none`, like the private dockerd of `cargo xtask test`) gives
+    /// them no network at all (only loopback), so a step that fetches packages fails; they
+    /// then build on the host's network (`--network host`). Probed once per daemon.
+    pub fn build_network(&self) -> Option<&'static str> {
+        if self.is_podman() {
+            return None;
+        }
+        static SEEN: OnceLock<Mutex<BTreeMap<String, Option<&'static str>>>> = OnceLock::new();
+        let seen = SEEN.get_or_init(Default::default);
+        let daemon = format!(
+            "{} {}",
+            self.program.display(),
+            std::env::var("DOCKER_HOST").unwrap_or_default()
+        );
+        if let Some(n) = seen.lock().ok().and_then(|m| m.get(&daemon).copied()) {
+            return n;
+        }
+        let answer = self
+            .cmd()
+            .args(["network", "inspect", "--format", "{{.Name}}", "bridge"])
+            .timeout(Duration::from_secs(20))
+            .output();
+        let n = answer
+            .ok()
+            .and_then(|o| network_for(o.success(), &o.stderr));
+        if let Ok(mut m) = seen.lock() {
+            m.insert(daemon, n);
+        }
+        n
+    }
+}
+
+/// `--network` for builds from `docker network inspect bridge` (pure): `host` when the daemon
+/// says it has no such network; the default otherwise (also when it did not answer).
+pub fn network_for(bridge_found: bool, stderr: &str) -> Option<&'static str> {
+    let e = stderr.to_lowercase();
+    let missing = e.contains("no such network") || e.contains("network bridge not found");
+    (!bridge_found && missing).then_some("host")
 }
 
 #[cfg(test)]
@@ -146,5 +186,22 @@ mod tests {
         ));
         assert!(matches!(decide(None, false, None), Builder::Legacy { .. }));
         assert_eq!(Builder::Podman.flags(), ["--pull=never", "--layers=false"]);
+    }
+
+    #[test]
+    fn run_steps_use_the_host_network_only_where_the_daemon_has_no_bridge() {
+        // dockerd 20.10 with `--bridge none`, measured: `network inspect bridge` with the
+        // clients 20.10 and 28.
+        for missing in [
+            "Error: No such network: bridge\n",
+            "Error response from daemon: network bridge not found\n",
+        ] {
+            assert_eq!(network_for(false, missing), Some("host"));
+        }
+        assert_eq!(network_for(true, ""), None);
+        // A daemon that does not answer says nothing about its networks.
+        let down =
+            "Cannot connect to the Docker daemon at unix:///x/sock. Is the docker daemon running?";
+        assert_eq!(network_for(false, down), None);
     }
 }

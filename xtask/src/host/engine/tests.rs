@@ -99,7 +99,7 @@ fn podman_builds_never_pull() {
         build_args: [("BASE_IMAGE".to_string(), "localhost/runtime:1".to_string())].into(),
         tags: Vec::new(),
     };
-    let a = build_args_with(&podman().builder(), &spec);
+    let a = build_args_with(&podman().builder(), None, &spec);
     assert!(a.contains(&"--pull=never".to_string()));
     assert!(
         a.contains(&"--layers=false".to_string()),
@@ -109,11 +109,14 @@ fn podman_builds_never_pull() {
     let buildkit = Builder::BuildKit {
         how: "buildx plugin",
     };
-    assert!(!build_args_with(&buildkit, &spec)
+    assert!(!build_args_with(&buildkit, None, &spec)
         .iter()
         .any(|x| x.starts_with("--pull") || x.starts_with("--layers")));
-    let legacy = build_args_with(&Builder::Legacy { why: "test".into() }, &spec);
+    let legacy = build_args_with(&Builder::Legacy { why: "test".into() }, None, &spec);
     assert_eq!(legacy[..2], ["build", "--force-rm"]);
+    // A daemon without a default bridge: `RUN` steps (mocks/Dockerfile's apt-get) on the host's.
+    let legacy = build_args_with(&Builder::Legacy { why: "test".into() }, Some("host"), &spec);
+    assert_eq!(legacy[..4], ["build", "--force-rm", "--network", "host"]);
 }
 
 #[test]
