@@ -94,8 +94,12 @@ fn datastorage_passes_leaves_nothing_and_its_stack_starts_along_the_critical_pat
         .filter_map(|v| v.as_str())
         .collect();
     assert!(
-        matches!(path.first(), Some(&"compile") | Some(&"postgres") | Some(&"network")),
-        "the critical path starts with the work that bounds the stack (compile, or PostgreSQL and the network it waits for), got {path:?}"
+        matches!(
+            path.first(),
+            Some(&"compile") | Some(&"postgres") | Some(&"network") | Some(&"data:postgres")
+        ),
+        "the critical path starts with the work that bounds the stack (compile, or PostgreSQL, \
+         its cached data image or the network it waits for), got {path:?}"
     );
     for t in report["tasks"].as_array().unwrap() {
         assert_eq!(t["outcome"], "done", "task {t}");
@@ -391,7 +395,7 @@ fn a_failed_teardown_fails_the_run_and_says_how_to_retry() {
         &script,
         format!(
             "#!/bin/sh\n# the engine, except that rmi fails (a test double)\n\
-             if [ \"$1\" = rmi ]; then echo 'Error: simulated rmi failure' >&2; exit 1; fi\n\
+             if [ \"$1\" = rmi ] || [ \"$1\" = untag ]; then echo 'Error: simulated rmi failure' >&2; exit 1; fi\n\
              exec {} \"$@\"\n",
             real.display()
         ),
