@@ -55,7 +55,9 @@ pub fn steps(
         },
         Step {
             name: "unit and tidy tests (workspace)".into(),
-            cmd: cargo().current_dir(root).args(["test", "--workspace"]),
+            cmd: cargo()
+                .current_dir(root)
+                .args(["test", "--workspace", "--no-fail-fast"]),
         },
     ];
     if quick {
@@ -81,6 +83,7 @@ pub fn steps(
                 "--package",
                 "xtask",
                 "--tests",
+                "--no-fail-fast",
                 "--",
                 "--ignored",
                 "--test-threads=1",
@@ -111,6 +114,7 @@ pub fn docker_steps(
             "cleanup",
             "--test",
             "integration_runs",
+            "--no-fail-fast",
             "--",
             "--ignored",
             "--test-threads=1",
