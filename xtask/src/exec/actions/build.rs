@@ -59,9 +59,10 @@ impl fmt::Display for Cached {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "# if an image with these inputs is cached:\n    $? {} tag {} {}\n    # else:\n    $? {}",
+            "# if an image with these inputs is cached (labelled {}={{key}}, whatever its \
+             name):\n    $? {} tag <cached-image-id> {}\n    # else:\n    $? {}",
+            labels::CACHE_KEY,
             self.engine,
-            cache_ref(&self.component, "{key}"),
             self.spec.reference,
             self.build
         )
@@ -86,7 +87,14 @@ impl Runner<'_> {
         if let Some(image) = found.first() {
             let tag = self.engine.tag_cmd(&image.id, &c.spec.reference);
             self.log(&tag);
-            ctx.line.state("reusing", &cache_ref(&c.component, &key));
+            let short: String = image
+                .id
+                .trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect();
+            ctx.line
+                .state("reusing", &format!("image {short}, cached with key {key}"));
             self.engine
                 .tag(&tag, &c.spec.reference)
                 .with_context(|| format!("naming the cached image {}", image.id))?;
