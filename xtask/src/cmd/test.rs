@@ -71,6 +71,9 @@ pub fn steps(
             "fake-kube",
             "--",
             "--include-ignored",
+            // One at a time: podman 4.3 under load loses a build's working container to a
+            // concurrent test's podman call ("identifier is not a container").
+            "--test-threads=1",
         ]),
     });
     out.extend(stacks(config, xtask, fake_bin, mode, "podman"));
