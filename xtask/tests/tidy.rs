@@ -439,6 +439,30 @@ fn xtask_dependencies_stay_few() {
     );
 }
 
+/// A program a test starts by its absolute path (`"/usr/bin/docker-registry"`) must be a
+/// package `cargo xtask test` installs or checks (`host/packages.rs`): a new machine has only
+/// what the project brings.
+#[test]
+fn programs_the_tests_start_by_path_are_installed_packages() {
+    let packages = std::fs::read_to_string(root().join("xtask/src/host/packages.rs")).unwrap();
+    let mut missing = Vec::new();
+    for dir in ["xtask/tests", "xtask/fake-kube/tests"] {
+        for f in rust_files(&root().join(dir)) {
+            if f.ends_with("tidy.rs") {
+                continue; // this test's own pattern
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            for (i, _) in text.match_indices("\"/usr/bin/") {
+                let path: String = text[i + 1..].chars().take_while(|c| *c != '"').collect();
+                if !packages.contains(&format!("probe: \"{path}\"")) {
+                    missing.push(format!("{} ({})", path, f.display()));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in host/packages.rs: {missing:?}");
+}
+
 #[test]
 fn lockfile_is_committed() {
     let out = Command::new("git")

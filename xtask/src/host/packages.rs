@@ -90,6 +90,14 @@ pub const SKOPEO: Package = Package {
     why: "reads and removes a run's images in a registry (`e2e --cluster`)",
 };
 
+pub const DOCKER_REGISTRY: Package = Package {
+    apt: "docker-registry",
+    dnf: "docker-distribution",
+    brew: None,
+    probe: "/usr/bin/docker-registry",
+    why: "a real registry for fake-kube's pull-by-digest test (`cargo xtask test`)",
+};
+
 /// What a podman run needs (docker runs need a docker engine that answers, nothing installed).
 pub const PODMAN_RUN: &[Package] = &[PODMAN, RUNC, NETAVARK, AARDVARK, IPTABLES, GIT];
 
@@ -104,6 +112,7 @@ pub const TEST: &[Package] = &[
     DEBOOTSTRAP,
     DOCKER,
     SKOPEO,
+    DOCKER_REGISTRY,
 ];
 
 impl Package {
