@@ -570,9 +570,8 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
+        // SAFETY: kill(2) on our own child's pid, which it keeps until it is waited for.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         for _ in 0..80 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 break;
