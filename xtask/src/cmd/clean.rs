@@ -39,6 +39,7 @@ pub fn run(config: &Config, args: &flags::Clean) -> Result<()> {
         runs_dir: &runs_dir,
         owner: &owner,
         dry_run: args.dry_run,
+        kind_list: Default::default(),
     };
     let verb = if args.dry_run {
         "would remove"
@@ -115,6 +116,8 @@ struct Clean<'a> {
     runs_dir: &'a Path,
     owner: &'a str,
     dry_run: bool,
+    /// `kind get clusters`, asked once per command.
+    kind_list: std::cell::OnceCell<Option<BTreeSet<String>>>,
 }
 
 impl Clean<'_> {
@@ -314,18 +317,24 @@ impl Clean<'_> {
         Ok(total)
     }
 
-    /// The clusters `kind get clusters` lists (None without kind).
+    /// The clusters `kind get clusters` lists (None without kind, or when it fails), asked
+    /// once: clusters deleted since stay listed, which only the kept-cluster check reads.
     fn kind_clusters(&self) -> Result<Option<BTreeSet<String>>> {
-        let Some(kind) = self.kind else {
-            return Ok(None);
+        if let Some(list) = self.kind_list.get() {
+            return Ok(list.clone());
+        }
+        let list = match self.kind {
+            None => None,
+            Some(kind) => {
+                let out = kind
+                    .get_clusters()
+                    .timeout(Duration::from_secs(30))
+                    .output()?;
+                out.success()
+                    .then(|| out.stdout.lines().map(|l| l.trim().to_string()).collect())
+            }
         };
-        let out = kind
-            .get_clusters()
-            .timeout(Duration::from_secs(30))
-            .output()?;
-        Ok(out
-            .success()
-            .then(|| out.stdout.lines().map(|l| l.trim().to_string()).collect()))
+        Ok(self.kind_list.get_or_init(|| list).clone())
     }
 
     /// kind clusters named like ours whose node labels say they are ours, of a run not in
@@ -334,15 +343,11 @@ impl Clean<'_> {
         let (Some(kind), Some(kubectl)) = (self.kind, &self.kubectl) else {
             return Ok(Vec::new());
         };
-        let out = kind
-            .get_clusters()
-            .timeout(Duration::from_secs(30))
-            .output()?;
+        let names = self.kind_clusters()?.unwrap_or_default();
         let mut found = Vec::new();
-        for name in out
-            .stdout
-            .lines()
-            .map(str::trim)
+        for name in names
+            .iter()
+            .map(String::as_str)
             .filter(|n| is_our_cluster_name(n))
         {
             let run = name.rsplit('-').next().unwrap_or_default().to_string();

@@ -87,12 +87,8 @@ impl Runner<'_> {
         if let Some(image) = found.first() {
             let tag = self.engine.tag_cmd(&image.id, &c.spec.reference);
             self.log(&tag);
-            let short: String = image
-                .id
-                .trim_start_matches("sha256:")
-                .chars()
-                .take(12)
-                .collect();
+            // `ImageInfo::id` is the bare hex id.
+            let short = &image.id[..12.min(image.id.len())];
             ctx.line
                 .state("reusing", &format!("image {short}, cached with key {key}"));
             self.engine

@@ -89,12 +89,7 @@ fn one_reference_per_image_from_phase0_to_deploy() {
             _ => {}
         }
     }
-    let deployed: BTreeSet<String> = p
-        .manifests
-        .iter()
-        .flat_map(|m| render::image_uses(&m.source, &m.docs))
-        .map(|u| u.image)
-        .collect();
+    let deployed = deployed_images(&p);
     assert_eq!(built.len(), 4, "{built:?}");
     assert_eq!(built, saved);
     assert_eq!(built, loaded);
@@ -222,12 +217,7 @@ fn a_shared_run_pushes_what_it_built_and_deploys_only_that() {
             _ => {}
         }
     }
-    let deployed: BTreeSet<String> = p
-        .manifests
-        .iter()
-        .flat_map(|m| render::image_uses(&m.source, &m.docs))
-        .map(|u| u.image)
-        .collect();
+    let deployed = deployed_images(&p);
     assert_eq!(built.len(), 4, "{built:?}");
     assert_eq!(built, pushed);
     assert_eq!(built, deployed);
@@ -303,4 +293,13 @@ fn admission_slots_parse_as_config_maps_with_the_runs_labels() {
         Some("1884d074a1b2")
     );
     assert_eq!(doc["data"]["run"].as_str(), Some("1884d074a1b2"));
+}
+
+/// Every image the plan's manifests use.
+fn deployed_images(p: &Plan) -> BTreeSet<String> {
+    p.manifests
+        .iter()
+        .flat_map(|m| render::image_uses(&m.source, &m.docs))
+        .map(|u| u.image)
+        .collect()
 }
