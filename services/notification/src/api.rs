@@ -9,7 +9,7 @@
 //! | `GET /api/v1/notifications/{id}` | 200 the record, 404 unknown id |
 
 use crate::deliver::Deliverer;
-use crate::model::{validate, Record, Records, Status};
+use crate::model::{validate, Channel, Record, Records, Status};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -93,13 +93,7 @@ async fn create(
         correlation_id: correlation_id.clone(),
         recipients: n.recipients.clone(),
     });
-    s.registry
-        .counter(
-            "notifications_accepted_total",
-            "Notifications accepted, by channel.",
-            &[("channel", channel)],
-        )
-        .inc();
+    accepted(&s.registry, channel).inc();
     let pending = s.registry.gauge(
         "notifications_pending",
         "Notifications not yet sent or failed.",
@@ -168,6 +162,17 @@ mod tests {
     use axum::http::Request;
     use std::collections::HashMap;
     use svc_common::testing::{call, closed_addr, field_names};
+
+    #[test]
+    fn accepted_counters_are_scraped_from_the_start() {
+        let registry = Registry::new();
+        register_metrics(&registry);
+        let text = registry.render();
+        for channel in ["console", "file", "webhook"] {
+            let line = format!("notifications_accepted_total{{channel=\"{channel}\"}} 0");
+            assert!(text.contains(&line), "{text}");
+        }
+    }
 
     async fn state() -> AppState {
         let dead = format!("http://{}", closed_addr().await);
@@ -282,5 +287,21 @@ mod tests {
         st.audit
             .shutdown(std::time::Duration::from_millis(50))
             .await;
+    }
+}
+
+fn accepted(registry: &Registry, channel: &str) -> svc_common::metrics::Counter {
+    registry.counter(
+        "notifications_accepted_total",
+        "Notifications accepted, by channel.",
+        &[("channel", channel)],
+    )
+}
+
+/// The counters a scrape shows from the start, at 0 (Prometheus practice: a series that
+/// appears only with its first event cannot be told from a missing one).
+pub fn register_metrics(registry: &Registry) {
+    for channel in [Channel::Console, Channel::File, Channel::Webhook] {
+        accepted(registry, channel.as_str());
     }
 }

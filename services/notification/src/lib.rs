@@ -31,6 +31,7 @@ pub type Running = svc_common::service::Running;
 /// the buffer, and `/readyz` reports it.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let registry = Registry::new();
+    api::register_metrics(&registry);
     let audit = AuditClient::start(config.audit.clone(), &registry);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
