@@ -154,6 +154,22 @@ async fn create(
         .into_response())
 }
 
+fn accepted(registry: &Registry, channel: &str) -> svc_common::metrics::Counter {
+    registry.counter(
+        "notifications_accepted_total",
+        "Notifications accepted, by channel.",
+        &[("channel", channel)],
+    )
+}
+
+/// The counters a scrape shows from the start, at 0 (Prometheus practice: a series that
+/// appears only with its first event cannot be told from a missing one).
+pub fn register_metrics(registry: &Registry) {
+    for channel in [Channel::Console, Channel::File, Channel::Webhook] {
+        accepted(registry, channel.as_str());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,21 +303,5 @@ mod tests {
         st.audit
             .shutdown(std::time::Duration::from_millis(50))
             .await;
-    }
-}
-
-fn accepted(registry: &Registry, channel: &str) -> svc_common::metrics::Counter {
-    registry.counter(
-        "notifications_accepted_total",
-        "Notifications accepted, by channel.",
-        &[("channel", channel)],
-    )
-}
-
-/// The counters a scrape shows from the start, at 0 (Prometheus practice: a series that
-/// appears only with its first event cannot be told from a missing one).
-pub fn register_metrics(registry: &Registry) {
-    for channel in [Channel::Console, Channel::File, Channel::Webhook] {
-        accepted(registry, channel.as_str());
     }
 }
