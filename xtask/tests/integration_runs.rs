@@ -270,6 +270,13 @@ fn a_second_run_while_a_live_run_is_up_fails_fast_and_the_first_still_passes() {
     );
     let id_a = rec.run_id.clone();
     guard.add(&id_a);
+    // Run A's tests take under a second: frozen here, its stack is surely up while B checks
+    // (unfrozen, a slow B once found A already tearing down and got the live-run refusal).
+    let frozen = Frozen::new(a.pid());
+    assert!(
+        port_listening(15440),
+        "run A let 15440 go before it was frozen"
+    );
 
     let b = Xtask::new(&["integration", "notification"])
         .timeout(Duration::from_secs(60))
@@ -296,11 +303,28 @@ fn a_second_run_while_a_live_run_is_up_fails_fast_and_the_first_still_passes() {
         "the refused run wrote a record"
     );
 
+    drop(frozen);
     let a = a.wait();
     a.assert_success();
     assert_eq!(a.run_id().as_deref(), Some(id_a.as_str()));
     assert_nothing_left(&id_a);
     assert_eq!(read_report(&id_a)["outcome"], "passed");
+}
+
+/// A process stopped with SIGSTOP until this is dropped (also when the test panics).
+struct Frozen(u32);
+
+impl Frozen {
+    fn new(pid: u32) -> Self {
+        signal(pid, libc::SIGSTOP);
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGCONT);
+    }
 }
 
 /// One run with DataStorage unable to log in to PostgreSQL, shared by the tests below.

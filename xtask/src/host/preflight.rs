@@ -83,7 +83,9 @@ pub fn check_ports(
     }
     let published = engine.published_ports().unwrap_or_default();
     let mut lines = Vec::new();
-    for c in busy {
+    // A run tearing down may free a port between the bind test and the listing: only ports
+    // still taken are reported (the earlier-runs check then names that run).
+    for c in busy.into_iter().filter(|c| !port_free(c.port)) {
         let mut who = holder(c.port, &published);
         if let Some(note) = published
             .iter()
@@ -98,6 +100,9 @@ pub fn check_ports(
             "host port {} ({}) is taken by {who}",
             c.port, c.what
         ));
+    }
+    if lines.is_empty() {
+        return Ok(());
     }
     bail!(
         "{}\nnothing was started; free the port(s), or pick others in infra.toml (`cargo xtask ports` lists them)",
