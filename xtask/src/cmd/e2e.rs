@@ -5,7 +5,7 @@
 //! performs the same actions ([`exec::steps::e2e`]). Phase 5 runs the tests; phase 6 cleans
 //! up, also on failure and on Ctrl-C.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -47,7 +47,8 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         engine
     };
     let target = target(config, args, &engine)?;
-    let plan = plan_here(config, &args.consumer, &target, &args.test_args)?;
+    let snapshots = data_images(config, args, &engine)?;
+    let plan = plan_here(config, &args.consumer, &target, &args.test_args, &snapshots)?;
     let find = |n: &str| crate::exec::process::find_in_path(n, None).unwrap_or(n.into());
     let kind = Kind {
         program: find("kind"),
@@ -238,6 +239,7 @@ fn plan_here(
     consumer: &str,
     target: &planner::Target,
     test_args: &[String],
+    snapshots: &BTreeMap<String, crate::plan::Snapshot>,
 ) -> Result<Plan> {
     let facts = Facts::gather(&config.root)?;
     let env = |k: &str| std::env::var(k).ok();
@@ -249,9 +251,30 @@ fn plan_here(
         runs_dir: &runs_dir,
         pid: std::process::id(),
         env: &env,
-        snapshots: &crate::plan::NO_SNAPSHOTS,
+        snapshots,
     };
     planner::plan(&run, target, &Disk, test_args)
+}
+
+/// The data images an integration run cached for this stack (PostgreSQL initialised, its
+/// migrations applied): the E2E run deploys from them.
+fn data_images(
+    config: &Config,
+    args: &flags::E2e,
+    engine: &Engine,
+) -> Result<BTreeMap<String, crate::plan::Snapshot>> {
+    let stack = config.stack(&args.consumer, crate::config::TierName::E2e)?;
+    let cache = crate::exec::cache::Cache::open(&record::target_dir(&config.root));
+    let found = crate::exec::snapshot::cached(config, &stack, engine, &cache, args.rebuild)?;
+    cache.save_hashes();
+    for (member, d) in &found {
+        crate::exec::progress::Progress::plain().println(&format!(
+            "{member}: from the cached data image {} (initialised, its jobs applied; they run \
+             again and find their work done)",
+            d.cache_ref
+        ));
+    }
+    Ok(found)
 }
 
 /// Templates and mounted files, from disk.
@@ -305,7 +328,7 @@ pub fn write_rendered(plan: &Plan, dir: &Path) -> Result<(PathBuf, PathBuf)> {
 /// `cargo xtask render`: phase 0 only, written to files.
 pub fn render(config: &Config, args: &flags::Render) -> Result<()> {
     let target = planner::Target::Fresh(steps::loading(&engine_or_podman()));
-    let plan = plan_here(config, &args.consumer, &target, &[])?;
+    let plan = plan_here(config, &args.consumer, &target, &[], &BTreeMap::new())?;
     let dir = args.out.clone().unwrap_or_else(|| {
         record::target_dir(&config.root)
             .join("xtask")
@@ -318,7 +341,7 @@ pub fn render(config: &Config, args: &flags::Render) -> Result<()> {
     Ok(())
 }
 
-fn kept(plan: &Plan, urls: &std::collections::BTreeMap<String, String>) -> String {
+fn kept(plan: &Plan, urls: &BTreeMap<String, String>) -> String {
     if plan.shared.is_some() {
         let forwarded: Vec<String> = urls.iter().map(|(k, v)| format!("{k}={v}")).collect();
         return format!(

@@ -88,7 +88,7 @@ fn choose_engine(purpose: Purpose, no_install: bool, say: &dyn Fn(&str)) -> Resu
 /// same choice where it can be made from what is local, the stand-in where the real run would
 /// build it. Points this process at them like `prepare`, so the dry run's commands are the run's.
 pub fn preview_images(config: &Config, engine: &Engine) -> Result<Vec<String>> {
-    struct NoPull<'a>(&'a Engine);
+    struct NoPull<'a>(resolve::Local<'a>);
     impl resolve::Store for NoPull<'_> {
         fn exists(&self, r: &str) -> bool {
             self.0.exists(r)
@@ -108,7 +108,12 @@ pub fn preview_images(config: &Config, engine: &Engine) -> Result<Vec<String>> {
         }
         Ok(())
     };
-    let choices = resolve::resolve(config, &env, &NoPull(engine), &mut build)?;
+    let choices = resolve::resolve(
+        config,
+        &env,
+        &NoPull(resolve::Local::check(engine, config)),
+        &mut build,
+    )?;
     point_at(config, &choices);
     Ok(notes)
 }
@@ -153,7 +158,12 @@ fn images(config: &Config, engine: &Engine, say: &dyn Fn(&str)) -> Result<()> {
         let recipes: Vec<_> = needed.iter().map(|(r, _)| *r).collect();
         crate::standins::build(config, engine, &recipes, false, &Progress::plain())
     };
-    let choices = resolve::resolve(config, &env, engine, &mut build)?;
+    let choices = resolve::resolve(
+        config,
+        &env,
+        &resolve::Local::check(engine, config),
+        &mut build,
+    )?;
     for c in &choices {
         if let Some(line) = c.line(&config.images[&c.image]) {
             say(&line);

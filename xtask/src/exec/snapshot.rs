@@ -13,7 +13,6 @@ use anyhow::{Context, Result};
 use crate::config::{Component, Config, Stack};
 use crate::exec::cache::{Cache, Inputs};
 use crate::host::tools::Engine;
-use crate::plan::labels::Filter;
 
 pub use crate::plan::Snapshot as Decision;
 
@@ -33,10 +32,8 @@ pub fn decide(
 ) -> Result<BTreeMap<String, Decision>> {
     let mut out = BTreeMap::new();
     for c in stack.members.iter().filter(|c| c.snapshot.is_some()) {
-        let inputs = inputs(config, c, engine, cache)?;
-        let key = inputs.key();
-        let hit = !rebuild && !engine.images(&Filter::cache_key(&key))?.is_empty();
-        let why = if hit {
+        let (inputs, d) = lookup(config, c, engine, cache, rebuild)?;
+        let why = if d.hit {
             String::new()
         } else if rebuild {
             "--rebuild".into()
@@ -53,18 +50,51 @@ pub fn decide(
                 None => "no earlier data image here".into(),
             }
         };
-        cache.remember(&key, &inputs, &format!("{}-data", c.name))?;
-        out.insert(
-            c.name.clone(),
-            Decision {
-                key: key.clone(),
-                cache_ref: cache_ref(&c.name, &key),
-                hit,
-                why,
-            },
-        );
+        cache.remember(&d.key, &inputs, &format!("{}-data", c.name))?;
+        out.insert(c.name.clone(), Decision { why, ..d });
     }
     Ok(out)
+}
+
+/// E2E runs: only the data images already cached (a cluster's pod cannot be committed into
+/// one). A member without one starts empty and its jobs run, as without a snapshot; the E2E
+/// jobs still run against a data image and find their work done. Nothing is remembered.
+pub fn cached(
+    config: &Config,
+    stack: &Stack,
+    engine: &Engine,
+    cache: &Cache,
+    rebuild: bool,
+) -> Result<BTreeMap<String, Decision>> {
+    let mut out = BTreeMap::new();
+    for c in stack.members.iter().filter(|c| c.snapshot.is_some()) {
+        let (_, d) = lookup(config, c, engine, cache, rebuild)?;
+        if d.hit {
+            out.insert(c.name.clone(), d);
+        }
+    }
+    Ok(out)
+}
+
+/// A member's inputs and whether its data image is cached.
+fn lookup(
+    config: &Config,
+    c: &Component,
+    engine: &Engine,
+    cache: &Cache,
+    rebuild: bool,
+) -> Result<(Inputs, Decision)> {
+    let inputs = inputs(config, c, engine, cache)?;
+    let key = inputs.key();
+    let cache_ref = cache_ref(&c.name, &key);
+    let hit = !rebuild && engine.cached_image(&cache_ref, &key)?.is_some();
+    let d = Decision {
+        key,
+        cache_ref,
+        hit,
+        why: String::new(),
+    };
+    Ok((inputs, d))
 }
 
 /// What goes into a data image: the image it starts from (by id), the environment it runs

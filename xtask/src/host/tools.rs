@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 
 use crate::host::packages::Package;
 use anyhow::{bail, Result};
@@ -226,22 +227,9 @@ impl Engine {
     /// `podman 4.3.1 (API 4.3.1) at /usr/bin/podman`, from the engine itself (server version
     /// and API version for docker).
     pub fn describe(&self) -> String {
-        let format = if self.is_podman() {
-            "{{.Server.Version}} (API {{.Server.APIVersion}})"
-        } else {
-            "{{.Server.Version}} (API {{.Server.APIVersion}}; client {{.Client.Version}}, API {{.Client.APIVersion}})"
-        };
         let v = self
-            .cmd()
-            .args(["version", "--format", format])
-            .timeout(std::time::Duration::from_secs(20))
-            .read()
-            .unwrap_or_else(|e| {
-                format!(
-                    "does not answer: {}",
-                    crate::host::ready::one_line(&format!("{e:#}"), 160)
-                )
-            });
+            .server_version()
+            .unwrap_or_else(|e| format!("does not answer: {e}"));
         format!("{} {v} at {}", self.name(), self.program.display())
     }
 
@@ -293,15 +281,37 @@ impl Engine {
     /// Why the engine does not answer (its server's version within 20 s), if it does not.
     /// (`version`, not `info`: podman's `info` measures its storage, which takes seconds.)
     pub fn answer(&self) -> std::result::Result<(), String> {
+        self.server_version().map(|_| ())
+    }
+
+    /// The server's version and API version (`4.3.1 (API 4.3.1)`), or why it does not answer.
+    /// One `version` call per engine and process once it answered: choosing, checking and
+    /// describing the engine share it; a silent engine is asked again (waits poll it).
+    fn server_version(&self) -> std::result::Result<String, String> {
+        static ANSWERED: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+        let answered = || ANSWERED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, v)) = answered().iter().find(|(p, _)| *p == self.program) {
+            return Ok(v.clone());
+        }
+        let format = if self.is_podman() {
+            "{{.Server.Version}} (API {{.Server.APIVersion}})"
+        } else {
+            "{{.Server.Version}} (API {{.Server.APIVersion}}; client {{.Client.Version}}, API {{.Client.APIVersion}})"
+        };
+        let one_line = |s: &str| crate::host::ready::one_line(s, 160);
         match self
             .cmd()
-            .args(["version", "--format", "{{.Server.Version}}"])
+            .args(["version", "--format", format])
             .timeout(std::time::Duration::from_secs(20))
             .output()
         {
-            Ok(o) if o.success() => Ok(()),
-            Ok(o) => Err(crate::host::ready::one_line(&o.tail(1), 160)),
-            Err(e) => Err(crate::host::ready::one_line(&format!("{e:#}"), 160)),
+            Ok(o) if o.success() => {
+                let v = o.stdout.trim().to_string();
+                answered().push((self.program.clone(), v.clone()));
+                Ok(v)
+            }
+            Ok(o) => Err(one_line(&o.tail(1))),
+            Err(e) => Err(one_line(&format!("{e:#}"))),
         }
     }
 
@@ -368,12 +378,7 @@ pub fn pick(
         .unwrap_or_default();
     let p = podman();
     if p == Presence::Answers {
-        let also = if docker() == Presence::Answers {
-            "; docker answers too: XTASK_ENGINE=docker picks it"
-        } else {
-            ""
-        };
-        return Ok((Tool::Podman, format!("podman answers{also}")));
+        return Ok((Tool::Podman, "podman answers".into()));
     }
     let podman_state = match &p {
         Presence::Silent(why) => format!("podman does not answer ({why})"),
@@ -503,9 +508,10 @@ mod tests {
         let never = || -> Presence { panic!("not asked when XTASK_ENGINE is set") };
         let (t, why) = pick(Some("docker"), &never, &never).unwrap();
         assert_eq!((t, why.as_str()), (Tool::Docker, "XTASK_ENGINE=docker"));
-        let (t, why) = pick(None, &|| Answers, &|| Answers).unwrap();
-        assert_eq!(t, Tool::Podman);
-        assert!(why.contains("XTASK_ENGINE=docker picks it"), "{why}");
+        // Podman answering settles it: docker is not asked (a probe costs a process a run).
+        let docker_unasked = || -> Presence { panic!("docker asked though podman answers") };
+        let (t, why) = pick(None, &|| Answers, &docker_unasked).unwrap();
+        assert_eq!((t, why.as_str()), (Tool::Podman, "podman answers"));
         let (t, why) = pick(None, &|| Silent("no socket".into()), &|| Answers).unwrap();
         assert_eq!(t, Tool::Docker);
         assert!(why.contains("podman does not answer (no socket)"), "{why}");

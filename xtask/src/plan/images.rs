@@ -146,7 +146,11 @@ fn build(
         Source::Job { .. } => return Ok(None),
         Source::Image { .. } if third_party == ThirdParty::AsIs => return Ok(None),
         Source::Image { image } => {
-            let base = run.config.images[image].resolve(run.env);
+            // A cached data image (initialised, its jobs applied) where there is one.
+            let base = match run.snapshots.get(&c.name).filter(|d| d.hit) {
+                Some(d) => d.cache_ref.clone(),
+                None => run.config.images[image].resolve(run.env),
+            };
             let mut spec = spec(scratch.join("Dockerfile"), scratch);
             spec.build_args.insert("BASE".into(), base.clone());
             Build::Retag {

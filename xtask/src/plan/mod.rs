@@ -33,7 +33,8 @@ pub struct Run<'a> {
     pub runs_dir: &'a Path,
     pub pid: u32,
     pub env: &'a dyn Fn(&str) -> Option<String>,
-    /// Ready-made data images, decided before planning (integration runs; empty otherwise).
+    /// Ready-made data images, decided before planning (integration runs make them; E2E runs
+    /// deploy from the cached ones).
     pub snapshots: &'a std::collections::BTreeMap<String, Snapshot>,
 }
 
@@ -47,7 +48,7 @@ pub struct Snapshot {
     pub why: String,
 }
 
-/// No data images (E2E runs, and callers that plan without the engine).
+/// No data images (callers that plan without the engine).
 pub static NO_SNAPSHOTS: std::sync::LazyLock<std::collections::BTreeMap<String, Snapshot>> =
     std::sync::LazyLock::new(Default::default);
 

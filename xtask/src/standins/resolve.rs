@@ -4,6 +4,7 @@
 //! stand-in is built (once: it is cached and labelled) and used. Every choice but the first two
 //! is said in a line.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -41,13 +42,49 @@ pub trait Store {
     fn pull(&self, reference: &str) -> std::result::Result<(), String>;
 }
 
-impl Store for Engine {
+/// The engine's answers for every reference the decisions may ask about, asked all at once
+/// (each check is a process of ~0.07 s; two per image one after another added up to 0.6 s).
+pub struct Local<'a> {
+    engine: &'a Engine,
+    known: BTreeMap<String, bool>,
+}
+
+impl<'a> Local<'a> {
+    pub fn check(engine: &'a Engine, config: &Config) -> Self {
+        let refs: BTreeSet<String> = config
+            .images
+            .values()
+            .flat_map(|i| {
+                let standin = standin_of(i).map(|r| r.reference.to_string());
+                std::iter::once(i.default_ref.clone()).chain(standin)
+            })
+            .collect();
+        let known = std::thread::scope(|s| {
+            let asked: Vec<_> = refs
+                .into_iter()
+                .map(|r| s.spawn(move || (engine.image_exists(&r), r)))
+                .collect();
+            asked
+                .into_iter()
+                .filter_map(|h| h.join().ok())
+                .map(|(exists, r)| (r, exists))
+                .collect()
+        });
+        Local { engine, known }
+    }
+}
+
+impl Store for Local<'_> {
     fn exists(&self, reference: &str) -> bool {
-        self.image_exists(reference)
+        match self.known.get(reference) {
+            Some(exists) => *exists,
+            None => self.engine.image_exists(reference),
+        }
     }
 
     fn pull(&self, reference: &str) -> std::result::Result<(), String> {
         match self
+            .engine
             .cmd()
             .args(["pull", "--quiet", reference])
             .timeout(Duration::from_secs(300))

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use super::{Command, Runner};
 use crate::exec::cache::{Inputs, VOLATILE_ARGS};
 use crate::exec::dag::Ctx;
-use crate::plan::labels::{self, Filter};
+use crate::plan::labels;
 use crate::plan::specs::BuildSpec;
 
 /// A build that may be served by the cache.
@@ -75,16 +75,17 @@ impl Runner<'_> {
         let inputs = self.inputs(&c.spec)?;
         let key = inputs.key();
         let found = if c.rebuild {
-            Vec::new()
+            None
         } else {
-            self.engine.images(&Filter::cache_key(&key))?
+            self.engine
+                .cached_image(&cache_ref(&c.component, &key), &key)?
         };
         let note = |cache, why: String| Note {
             cache,
             key: key.clone(),
             why,
         };
-        if let Some(image) = found.first() {
+        if let Some(image) = found {
             let tag = self.engine.tag_cmd(&image.id, &c.spec.reference);
             self.log(&tag);
             // `ImageInfo::id` is the bare hex id.

@@ -567,7 +567,7 @@ impl<'a> Runner<'a> {
                     }
                 }
             }
-            ctx.pause(Duration::from_millis(500))?;
+            ctx.pause(Duration::from_millis(250))?;
         }
     }
 }

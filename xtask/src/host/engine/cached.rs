@@ -44,6 +44,26 @@ impl Engine {
         anyhow::bail!("`{cmd}` succeeded but {target} is not in local storage; run it again")
     }
 
+    /// The cached image with `key`: looked up by the name the cache gave it (one `inspect`),
+    /// else by label (a listing, ~7x slower: the name may have been taken off). Only an image
+    /// whose labels say it is ours with this key counts.
+    pub fn cached_image(&self, name: &str, key: &str) -> Result<Option<Ours<ImageInfo>>> {
+        let filter = crate::plan::labels::Filter::cache_key(key);
+        let by_name = self
+            .cmd()
+            .args(["image", "inspect", name])
+            .output()
+            .ok()
+            .filter(|o| o.success())
+            .and_then(|o| super::parse_json_array(&o).ok())
+            .and_then(|items| items.first().map(super::parse_image))
+            .filter(|i| filter.matches(&i.labels));
+        match by_name {
+            Some(i) => Ok(Some(Ours(i))),
+            None => Ok(self.images(&filter)?.into_iter().next()),
+        }
+    }
+
     /// The image id of `reference`, if it is in local storage.
     pub fn image_id(&self, reference: &str) -> Option<String> {
         let out = self

@@ -10,6 +10,16 @@ fn plan_with(consumer: &str, loading: Loading, facts: &Facts, files: &dyn Files)
 }
 
 fn plan_to(consumer: &str, target: &Target, facts: &Facts, files: &dyn Files) -> Result<Plan> {
+    plan_from(consumer, target, facts, files, &crate::plan::NO_SNAPSHOTS)
+}
+
+fn plan_from(
+    consumer: &str,
+    target: &Target,
+    facts: &Facts,
+    files: &dyn Files,
+    snapshots: &BTreeMap<String, crate::plan::Snapshot>,
+) -> Result<Plan> {
     let config = repo_config();
     let run = Run {
         config: &config,
@@ -18,7 +28,7 @@ fn plan_to(consumer: &str, target: &Target, facts: &Facts, files: &dyn Files) ->
         runs_dir: Path::new("/repo/target/xtask/runs"),
         pid: 7,
         env: &|_| None,
-        snapshots: &crate::plan::NO_SNAPSHOTS,
+        snapshots,
     };
     plan(&run, target, files, &[])
 }
@@ -302,4 +312,42 @@ fn deployed_images(p: &Plan) -> BTreeSet<String> {
         .flat_map(|m| render::image_uses(&m.source, &m.docs))
         .map(|u| u.image)
         .collect()
+}
+
+#[test]
+fn postgres_is_deployed_from_a_cached_data_image_and_its_job_still_runs() {
+    let base_of = |p: &Plan| {
+        p.nodes
+            .iter()
+            .find_map(|n| match &n.action {
+                Step::Image(Build::Retag {
+                    component,
+                    base,
+                    spec,
+                }) if component == "postgres" => {
+                    assert_eq!(spec.build_args["BASE"], *base);
+                    Some(base.clone())
+                }
+                _ => None,
+            })
+            .expect("no image:postgres")
+    };
+    let cold = plan_for("notification", Loading::Archive);
+    let data = "localhost/xtask-cache/postgres-data:0123456789abcdef";
+    let hit = crate::plan::Snapshot {
+        key: "0123456789abcdef".into(),
+        cache_ref: data.into(),
+        hit: true,
+        why: String::new(),
+    };
+    let snapshots = BTreeMap::from([("postgres".to_string(), hit)]);
+    let target = Target::Fresh(Loading::Archive);
+    let warm = plan_from("notification", &target, &facts(), &RepoFiles, &snapshots).unwrap();
+    assert_ne!(base_of(&cold), data);
+    assert_eq!(base_of(&warm), data);
+    // Same references, same graph: only what postgres starts from differs.
+    assert_eq!(warm.images, cold.images);
+    let ids = |p: &Plan| p.nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&warm), ids(&cold));
+    assert!(ids(&warm).contains(&"deploy:migrations".to_string()));
 }
