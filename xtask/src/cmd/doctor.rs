@@ -16,7 +16,7 @@ pub fn run(config: Option<&Config>) -> Result<()> {
     let found: Vec<Found> = Tool::ALL.iter().map(|t| probe(*t)).collect();
     let dns = Engine::detect_in(Some("podman"), None)
         .ok()
-        .and_then(|e| e.name_resolution_problem());
+        .and_then(|e| e.name_resolution_problem(None));
     let picked = Engine::pick();
     let mut out = packages_report(os);
     let summary = picked.as_ref().ok().map(|(e, why)| (e.tool, why.as_str()));

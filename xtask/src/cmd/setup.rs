@@ -45,7 +45,7 @@ pub fn prepare(config: &Config, purpose: Purpose) -> Result<Engine> {
     images(config, &engine, &say)?;
     if engine.is_podman() {
         podman_settings(config, &engine, &say)?;
-        if let Some(problem) = engine.name_resolution_problem() {
+        if let Some(problem) = engine.name_resolution_problem(Some(&engine_dir(config))) {
             bail!("{problem}\nnothing was started (`cargo xtask doctor` checks this too)");
         }
     }
@@ -173,6 +173,13 @@ fn images(config: &Config, engine: &Engine, say: &dyn Fn(&str)) -> Result<()> {
     Ok(())
 }
 
+/// `target/xtask/engine`: what was found about the engine on this host (settings, backend).
+fn engine_dir(config: &Config) -> std::path::PathBuf {
+    crate::exec::record::target_dir(&config.root)
+        .join("xtask")
+        .join("engine")
+}
+
 /// Finds (or reads back) what podman needs here and points this process at it.
 fn podman_settings(config: &Config, engine: &Engine, say: &dyn Fn(&str)) -> Result<()> {
     let runtime = config
@@ -180,10 +187,7 @@ fn podman_settings(config: &Config, engine: &Engine, say: &dyn Fn(&str)) -> Resu
         .get("runtime")
         .map(|i| i.resolve(&|k| std::env::var(k).ok()))
         .context("infra.toml has no [images.runtime]; it is the image podman is tried with")?;
-    let dir = crate::exec::record::target_dir(&config.root)
-        .join("xtask")
-        .join("engine");
-    let s = settings::detect(&engine.program, &dir, &runtime, false)?;
+    let s = settings::detect(&engine.program, &engine_dir(config), &runtime, false)?;
     if s.source == settings::Source::Tried {
         say(&format!("podman settings for this host: {}", s.describe()));
     }

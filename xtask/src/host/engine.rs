@@ -200,6 +200,30 @@ impl Engine {
             .is_ok_and(|o| o.success())
     }
 
+    /// Which of `references` are in local storage, asked in one `image inspect` (a process
+    /// each cost ~0.07 s of a 2-core host's CPU): the engine names each one it lacks on
+    /// stderr. When its answer does not add up, each is asked on its own.
+    pub fn images_exist(&self, references: &[String]) -> BTreeMap<String, bool> {
+        let one_by_one = || {
+            references
+                .iter()
+                .map(|r| (r.clone(), self.image_exists(r)))
+                .collect()
+        };
+        let Ok(out) = self
+            .cmd()
+            .args(["image", "inspect", "--format", "{{.Id}}"])
+            .args(references)
+            .output()
+        else {
+            return one_by_one();
+        };
+        match parse::existing(references, &out.stdout, &out.stderr) {
+            Some(found) => found,
+            None => one_by_one(),
+        }
+    }
+
     /// `podman save` of one image into a docker-archive file.
     pub fn save_cmd(&self, reference: &str, archive: &Path) -> Cmd<Uninterruptible> {
         let mut c = self.cmd().arg("save");
@@ -268,7 +292,7 @@ impl Engine {
     // ---- Listing: always through a label filter. ----
 
     pub fn containers(&self, filter: &Filter) -> Result<Vec<Ours<ContainerInfo>>> {
-        let ids = self.ids(&["ps", "-a"], filter, "{{.ID}}")?;
+        let ids = self.ids(&["ps", "-a"], &filter.args(), "{{.ID}}")?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -287,7 +311,7 @@ impl Engine {
     }
 
     pub fn networks(&self, filter: &Filter) -> Result<Vec<Ours<NetworkInfo>>> {
-        let names = self.ids(&["network", "ls"], filter, "{{.Name}}")?;
+        let names = self.ids(&["network", "ls"], &filter.args(), "{{.Name}}")?;
         if names.is_empty() {
             return Ok(Vec::new());
         }
@@ -319,7 +343,13 @@ impl Engine {
         } else {
             &["images"]
         };
-        let ids = self.ids(verb, filter, "{{.ID}}")?;
+        // Podman ORs image label filters: one term, the rest checked on the details below.
+        let terms = if self.is_podman() {
+            filter.narrowest_args()
+        } else {
+            filter.args()
+        };
+        let ids = self.ids(verb, &terms, "{{.ID}}")?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -406,13 +436,13 @@ impl Engine {
             .collect())
     }
 
-    fn ids(&self, verb: &[&str], filter: &Filter, format: &str) -> Result<Vec<String>> {
+    fn ids(&self, verb: &[&str], filter: &[String], format: &str) -> Result<Vec<String>> {
         // A listing can fail while another process removes what it is reading ("image not
         // known"); that passes in a moment.
         let cmd = self
             .cmd()
             .args(verb)
-            .args(filter.args())
+            .args(filter)
             .args(["--format", format]);
         let mut tries = 0;
         let out = loop {

@@ -173,6 +173,27 @@ impl Filter {
             .collect()
     }
 
+    /// The one term that narrows a listing most, as `--filter` arguments: podman 4.3's
+    /// `images` ORs label filters (every term but a run's selects nearly every image, and
+    /// each selected image is inspected), so images are listed by this term alone and the
+    /// rest are checked by [`Filter::matches`].
+    pub fn narrowest_args(&self) -> Vec<String> {
+        let rank = |(k, v): &(String, Option<String>)| {
+            let order = [
+                RUN, CACHE_KEY, CLUSTER, CONSUMER, SERVICE, TIER, HOST, OWNER,
+            ];
+            let at = order.iter().position(|o| o == k).unwrap_or(order.len());
+            (v.is_none(), at)
+        };
+        let Some(best) = self.terms.iter().min_by_key(|t| rank(t)) else {
+            return Vec::new();
+        };
+        Filter {
+            terms: vec![best.clone()],
+        }
+        .args()
+    }
+
     /// Whether a resource's labels satisfy the filter (checked again after listing, so an
     /// engine that ignored a filter still cannot make us remove something foreign).
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
@@ -189,6 +210,28 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_are_listed_by_the_narrowest_term_alone() {
+        let one = |f: &Filter| f.narrowest_args()[1].clone();
+        let earlier = Filter::owner("alice")
+            .and(CONSUMER, "notification")
+            .and(TIER, "integration");
+        assert_eq!(one(&earlier), format!("label={CONSUMER}=notification"));
+        assert_eq!(earlier.narrowest_args().len(), 2);
+        let run = Filter::run("abc").and(SERVICE, "postgres");
+        assert_eq!(one(&run), format!("label={RUN}=abc"));
+        assert_eq!(
+            one(&Filter::cache_key("k1")),
+            format!("label={CACHE_KEY}=k1")
+        );
+        // A term with a value before a bare key, whatever their order.
+        let bare = Filter {
+            terms: vec![(RUN.into(), None), (OWNER.into(), Some("bob".into()))],
+        };
+        assert_eq!(one(&bare), format!("label={OWNER}=bob"));
+        assert!(Filter { terms: vec![] }.narrowest_args().is_empty());
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

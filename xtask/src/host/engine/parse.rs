@@ -147,3 +147,25 @@ pub fn parse_human_size(text: &str) -> Option<u64> {
     };
     Some((number * scale).round() as u64)
 }
+
+/// What a many-reference `image inspect --format {{.Id}}` says exists: a reference its error
+/// output names is missing, the others exist; `None` unless one id per existing reference was
+/// printed (then the answer is not trusted).
+pub fn existing(
+    references: &[String],
+    stdout: &str,
+    stderr: &str,
+) -> Option<BTreeMap<String, bool>> {
+    // The reference as a word: `docker.io/library/redis:7` missing says nothing of `redis:7`.
+    let missing = |r: &str| {
+        stderr
+            .lines()
+            .any(|l| l.contains(&format!(" {r}:")) || l.trim_end().ends_with(&format!(" {r}")))
+    };
+    let found: BTreeMap<String, bool> = references
+        .iter()
+        .map(|r| (r.clone(), !missing(r)))
+        .collect();
+    let ids = stdout.lines().filter(|l| !l.trim().is_empty()).count();
+    (ids == found.values().filter(|e| **e).count()).then_some(found)
+}

@@ -181,3 +181,44 @@ fn parses_podman_and_docker_inspect() {
         ("ff", 10, 1_700_000_000)
     );
 }
+
+#[test]
+fn one_inspect_tells_which_references_exist() {
+    let refs: Vec<String> = [
+        "docker.io/library/redis:7",
+        "localhost/standin/redis:7",
+        "redis:7",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // podman 4.3
+    let podman_err = "error inspecting object: docker.io/library/redis:7: image not known\n\
+                      Error: inspecting object: redis:7: image not known\n";
+    let found = parse::existing(&refs, "4ddd756e34e1\n", podman_err).unwrap();
+    assert_eq!(
+        found.values().copied().collect::<Vec<_>>(),
+        [false, true, false]
+    );
+    // docker 20.10
+    let docker_err =
+        "Error: No such image: docker.io/library/redis:7\nError: No such image: redis:7\n";
+    assert_eq!(
+        parse::existing(&refs, "sha256:4ddd\n", docker_err).unwrap(),
+        found
+    );
+    // A longer name that is missing says nothing of a shorter one inside it.
+    let only_long = "Error: inspecting object: docker.io/library/redis:7: image not known\n";
+    let found = parse::existing(&refs, "a\nb\n", only_long).unwrap();
+    assert_eq!(
+        found.values().copied().collect::<Vec<_>>(),
+        [false, true, true]
+    );
+    // Wording that names nothing: the ids do not add up, so no answer.
+    assert_eq!(
+        parse::existing(&refs, "sha256:4ddd\n", "Error: 2 images missing\n"),
+        None
+    );
+    let all = parse::existing(&refs, "a\nb\nc\n", "").unwrap();
+    assert!(all.values().all(|e| *e));
+}
