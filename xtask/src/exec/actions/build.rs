@@ -95,6 +95,10 @@ impl Runner<'_> {
             self.engine
                 .tag(&tag, &c.spec.reference)
                 .with_context(|| format!("naming the cached image {}", image.id))?;
+            self.ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(c.spec.reference.clone(), image.id.clone());
             self.cache.used(&key)?;
             self.note(task, note("hit", String::new()));
             return Ok(format!("cached ({key})"));
@@ -140,7 +144,7 @@ impl Runner<'_> {
             }
             m.insert(format!("arg:{k}"), v.clone());
             if k == "BASE" || k == "BASE_IMAGE" {
-                let id = self.engine.image_id(v).with_context(|| {
+                let id = self.image_id(v).with_context(|| {
                     format!("the base image {v} is not in local storage (`cargo xtask doctor`)")
                 })?;
                 m.insert(format!("base:{k}"), id);
@@ -160,7 +164,6 @@ impl Runner<'_> {
         ctx: &Ctx,
     ) -> Result<String> {
         let id = self
-            .engine
             .image_id(reference)
             .with_context(|| format!("{reference} is not in local storage"))?;
         let key: String = id.trim_start_matches("sha256:").chars().take(16).collect();

@@ -259,6 +259,9 @@ pub struct Runner<'a> {
     /// Registry runs: bytes each push task really sent.
     bytes: Mutex<BTreeMap<String, u64>>,
     forwards: Mutex<Vec<shared::Forwarding>>,
+    /// Image ids this run learnt (reference -> id): a base asked once, a cached image's id
+    /// known from its lookup, so the save after it need not ask again.
+    ids: Mutex<BTreeMap<String, String>>,
 }
 
 impl<'a> Runner<'a> {
@@ -279,7 +282,23 @@ impl<'a> Runner<'a> {
             pins: Mutex::new(BTreeMap::new()),
             bytes: Mutex::new(BTreeMap::new()),
             forwards: Mutex::new(Vec::new()),
+            ids: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The id of `reference`, asked of the engine once per run.
+    fn image_id(&self, reference: &str) -> Option<String> {
+        let ids = || {
+            self.ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let known = ids().get(reference).cloned();
+        known.or_else(|| {
+            let id = self.engine.image_id(reference)?;
+            ids().insert(reference.to_string(), id.clone());
+            Some(id)
+        })
     }
 
     /// Performs a task's actions in order; the task's summary is the last one's. A slot is
