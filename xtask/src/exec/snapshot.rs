@@ -31,8 +31,7 @@ pub fn decide(
     rebuild: bool,
 ) -> Result<BTreeMap<String, Decision>> {
     let mut out = BTreeMap::new();
-    for c in stack.members.iter().filter(|c| c.snapshot.is_some()) {
-        let (inputs, d) = lookup(config, c, engine, cache, rebuild)?;
+    for (c, inputs, d) in lookup(config, stack, engine, cache, rebuild)? {
         let why = if d.hit {
             String::new()
         } else if rebuild {
@@ -66,35 +65,36 @@ pub fn cached(
     cache: &Cache,
     rebuild: bool,
 ) -> Result<BTreeMap<String, Decision>> {
-    let mut out = BTreeMap::new();
-    for c in stack.members.iter().filter(|c| c.snapshot.is_some()) {
-        let (_, d) = lookup(config, c, engine, cache, rebuild)?;
-        if d.hit {
-            out.insert(c.name.clone(), d);
-        }
-    }
-    Ok(out)
+    Ok(lookup(config, stack, engine, cache, rebuild)?
+        .into_iter()
+        .filter(|(_, _, d)| d.hit)
+        .map(|(c, _, d)| (c.name.clone(), d))
+        .collect())
 }
 
-/// A member's inputs and whether its data image is cached.
-fn lookup(
+/// Each member with a `snapshot`: its inputs, and whether its data image is cached.
+fn lookup<'s>(
     config: &Config,
-    c: &Component,
+    stack: &'s Stack,
     engine: &Engine,
     cache: &Cache,
     rebuild: bool,
-) -> Result<(Inputs, Decision)> {
-    let inputs = inputs(config, c, engine, cache)?;
-    let key = inputs.key();
-    let cache_ref = cache_ref(&c.name, &key);
-    let hit = !rebuild && engine.cached_image(&cache_ref, &key)?.is_some();
-    let d = Decision {
-        key,
-        cache_ref,
-        hit,
-        why: String::new(),
-    };
-    Ok((inputs, d))
+) -> Result<Vec<(&'s Component, Inputs, Decision)>> {
+    let mut out = Vec::new();
+    for c in stack.members.iter().filter(|c| c.snapshot.is_some()) {
+        let inputs = inputs(config, c, engine, cache)?;
+        let key = inputs.key();
+        let cache_ref = cache_ref(&c.name, &key);
+        let hit = !rebuild && engine.cached_image(&cache_ref, &key)?.is_some();
+        let d = Decision {
+            key,
+            cache_ref,
+            hit,
+            why: String::new(),
+        };
+        out.push((c, inputs, d));
+    }
+    Ok(out)
 }
 
 /// What goes into a data image: the image it starts from (by id), the environment it runs

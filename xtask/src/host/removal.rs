@@ -108,36 +108,14 @@ pub fn labelled_runs(engine: &Engine, filter: &Filter) -> Result<BTreeMap<String
             runs.entry(run.clone()).or_insert(pid);
         }
     };
-    // Three listings at once: this runs before every integration run.
-    type Labels = Vec<BTreeMap<String, String>>;
-    let lists: Vec<Result<Labels>> = std::thread::scope(|s| {
-        let c = s.spawn(|| {
-            Ok(engine
-                .containers(filter)?
-                .iter()
-                .map(|c| c.labels.clone())
-                .collect())
-        });
-        let n = s.spawn(|| {
-            Ok(engine
-                .networks(filter)?
-                .iter()
-                .map(|n| n.labels.clone())
-                .collect())
-        });
-        let i = engine
-            .images(filter)
-            .map(|v| v.iter().map(|i| i.labels.clone()).collect());
-        let join = |h: std::thread::ScopedJoinHandle<'_, Result<Labels>>| {
-            h.join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("an engine listing panicked")))
-        };
-        vec![join(c), join(n), i]
-    });
-    for list in lists {
-        for l in list? {
-            note(&l);
-        }
+    for c in engine.containers(filter)? {
+        note(&c.labels);
+    }
+    for n in engine.networks(filter)? {
+        note(&n.labels);
+    }
+    for i in engine.images(filter)? {
+        note(&i.labels);
     }
     Ok(runs)
 }
