@@ -270,7 +270,7 @@ fn data_images(
     for (member, d) in &found {
         crate::exec::progress::Progress::plain().println(&format!(
             "{member}: from the cached data image {} (initialised, its jobs applied; they run \
-             again and find their work done)",
+             again beside what needs them and find their work done)",
             d.cache_ref
         ));
     }

@@ -148,7 +148,8 @@ pub fn remove_run_recorded(
 }
 
 /// Takes `names` off the cached images that carry them (only images selected by the cache
-/// label, only the given names).
+/// label, only the given names). The names are looked up, not every cached image: a shared
+/// host keeps many, and listing them all cost a teardown seconds.
 pub fn untag_names(
     engine: &Engine,
     names: &BTreeSet<String>,
@@ -159,7 +160,8 @@ pub fn untag_names(
     if names.is_empty() {
         return Ok(untagged);
     }
-    for image in engine.images(&Filter::cache())? {
+    let names_list: Vec<String> = names.iter().cloned().collect();
+    for image in engine.images_named(&names_list, &Filter::cache())? {
         for name in image.tags.iter().filter(|t| names.contains(*t)) {
             untagged.push(format!("{name} (a name of a cached image)"));
             if !dry_run {

@@ -139,6 +139,9 @@ pub struct Plan {
     pub nodes: Vec<Node<Step>>,
     pub claims: Vec<Claim>,
     pub tests: Tests,
+    /// Job -> the member whose cached data image holds its work: what needs the job waits
+    /// for that member's deploy only, and the job runs beside it and finds its work done.
+    pub held: BTreeMap<String, String>,
     /// Registry runs: where, and the port-forwards the tests' URLs come from.
     pub shared: Option<shared::Shared>,
     pub forwards: Vec<shared::Forward>,
@@ -233,6 +236,11 @@ fn skeleton(
         nodes: Vec::new(),
         claims: Vec::new(),
         tests: Tests::new(&tier.test, &[]),
+        held: stack
+            .names()
+            .into_iter()
+            .filter_map(|m| run.holder(stack, &m).map(|h| (m, h.to_string())))
+            .collect(),
         shared: None,
         forwards: Vec::new(),
         labels: labels.clone(),
@@ -379,7 +387,8 @@ pub fn graph(
 }
 
 /// One deploy per member (after the namespace, the tasks that bring its images in, and the
-/// deploys of what it needs), then the test compile.
+/// deploys of what it needs; for a job a data image holds, the deploy of that image's member),
+/// then the test compile.
 pub fn deploy_nodes(
     plan: &Plan,
     stack: &Stack,
@@ -396,8 +405,12 @@ pub fn deploy_nodes(
             .collect();
         let mut deps = vec!["namespace".to_string()];
         deps.extend(used.iter().filter_map(|r| image_task.get(r).cloned()));
-        let needs = c.needs.iter().filter(|n| stack.get(n).is_some());
-        deps.extend(needs.map(|n| format!("deploy:{n}")));
+        for n in c.needs.iter().filter(|n| stack.get(n).is_some()) {
+            let n = plan.held.get(n).unwrap_or(n);
+            if !deps.contains(&format!("deploy:{n}")) {
+                deps.push(format!("deploy:{n}"));
+            }
+        }
         nodes.push(Node {
             id: format!("deploy:{}", m.component),
             deps,

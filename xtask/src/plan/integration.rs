@@ -200,17 +200,11 @@ fn member(
     images: &images::Images,
     ports: &BTreeMap<PortRef, u16>,
 ) -> Result<Vec<Node<Step>>> {
-    let owner = stack.members.iter().find(|o| {
-        o.snapshot
-            .as_ref()
-            .is_some_and(|s| s.after.contains(&c.name))
-            && run.snapshots.get(&o.name).is_some_and(|d| d.hit)
-    });
-    if let Some(o) = owner {
-        let key = run.snapshots[&o.name].key.clone();
+    if let Some(o) = run.holder(stack, &c.name) {
+        let key = run.snapshots[o].key.clone();
         return Ok(vec![Node {
             id: c.name.clone(),
-            deps: vec![o.name.clone()],
+            deps: vec![o.to_string()],
             pool: None,
             action: Step::Verified {
                 job: c.name.clone(),

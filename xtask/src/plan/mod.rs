@@ -62,6 +62,22 @@ impl Run<'_> {
         self.runs_dir.join(self.id())
     }
 
+    /// The member whose cached data image already holds `job`'s work (its `snapshot.after`
+    /// names the job and the image is a hit), if any: the job is then verified (integration)
+    /// or runs beside what needs it (E2E) instead of before it.
+    pub fn holder<'s>(&self, stack: &'s crate::config::Stack, job: &str) -> Option<&'s str> {
+        stack
+            .members
+            .iter()
+            .find(|o| {
+                o.snapshot
+                    .as_ref()
+                    .is_some_and(|s| s.after.iter().any(|a| a == job))
+                    && self.snapshots.get(&o.name).is_some_and(|d| d.hit)
+            })
+            .map(|o| o.name.as_str())
+    }
+
     pub fn labels(&self, tier: &'static str) -> RunLabels {
         RunLabels {
             owner: self.facts.user.clone(),

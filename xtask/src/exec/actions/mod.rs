@@ -15,12 +15,13 @@ use crate::exec::builds;
 use crate::exec::dag::Ctx;
 use crate::exec::process::{Cmd, Timed, Uninterruptible};
 use crate::exec::record::{Event, Record};
-use crate::host::kube::{self, Kubectl, Verdict};
+use crate::host::kube::Kubectl;
 use crate::host::tools::Engine;
 use crate::plan::probe::Probe;
 use crate::plan::render::Workload;
 
 pub mod build;
+mod pods;
 pub mod shared;
 
 /// A command of any mode.
@@ -262,6 +263,8 @@ pub struct Runner<'a> {
     /// Image ids this run learnt (reference -> id): a base asked once, a cached image's id
     /// known from its lookup, so the save after it need not ask again.
     ids: Mutex<BTreeMap<String, String>>,
+    /// The last `get pods` (by its command line): when it was asked, and its answer.
+    pods_seen: Mutex<BTreeMap<String, (Instant, String)>>,
 }
 
 impl<'a> Runner<'a> {
@@ -283,6 +286,7 @@ impl<'a> Runner<'a> {
             bytes: Mutex::new(BTreeMap::new()),
             forwards: Mutex::new(Vec::new()),
             ids: Mutex::new(BTreeMap::new()),
+            pods_seen: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -527,66 +531,5 @@ impl<'a> Runner<'a> {
             );
         }
         Ok(Some("completed".into()))
-    }
-
-    /// Polled: the node's image list can lag behind the load.
-    fn on_node(&self, get_nodes: &Cmd<Timed>, images: &BTreeSet<String>, ctx: &Ctx) -> Result<()> {
-        self.log(get_nodes);
-        let start = Instant::now();
-        loop {
-            ctx.line.state("verifying", "images on the node");
-            let out = get_nodes.read()?;
-            let nodes: serde_json::Value =
-                serde_json::from_str(&out).context("kubectl get nodes -o json")?;
-            let missing = kube::missing_on_node(images, &kube::node_images(&nodes));
-            if missing.is_empty() {
-                return Ok(());
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                bail!(
-                    "the cluster's node does not have {} although it was loaded; what the manifests \
-                     reference and what was loaded differ",
-                    missing.join(", ")
-                );
-            }
-            ctx.line.state(
-                "waiting",
-                &format!("node does not list {} yet", missing.join(", ")),
-            );
-            ctx.pause(Duration::from_millis(500))?;
-        }
-    }
-
-    fn pods(
-        &self,
-        get_pods: &Cmd<Timed>,
-        w: &Workload,
-        component: &str,
-        timeout: Duration,
-        ctx: &Ctx,
-    ) -> Result<String> {
-        self.log(get_pods);
-        let start = Instant::now();
-        loop {
-            let out = get_pods.read()?;
-            let pods: serde_json::Value =
-                serde_json::from_str(&out).context("kubectl get pods -o json")?;
-            match kube::judge(&pods, w) {
-                Verdict::Ready => {
-                    return Ok(format!("ready after {:.1}s", start.elapsed().as_secs_f64()))
-                }
-                Verdict::Failed(why) => bail!("{component} cannot start: {why}"),
-                Verdict::Waiting(why) => {
-                    ctx.line.state("waiting", &why);
-                    if start.elapsed() > timeout {
-                        bail!(
-                            "{component} was not ready after {}s: {why}",
-                            timeout.as_secs()
-                        );
-                    }
-                }
-            }
-            ctx.pause(Duration::from_millis(250))?;
-        }
     }
 }

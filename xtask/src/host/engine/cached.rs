@@ -64,6 +64,31 @@ impl Engine {
         }
     }
 
+    /// The images that `names` name, asked in one `image inspect` (the engine prints those
+    /// it has and names the others on stderr), each once, and only those `filter` selects.
+    pub fn images_named(
+        &self,
+        names: &[String],
+        filter: &crate::plan::labels::Filter,
+    ) -> Result<Vec<Ours<ImageInfo>>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.cmd().args(["image", "inspect"]).args(names).output()?;
+        let mut items: Vec<ImageInfo> = super::parse_json_array(&out)
+            .context("reading image details")?
+            .iter()
+            .map(super::parse_image)
+            .collect();
+        items.sort_by(|a, b| a.id.cmp(&b.id));
+        items.dedup_by(|a, b| a.id == b.id);
+        Ok(items
+            .into_iter()
+            .filter(|i| filter.matches(&i.labels))
+            .map(Ours)
+            .collect())
+    }
+
     /// The image id of `reference`, if it is in local storage.
     pub fn image_id(&self, reference: &str) -> Option<String> {
         let out = self

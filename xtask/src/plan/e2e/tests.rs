@@ -345,9 +345,29 @@ fn postgres_is_deployed_from_a_cached_data_image_and_its_job_still_runs() {
     let warm = plan_from("notification", &target, &facts(), &RepoFiles, &snapshots).unwrap();
     assert_ne!(base_of(&cold), data);
     assert_eq!(base_of(&warm), data);
-    // Same references, same graph: only what postgres starts from differs.
+    // Same references, same tasks: postgres starts from the data image, and the migrations
+    // Job still runs, beside DataStorage (the image holds its work) instead of before it.
     assert_eq!(warm.images, cold.images);
     let ids = |p: &Plan| p.nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&warm), ids(&cold));
-    assert!(ids(&warm).contains(&"deploy:migrations".to_string()));
+    assert_eq!(
+        deps(&warm, "deploy:migrations"),
+        deps(&cold, "deploy:migrations")
+    );
+    assert!(deps(&cold, "deploy:datastorage").contains(&"deploy:migrations".to_string()));
+    let ds = deps(&warm, "deploy:datastorage");
+    assert!(!ds.contains(&"deploy:migrations".to_string()), "{ds:?}");
+    assert_eq!(ds.iter().filter(|d| *d == "deploy:postgres").count(), 1);
+    assert_eq!(warm.held["migrations"], "postgres");
+    // Registry runs deploy the same way.
+    let shared = plan_from(
+        "notification",
+        &shared_target(),
+        &facts(),
+        &RepoFiles,
+        &snapshots,
+    )
+    .unwrap();
+    let ds = deps(&shared, "deploy:datastorage");
+    assert!(!ds.contains(&"deploy:migrations".to_string()), "{ds:?}");
 }
