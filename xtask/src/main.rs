@@ -1,13 +1,14 @@
 //! `cargo xtask`: parses the command line and hands over to the module of each command.
 
 mod cmd;
-mod config;
 mod exec;
 mod flags;
-mod graph;
 mod host;
-mod plan;
 mod standins;
+
+// The pure layers live in their own crate (xtask/model); at the root here they keep their
+// paths: `crate::config`, `crate::plan`, `crate::graph`.
+use xtask_model::{config, graph, plan};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

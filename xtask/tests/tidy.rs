@@ -40,9 +40,13 @@ fn our_rust_files() -> Vec<PathBuf> {
     files
 }
 
+/// The two source folders of the xtask: its own and its pure layers' crate (`xtask/model`).
+const XTASK_SRC: [&str; 2] = ["xtask/src", "xtask/model/src"];
+
 fn xtask_src() -> Vec<(PathBuf, String)> {
-    rust_files(&root().join("xtask/src"))
-        .into_iter()
+    XTASK_SRC
+        .iter()
+        .flat_map(|d| rust_files(&root().join(d)))
         .map(|p| {
             let text = std::fs::read_to_string(&p).unwrap();
             (p, text)
@@ -109,25 +113,80 @@ fn only_the_process_module_starts_processes() {
     );
 }
 
-/// Layer rule: planning is pure. `plan/` and `config/` import neither `exec` (which runs
-/// things) nor `host` (which touches the machine), so a dry run and a run cannot disagree.
+/// The `[dependencies]` of a manifest, by name, in order.
+fn dependencies(manifest: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(root().join(manifest)).unwrap();
+    text.split("\n[dependencies]")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{manifest} has no [dependencies]"))
+        .split("\n[")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split(['=', ' ']).next())
+        .map(String::from)
+        .collect()
+}
+
+/// Layer rule: planning is pure, so a dry run and a run cannot disagree. `config/`, `plan/` and
+/// `graph.rs` are a crate of their own, `xtask/model`: it cannot name `exec`, `host` or `cmd`
+/// (they are not in it), none of its dependencies starts processes or touches the terminal,
+/// and it uses no `std::process` outside its tests.
 #[test]
-fn plan_and_config_import_neither_exec_nor_host() {
+fn the_pure_layers_are_a_crate_without_effects() {
+    for layer in ["config", "plan", "graph.rs"] {
+        assert!(
+            !root().join("xtask/src").join(layer).exists(),
+            "xtask/src/{layer} belongs in xtask/model/src (the pure layers' crate)"
+        );
+    }
+    let deps = dependencies("xtask/model/Cargo.toml");
+    assert_eq!(
+        deps,
+        [
+            "anyhow",
+            "serde",
+            "serde_json",
+            "strsim",
+            "toml",
+            "yaml-rust2"
+        ],
+        "xtask/model's dependencies: adding one is a decision (pure, and on the cold build's \
+         critical path)"
+    );
+    for effect in [
+        "duct",
+        "xshell",
+        "which",
+        "indicatif",
+        "signal-hook",
+        "libc",
+    ] {
+        assert!(
+            !deps.iter().any(|d| d == effect),
+            "xtask/model must not depend on {effect}"
+        );
+    }
     let mut bad = Vec::new();
-    for (p, text) in xtask_src() {
-        let r = rel(&p);
-        if !(r.starts_with("xtask/src/plan/") || r.starts_with("xtask/src/config/")) {
+    for p in rust_files(&root().join("xtask/model/src")) {
+        let text = std::fs::read_to_string(&p).unwrap();
+        // Unit tests sit at the end of a file or in `tests.rs` files of their own.
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        if p.file_name().is_some_and(|n| n == "tests.rs")
+            || p.components().any(|c| c.as_os_str() == "tests")
+        {
             continue;
         }
-        for (n, l) in code_lines(&text) {
-            if l.contains("crate::exec") || l.contains("crate::host") || l.contains("crate::cmd") {
-                bad.push(format!("{r}:{n}: {}", l.trim()));
+        for (n, l) in code_lines(code) {
+            if l.contains("std::process") || l.contains("std::os::unix::process") {
+                bad.push(format!("{}:{n}: {}", rel(&p), l.trim()));
             }
         }
     }
     assert!(
         bad.is_empty(),
-        "pure layers import effects:\n{}",
+        "the pure layers start no processes:\n{}",
         bad.join("\n")
     );
 }
@@ -347,12 +406,14 @@ fn readme_mentions_every_subcommand_and_architecture_every_module() {
     );
 
     let arch = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
-    let modules: Vec<String> = rust_files(&root().join("xtask/src"))
+    let modules: Vec<String> = XTASK_SRC
         .iter()
-        .filter(|p| p.file_name().is_some_and(|n| n != "tests.rs"))
-        .map(|p| {
-            let src = root().join("xtask/src");
-            p.strip_prefix(&src).unwrap().display().to_string()
+        .flat_map(|d| {
+            let src = root().join(d);
+            rust_files(&src)
+                .into_iter()
+                .filter(|p| p.file_name().is_some_and(|n| n != "tests.rs"))
+                .map(move |p| p.strip_prefix(&src).unwrap().display().to_string())
         })
         .filter(|n| !arch.contains(&format!("`{n}`")))
         .collect();
@@ -404,22 +465,11 @@ fn ci_runs_the_readme_test_command() {
 
 #[test]
 fn xtask_dependencies_stay_few() {
-    let manifest = std::fs::read_to_string(root().join("xtask/Cargo.toml")).unwrap();
-    let deps: Vec<&str> = manifest
-        .split("[dependencies]")
-        .nth(1)
-        .unwrap()
-        .split("\n[")
-        .next()
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split(['=', ' ']).next())
-        .collect();
     // Adding one is a decision: every contributor compiles the xtask. Update this list (and the
-    // cold-build figure in the README) when you make it.
+    // cold-build figure in the README) when you make it; the pure layers' crate has its own
+    // list (`the_pure_layers_are_a_crate_without_effects`).
     assert_eq!(
-        deps,
+        dependencies("xtask/Cargo.toml"),
         [
             "anyhow",
             "clap",
@@ -429,12 +479,10 @@ fn xtask_dependencies_stay_few() {
             "serde",
             "serde_json",
             "signal-hook",
-            "strsim",
-            "toml",
             "uuid",
             "which",
             "xshell",
-            "yaml-rust2"
+            "xtask-model"
         ]
     );
 }

@@ -20,7 +20,6 @@ use crate::flags::{self, ProgressMode};
 use crate::host::kube::{Kind, Kubectl};
 use crate::host::tools::{self, Engine, Need, Tool};
 use crate::plan::e2e::{self as planner, Plan, PHASES};
-use crate::plan::facts::Facts;
 use crate::plan::Run;
 
 /// The entry point of the command.
@@ -241,7 +240,7 @@ fn plan_here(
     test_args: &[String],
     snapshots: &BTreeMap<String, crate::plan::Snapshot>,
 ) -> Result<Plan> {
-    let facts = Facts::gather(&config.root)?;
+    let facts = crate::host::facts::gather(&config.root)?;
     let env = |k: &str| std::env::var(k).ok();
     let runs_dir = record::runs_dir(&config.root);
     let run = Run {

@@ -18,7 +18,6 @@ use crate::exec::{dag, lifecycle, record};
 use crate::flags::{self, ProgressMode};
 use crate::host::preflight::{self, EarlierState};
 use crate::host::tools::{self, Engine, Need};
-use crate::plan::facts::Facts;
 use crate::plan::integration::{self as planner, Plan, Step, TIER};
 use crate::plan::Run;
 
@@ -31,7 +30,7 @@ pub fn run(config: &Config, args: &flags::Integration, mode: ProgressMode) -> Re
         return down(&engine, &runs_dir, &args.consumer).map(|_| ExitCode::SUCCESS);
     }
     let engine = crate::cmd::setup::prepare(config, crate::cmd::setup::Purpose::Run)?;
-    let facts = Facts::gather(&config.root)?;
+    let facts = crate::host::facts::gather(&config.root)?;
     let env = |k: &str| std::env::var(k).ok();
     let stack = config.stack(&args.consumer, crate::config::TierName::Integration)?;
     let cache = crate::exec::cache::Cache::open(&record::target_dir(&config.root));

@@ -7,7 +7,7 @@ use crate::flags;
 use crate::plan::facts::Facts;
 
 pub fn run(config: &Config, args: &flags::Tag) -> Result<()> {
-    let facts = Facts::gather(&config.root)?;
+    let facts = crate::host::facts::gather(&config.root)?;
     println!("{}", tag(config, args, &facts)?);
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Reading a run's facts from the host, once: the user, the git revision, the clock and a
-//! random run id ([`Facts::gather`]). Planners get the [`Facts`] and derive every name from
+//! random run id ([`gather`]). Planners get the [`Facts`] and derive every name from
 //! them; nothing else reads these.
 
 use std::path::Path;
@@ -10,28 +10,26 @@ use anyhow::Result;
 use crate::exec::process::quick;
 use crate::plan::facts::{check_tag, sanitize_user, Facts};
 
-impl Facts {
-    /// Reads the user, git revision, time, `IMAGE_TAG` and a random run id.
-    pub fn gather(root: &Path) -> Result<Facts> {
-        let image_tag = std::env::var("IMAGE_TAG").ok().filter(|t| !t.is_empty());
-        if let Some(t) = &image_tag {
-            check_tag(t).map_err(|e| anyhow::anyhow!("IMAGE_TAG: {e}"))?;
-        }
-        let revision = git_revision(root);
-        let user = sanitize_user(&login_name());
-        Ok(Facts {
-            unix: unique_second(&user, unix_now()),
-            user,
-            git7: if revision == "unknown" {
-                revision.clone()
-            } else {
-                revision[..7].to_string()
-            },
-            revision,
-            image_tag,
-            run_id: random_id(),
-        })
+/// Reads the user, git revision, time, `IMAGE_TAG` and a random run id.
+pub fn gather(root: &Path) -> Result<Facts> {
+    let image_tag = std::env::var("IMAGE_TAG").ok().filter(|t| !t.is_empty());
+    if let Some(t) = &image_tag {
+        check_tag(t).map_err(|e| anyhow::anyhow!("IMAGE_TAG: {e}"))?;
     }
+    let revision = git_revision(root);
+    let user = sanitize_user(&login_name());
+    Ok(Facts {
+        unix: unique_second(&user, unix_now()),
+        user,
+        git7: if revision == "unknown" {
+            revision.clone()
+        } else {
+            revision[..7].to_string()
+        },
+        revision,
+        image_tag,
+        run_id: random_id(),
+    })
 }
 
 /// The second of a run's service tags (`{service}-{user}-{git7}-{unix}`), unique among this

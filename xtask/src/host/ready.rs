@@ -14,79 +14,77 @@ use crate::host::tools::Engine;
 
 pub use crate::plan::probe::Probe;
 
-impl Probe {
-    /// Runs the check once; the error says why it is not ready yet.
-    pub fn once(&self, engine: &Engine) -> Result<()> {
-        let short = Duration::from_millis(800);
-        match self {
-            Probe::Sql {
-                container,
-                pg,
+/// Runs the check once; the error says why it is not ready yet.
+pub fn once(probe: &Probe, engine: &Engine) -> Result<()> {
+    let short = Duration::from_millis(800);
+    match probe {
+        Probe::Sql {
+            container,
+            pg,
+            query,
+            host_port,
+        } => {
+            // Cheap first: the final server listens on TCP; initdb's temporary one does not.
+            if let Some(p) = host_port {
+                connect(*p, short)?;
+            }
+            let argv: Vec<String> = [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                &pg.user,
+                "-d",
+                &pg.database,
+                "-tAc",
                 query,
-                host_port,
-            } => {
-                // Cheap first: the final server listens on TCP; initdb's temporary one does not.
-                if let Some(p) = host_port {
-                    connect(*p, short)?;
-                }
-                let argv: Vec<String> = [
-                    "psql",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    &pg.user,
-                    "-d",
-                    &pg.database,
-                    "-tAc",
-                    query,
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                let out = engine
-                    .exec(
-                        container,
-                        &argv,
-                        &[("PGPASSWORD".into(), pg.password.clone())],
-                    )
-                    .timeout(Duration::from_secs(5))
-                    .output()?;
-                if !out.success() {
-                    bail!("{}", out.tail(1));
-                }
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let out = engine
+                .exec(
+                    container,
+                    &argv,
+                    &[("PGPASSWORD".into(), pg.password.clone())],
+                )
+                .timeout(Duration::from_secs(5))
+                .output()?;
+            if !out.success() {
+                bail!("{}", out.tail(1));
+            }
+            Ok(())
+        }
+        Probe::Redis { port } => {
+            let mut s = connect(*port, short)?;
+            s.write_all(b"PING\r\n")?;
+            let reply = read_line(&mut s)?;
+            if reply.starts_with("+PONG") {
                 Ok(())
+            } else {
+                bail!("PING answered {:?}", reply.trim())
             }
-            Probe::Redis { port } => {
-                let mut s = connect(*port, short)?;
-                s.write_all(b"PING\r\n")?;
-                let reply = read_line(&mut s)?;
-                if reply.starts_with("+PONG") {
-                    Ok(())
-                } else {
-                    bail!("PING answered {:?}", reply.trim())
-                }
+        }
+        Probe::Http { port, path } => {
+            let (status, body) = http_get(*port, path, short)?;
+            if (200..300).contains(&status) {
+                Ok(())
+            } else if body.is_empty() {
+                bail!("GET {path} answered {status}")
+            } else {
+                bail!("GET {path} answered {status}: {}", one_line(&body, 400))
             }
-            Probe::Http { port, path } => {
-                let (status, body) = http_get(*port, path, short)?;
-                if (200..300).contains(&status) {
-                    Ok(())
-                } else if body.is_empty() {
-                    bail!("GET {path} answered {status}")
-                } else {
-                    bail!("GET {path} answered {status}: {}", one_line(&body, 400))
-                }
-            }
-            Probe::Tcp { port } => connect(*port, short).map(|_| ()),
-            Probe::Exec { container, argv } => {
-                let out = engine
-                    .exec(container, argv, &[])
-                    .timeout(Duration::from_secs(10))
-                    .output()?;
-                if out.success() {
-                    Ok(())
-                } else {
-                    bail!("`{}` failed: {}", argv.join(" "), out.tail(1))
-                }
+        }
+        Probe::Tcp { port } => connect(*port, short).map(|_| ()),
+        Probe::Exec { container, argv } => {
+            let out = engine
+                .exec(container, argv, &[])
+                .timeout(Duration::from_secs(10))
+                .output()?;
+            if out.success() {
+                Ok(())
+            } else {
+                bail!("`{}` failed: {}", argv.join(" "), out.tail(1))
             }
         }
     }
@@ -105,7 +103,7 @@ pub fn wait(
     let mut last_err;
     ctx.line.state("waiting", &probe.describe());
     loop {
-        match probe.once(engine) {
+        match once(probe, engine) {
             Ok(()) => return Ok(start.elapsed()),
             Err(e) => last_err = format!("{e:#}"),
         }
@@ -291,7 +289,7 @@ mod tests {
             tool: crate::host::tools::Tool::Podman,
             program: "podman".into(),
         };
-        assert!(Probe::Tcp { port }.once(&engine).is_err());
-        assert!(Probe::Redis { port }.once(&engine).is_err());
+        assert!(once(&Probe::Tcp { port }, &engine).is_err());
+        assert!(once(&Probe::Redis { port }, &engine).is_err());
     }
 }

@@ -126,7 +126,7 @@ fn reach(engine: &Engine, images: &Images, net: &str, l: &RunLabels) -> Vec<Chec
         let probe = Probe::Redis { port };
         let until = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            match probe.once(engine) {
+            match crate::host::ready::once(&probe, engine) {
                 Ok(()) => return Ok(format!("localhost:{port} answered PONG")),
                 Err(e) if std::time::Instant::now() > until => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),

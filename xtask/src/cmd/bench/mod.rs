@@ -13,7 +13,6 @@ use crate::exec::builds::cargo;
 use crate::exec::process::Cmd;
 use crate::flags;
 use crate::host::tools::{self, Need};
-use crate::plan::facts::Facts;
 
 mod seeds;
 
@@ -76,7 +75,7 @@ pub fn run(config: &Config, args: &flags::Bench) -> Result<()> {
 }
 
 fn plan_speed(config: &Config, consumers: &[String]) -> Result<()> {
-    let facts = Facts::gather(&config.root)?;
+    let facts = crate::host::facts::gather(&config.root)?;
     let runs_dir = crate::exec::record::runs_dir(&config.root);
     let n = 200u32;
     for c in consumers {

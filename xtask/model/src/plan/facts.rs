@@ -1,7 +1,7 @@
 //! Image tags and run ids: pure formatting, plus [`Facts`], the one place that reads the user,
 //! the git revision, the clock and the `IMAGE_TAG` override.
 //!
-//! Phase 0 rule: a run calls [`Facts::gather`] once and derives every reference from it; the
+//! Phase 0 rule: a run calls `host::facts::gather` (in the xtask) once and derives every reference from it; the
 //! references are then carried through the plan, never generated again.
 
 use anyhow::{bail, Result};
