@@ -169,15 +169,15 @@ fn the_pure_layers_are_a_crate_without_effects() {
         );
     }
     let mut bad = Vec::new();
-    for p in rust_files(&root().join("xtask/model/src")) {
-        let text = std::fs::read_to_string(&p).unwrap();
-        // Unit tests sit at the end of a file or in `tests.rs` files of their own.
-        let code = text.split("#[cfg(test)]").next().unwrap();
-        if p.file_name().is_some_and(|n| n == "tests.rs")
-            || p.components().any(|c| c.as_os_str() == "tests")
-        {
+    let src = root().join("xtask/model/src");
+    for p in rust_files(&src) {
+        // Unit tests sit at the end of a file, in `tests.rs` or in a `tests/` folder.
+        let inner = p.strip_prefix(&src).unwrap();
+        if inner.ends_with("tests.rs") || inner.components().any(|c| c.as_os_str() == "tests") {
             continue;
         }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap();
         for (n, l) in code_lines(code) {
             if l.contains("std::process") || l.contains("std::os::unix::process") {
                 bad.push(format!("{}:{n}: {}", rel(&p), l.trim()));
@@ -188,6 +188,27 @@ fn the_pure_layers_are_a_crate_without_effects() {
         bad.is_empty(),
         "the pure layers start no processes:\n{}",
         bad.join("\n")
+    );
+}
+
+/// Cold build: cargo pipelines libraries (they start once their dependencies' metadata exists),
+/// not binaries (they wait for full builds), so the xtask's code is a library and its binary
+/// one call (ARCHITECTURE.md, "Cold build").
+#[test]
+fn the_binary_only_calls_the_library() {
+    let main = std::fs::read_to_string(root().join("xtask/src/main.rs")).unwrap();
+    let code: Vec<&str> = code_lines(&main)
+        .map(|(_, l)| l.trim())
+        .filter(|l| !l.is_empty() && !l.starts_with("//!"))
+        .collect();
+    assert_eq!(
+        code,
+        [
+            "fn main() -> std::process::ExitCode {",
+            "xtask::main()",
+            "}"
+        ],
+        "xtask/src/main.rs only calls xtask::main (the code belongs in the library)"
     );
 }
 
