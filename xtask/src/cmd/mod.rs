@@ -1,4 +1,4 @@
-//! One module per command: each parses nothing (flags.rs does), plans through `plan`, acts
+//! One module per command: each parses nothing (flags/ does), plans through `plan`, acts
 //! through `exec` and `host`, and reports.
 
 pub mod bench;
