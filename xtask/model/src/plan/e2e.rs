@@ -422,19 +422,13 @@ pub fn deploy_nodes(
             },
         });
     }
-    if let Some((package, target)) = plan.tests.compile.clone() {
-        let compiles = nodes.iter().any(|n| n.id == "compile");
-        nodes.push(Node {
-            id: "compile-tests".into(),
-            deps: if compiles {
-                vec!["compile".into()]
-            } else {
-                vec![]
-            },
-            pool: None,
-            action: Step::CompileTests { package, target },
+    let compile = plan
+        .tests
+        .compile_node(nodes, |package, target| Step::CompileTests {
+            package,
+            target,
         });
-    }
+    nodes.extend(compile);
     Ok(())
 }
 

@@ -111,20 +111,11 @@ pub fn plan(run: &Run, test_args: &[String]) -> Result<Plan> {
     for c in &stack.members {
         nodes.extend(member(run, &stack, c, &images, &tier.ports)?);
     }
-    if let Some((package, target)) = tests.compile.clone() {
-        let after_compile = nodes.iter().any(|n| n.id == "compile");
-        nodes.push(Node {
-            id: "compile-tests".into(),
-            // After the image binaries: both are cargo, which serialises on its lock anyway.
-            deps: if after_compile {
-                vec!["compile".into()]
-            } else {
-                vec![]
-            },
-            pool: None,
-            action: Step::CompileTests { package, target },
-        });
-    }
+    let compile = tests.compile_node(&nodes, |package, target| Step::CompileTests {
+        package,
+        target,
+    });
+    nodes.extend(compile);
     crate::graph::validate(&nodes)?;
     tests.env = stack::test_env(config, &stack, &tier.ports)?;
     for (name, port) in &tier.own_ports {

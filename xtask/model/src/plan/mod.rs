@@ -132,4 +132,24 @@ impl Tests {
             env: Default::default(),
         }
     }
+
+    /// The `compile-tests` task (cargo tests only), after the images' `compile` if there is
+    /// one: both are cargo, which serialises on its lock anyway.
+    pub fn compile_node<S>(
+        &self,
+        nodes: &[crate::graph::Node<S>],
+        step: impl FnOnce(String, String) -> S,
+    ) -> Option<crate::graph::Node<S>> {
+        let (package, target) = self.compile.clone()?;
+        let after_compile = nodes.iter().any(|n| n.id == "compile");
+        Some(crate::graph::Node {
+            id: "compile-tests".into(),
+            deps: after_compile
+                .then(|| "compile".to_string())
+                .into_iter()
+                .collect(),
+            pool: None,
+            action: step(package, target),
+        })
+    }
 }
