@@ -236,6 +236,10 @@ pub fn run(config: &Config, args: &flags::Test, mode: ProgressMode) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long a step gets to clean up after Ctrl-C before it is killed (a stack's or cluster's
+/// teardown takes seconds; killing it midway leaves what `clean --orphans` must find).
+const STEP_CLEANUP: Duration = Duration::from_secs(120);
+
 fn run_steps(steps: Vec<Step>, results: &mut Vec<Outcome>) {
     for step in steps {
         if crate::exec::signals::interrupted() {
@@ -243,7 +247,9 @@ fn run_steps(steps: Vec<Step>, results: &mut Vec<Outcome>) {
         }
         eprintln!("\n==> {}\n    {}", step.name, step.cmd);
         let t = Instant::now();
-        let ok = match step.cmd.run_inherit() {
+        // Each step is a run that cleans up after itself on Ctrl-C: let it finish that.
+        let cmd = step.cmd.cleans_up(STEP_CLEANUP);
+        let ok = match cmd.run_inherit() {
             Ok(s) => s.success(),
             Err(e) => {
                 eprintln!("{e:#}");

@@ -13,7 +13,7 @@
 //! hands the terminal over.
 #![allow(clippy::disallowed_methods)] // this module (with `quick`) is where processes start
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{BufRead, BufReader};
@@ -67,6 +67,8 @@ pub struct Cmd<M: Mode = Plain> {
     cwd: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
+    /// How long [`terminate_all`] lets it clean up after SIGTERM (default: its own grace).
+    grace: Option<Duration>,
     mode: PhantomData<M>,
 }
 
@@ -129,8 +131,16 @@ impl<M: Mode> Cmd<M> {
             cwd: self.cwd,
             stdin: self.stdin,
             timeout: self.timeout,
+            grace: self.grace,
             mode: PhantomData,
         }
+    }
+
+    /// A child that cleans up after itself on SIGTERM (a nested xtask run): on Ctrl-C it gets
+    /// up to `within` for that before SIGKILL, instead of a few seconds.
+    pub fn cleans_up(mut self, within: Duration) -> Self {
+        self.grace = Some(within);
+        self
     }
 
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
@@ -226,7 +236,7 @@ impl<M: Mode> Cmd<M> {
     /// Runs with the terminal's stdout and stderr (the test phase). Returns the exit status.
     pub fn run_inherit(&self) -> Result<ExitStatus> {
         let handle = self.start(self.expression())?;
-        let _guard = M::INTERRUPTIBLE.then(|| Registered::new(pid_of(&handle)));
+        let _guard = M::INTERRUPTIBLE.then(|| Registered::new(pid_of(&handle), self.grace));
         Ok(self.wait(&handle)?.status)
     }
 
@@ -287,7 +297,7 @@ impl<M: Mode> Cmd<M> {
         let Some(on_line) = on_line else {
             let e = self.expression().stdout_capture().stderr_capture();
             let handle = self.start(e)?;
-            let _guard = Registered::new(pid_of(&handle));
+            let _guard = Registered::new(pid_of(&handle), self.grace);
             let out = self.wait(&handle)?;
             return Ok(Output {
                 status: out.status,
@@ -304,7 +314,7 @@ impl<M: Mode> Cmd<M> {
         let reader = self.expression().stderr_to_stdout().reader();
         let reader = reader.map_err(|e| self.start_error(e))?;
         let pid = reader.pids().first().copied().unwrap_or(0);
-        let _guard = Registered::new(pid);
+        let _guard = Registered::new(pid, self.grace);
         let watchdog = Watchdog::start(pid, self.timeout);
         let mut all = String::new();
         let mut r = BufReader::new(&reader);
@@ -453,15 +463,15 @@ pub fn indent(s: &str) -> String {
         .join("\n")
 }
 
-/// Process groups of running children, for [`terminate_all`].
-static CHILDREN: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+/// Process groups of running children, for [`terminate_all`], with their own grace if any.
+static CHILDREN: Mutex<BTreeMap<u32, Option<Duration>>> = Mutex::new(BTreeMap::new());
 
 struct Registered(u32);
 
 impl Registered {
-    fn new(pid: u32) -> Registered {
+    fn new(pid: u32, grace: Option<Duration>) -> Registered {
         if let Ok(mut c) = CHILDREN.lock() {
-            c.insert(pid);
+            c.insert(pid, grace);
         }
         Registered(pid)
     }
@@ -486,23 +496,36 @@ fn signal_group(pgid: u32, sig: libc::c_int) {
 }
 
 /// Asks every running child (and its process group) to stop: SIGTERM, then SIGKILL after
-/// `grace` for those still running. Used once on Ctrl-C / SIGTERM, before cleanup.
+/// `grace` (or the child's own, see [`Cmd::cleans_up`]) for those still running. Used once on
+/// Ctrl-C / SIGTERM, before cleanup.
 pub fn terminate_all(grace: Duration) {
-    let running = || -> Vec<u32> {
-        CHILDREN
-            .lock()
-            .map(|c| c.iter().copied().collect())
-            .unwrap_or_default()
-    };
-    for p in running() {
-        signal_group(p, libc::SIGTERM);
+    stop(
+        || CHILDREN.lock().map(|c| c.clone()).unwrap_or_default(),
+        grace,
+    );
+}
+
+/// SIGTERM to each group `running` lists, then SIGKILL to each still listed once its grace
+/// has passed; returns when none is listed (or a second after the longest grace).
+fn stop(running: impl Fn() -> BTreeMap<u32, Option<Duration>>, grace: Duration) {
+    let start = Instant::now();
+    let first = running();
+    for p in first.keys() {
+        signal_group(*p, libc::SIGTERM);
     }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && !running().is_empty() {
+    let longest = first.values().map(|g| g.unwrap_or(grace)).max();
+    let until = longest.unwrap_or(grace) + Duration::from_secs(1);
+    loop {
+        let left = running();
+        if left.is_empty() || start.elapsed() > until {
+            return;
+        }
+        for (p, g) in left {
+            if start.elapsed() >= g.unwrap_or(grace) {
+                signal_group(p, libc::SIGKILL);
+            }
+        }
         thread::sleep(Duration::from_millis(20));
-    }
-    for p in running() {
-        signal_group(p, libc::SIGKILL);
     }
 }
 

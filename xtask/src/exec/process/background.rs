@@ -38,7 +38,7 @@ impl Cmd {
             reader,
             lines,
             pgid,
-            _registered: Registered::new(pgid),
+            _registered: Registered::new(pgid, None),
         })
     }
 }

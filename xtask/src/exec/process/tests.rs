@@ -176,3 +176,48 @@ fn an_uninterruptible_command_cannot_have_a_time_limit() {
     let _: Cmd<Timed> = Cmd::new("true").timeout(Duration::from_secs(1));
     let _: Cmd<Uninterruptible> = Cmd::new("true").uninterruptible();
 }
+
+/// The pid under which `script` runs, once it is registered for `terminate_all`.
+fn registered(script: &Path) -> u32 {
+    let t = Instant::now();
+    loop {
+        let pids: Vec<u32> = CHILDREN.lock().unwrap().keys().copied().collect();
+        let mine = pids.into_iter().find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*script.to_string_lossy()))
+        });
+        if let Some(p) = mine {
+            return p;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "never registered");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Ctrl-C: a child that cleans up after itself (it ignores SIGTERM here and ends on its own
+/// after a second) gets its own grace; any other is killed once the common grace is over.
+#[test]
+fn a_child_that_cleans_up_gets_its_own_grace() {
+    for (name, grace, finished) in [
+        ("tidy", Some(Duration::from_secs(10)), true),
+        ("rude", None, false),
+    ] {
+        let s = script(name, "trap '' TERM; sleep 1; exit 0");
+        let mut cmd = Cmd::new(&s);
+        if let Some(g) = grace {
+            cmd = cmd.cleans_up(g);
+        }
+        let child = std::thread::spawn(move || cmd.run_inherit().unwrap());
+        let pid = registered(&s);
+        let only_it = || {
+            let c = CHILDREN.lock().unwrap();
+            c.iter()
+                .filter(|(p, _)| **p == pid)
+                .map(|(p, g)| (*p, *g))
+                .collect()
+        };
+        stop(only_it, Duration::from_millis(100));
+        let status = child.join().unwrap();
+        assert_eq!(status.success(), finished, "{name}: {status:?}");
+    }
+}
