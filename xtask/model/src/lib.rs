@@ -6,3 +6,9 @@
 pub mod config;
 pub mod graph;
 pub mod plan;
+
+/// The repository this crate sits in (`xtask/model`), for tests that read its files.
+#[cfg(test)]
+pub(crate) fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}

@@ -182,7 +182,7 @@ fn the_fixture_is_valid_and_modelled() {
 
 #[test]
 fn the_repository_file_is_valid() {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra.toml");
+    let file = crate::repo_root().join("infra.toml");
     let c = Config::load(&file).unwrap_or_else(|e| panic!("{e:#}"));
     for s in ["datastorage", "notification", "gateway"] {
         assert!(c.consumers.contains_key(s), "{s} is a consumer");

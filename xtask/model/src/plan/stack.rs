@@ -166,9 +166,7 @@ pub mod tests {
         }
         fn list(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
             let rel = dir.strip_prefix("/repo").unwrap_or(dir);
-            let real = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../..")
-                .join(rel);
+            let real = crate::repo_root().join(rel);
             let mut names: Vec<String> = std::fs::read_dir(real)?
                 .filter_map(|e| e.ok()?.file_name().into_string().ok())
                 .collect();
@@ -192,20 +190,14 @@ pub mod tests {
     /// Reads a repository file under the `/repo` root that [`repo_config`] uses.
     pub fn read_repo(p: &Path) -> anyhow::Result<String> {
         let rel = p.strip_prefix("/repo").unwrap_or(p);
-        Ok(std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../..")
-                .join(rel),
-        )?)
+        Ok(std::fs::read_to_string(crate::repo_root().join(rel))?)
     }
 
     /// What a path under the `/repo` root is in this checkout: a folder if it is one here, else
     /// a file (as if every referenced file existed).
     pub fn repo_path_kind(p: &Path) -> Option<crate::config::PathKind> {
         let rel = p.strip_prefix("/repo").unwrap_or(p);
-        let here = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(rel);
+        let here = crate::repo_root().join(rel);
         Some(if here.is_dir() {
             crate::config::PathKind::Dir
         } else {
@@ -215,7 +207,7 @@ pub mod tests {
 
     /// The repository's own `infra.toml`, validated as if every referenced file existed.
     pub fn repo_config() -> Config {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra.toml");
+        let file = crate::repo_root().join("infra.toml");
         let text = std::fs::read_to_string(&file).unwrap();
         crate::config::parse(&file, Path::new("/repo"), &text, &repo_path_kind).unwrap()
     }
@@ -298,7 +290,7 @@ pub mod tests {
     /// A consumer's `override` changes the URL the other members and the tests see.
     #[test]
     fn overrides_reach_urls_of_other_members() {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra.toml");
+        let file = crate::repo_root().join("infra.toml");
         let text = std::fs::read_to_string(&file).unwrap().replace(
             "[consumers.gateway.e2e.ports]",
             "[consumers.gateway.integration.override.datastorage]\nport = 8181\n\n[consumers.gateway.e2e.ports]",

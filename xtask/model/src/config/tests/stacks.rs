@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::*;
 
 fn repo_text() -> String {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra.toml");
+    let file = crate::repo_root().join("infra.toml");
     std::fs::read_to_string(file).unwrap()
 }
 
@@ -18,11 +18,7 @@ fn repo_text() -> String {
 fn repo_fs(p: &Path) -> Option<PathKind> {
     let rel = p.strip_prefix("/repo").unwrap_or(p).to_string_lossy();
     let rel = rel.replace("manifests/redis-cache.yaml", "manifests/redis.yaml");
-    on_disk(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(rel),
-    )
+    on_disk(&crate::repo_root().join(rel))
 }
 
 fn parse_repo(text: &str) -> std::result::Result<Config, Diagnostics> {

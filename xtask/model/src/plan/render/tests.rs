@@ -391,12 +391,11 @@ fn command_args_and_mounts_are_put_into_the_workload() {
         .as_str()
         .unwrap()
         .contains("kind: Deployment"));
-    let migration =
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations"))
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .min()
-            .unwrap();
+    let migration = std::fs::read_dir(crate::repo_root().join("migrations"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .min()
+        .unwrap();
     assert!(cm["data"][format!("m1-{migration}")].is_string(), "{cm}");
     let items = to_json(&pod["volumes"][0]["configMap"]["items"]);
     assert!(items
