@@ -171,10 +171,7 @@ impl CleanImages {
 
 #[derive(Debug)]
 pub struct Clean {
-    // Nothing reads it: the `what` group makes it the opposite of `run`, on which
-    // `cmd/clean.rs` branches.
-    #[allow(dead_code)]
-    pub orphans: bool,
+    /// `--run ID`; without it `--orphans` was given (the required `what` group: one of them).
     pub run: Option<String>,
     pub include_kept: bool,
     pub cluster: Option<String>,
@@ -228,7 +225,6 @@ impl Clean {
 
     pub(super) fn from_matches(m: &ArgMatches) -> Clean {
         Clean {
-            orphans: m.get_flag("orphans"),
             run: m.get_one::<String>("run").cloned(),
             include_kept: m.get_flag("include-kept"),
             cluster: m.get_one::<String>("cluster").cloned(),
