@@ -370,6 +370,55 @@ fn phase5_failing_tests_remove_cluster_images_and_archives() {
 
 #[test]
 #[ignore = "needs podman and the stand-in images: run by `cargo xtask test`"]
+fn a_held_job_runs_beside_the_tests_and_its_failure_still_fails_the_run() {
+    let _slot = slots(&["e2e", "integration:notification"]);
+    let fakes = FakeKube::new();
+    let guard = CleanRuns::with_fakes(&fakes);
+    // Warm: after an integration run, PostgreSQL's data image (migrations applied) is cached.
+    let warm = Xtask::new(&[
+        "integration",
+        "notification",
+        "--",
+        "no_test_is_called_this",
+    ])
+    .timeout(Duration::from_secs(900))
+    .run();
+    guard.add(&warm.run_id().expect("a run id"));
+    warm.assert_success();
+    let x = e2e("notification", &fakes).args([
+        "--set",
+        "migrations.env.DATABASE_URL=postgres://nobody:none@127.0.0.1:1/none",
+        "--set",
+        "migrations.timeout=60s",
+    ]);
+    let (out, id) = fails_and_cleans_up("notification", x, &fakes, &guard);
+    out.assert_contains("phase 5: tests (deploy:migrations beside them")
+        .assert_contains("test result: ok")
+        .assert_contains("the tests passed; a task beside them failed: deploy:migrations failed");
+    let report = read_report(&id);
+    let task = |id: &str| {
+        report["tasks"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["id"] == id))
+            .unwrap_or_else(|| panic!("no task {id} in {report:#}"))
+            .clone()
+    };
+    let (job, last) = (task("deploy:migrations"), task("deploy:notification"));
+    // The job started once everything else was deployed, when the tests did.
+    assert!(
+        job["start_ms"].as_u64() >= last["end_ms"].as_u64(),
+        "{job} {last}"
+    );
+    assert!(
+        report["deployed_ms"].as_u64() <= job["end_ms"].as_u64(),
+        "{report:#}"
+    );
+    assert_eq!(job["outcome"], "failed");
+    assert_eq!(report["outcome"], "failed");
+}
+
+#[test]
+#[ignore = "needs podman and the stand-in images: run by `cargo xtask test`"]
 fn phase4_failure_with_keep_keeps_cluster_and_images_until_clean_run() {
     let _slot = slots(&["e2e"]);
     let fakes = FakeKube::new();

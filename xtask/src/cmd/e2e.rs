@@ -148,33 +148,63 @@ fn execute(
     ]
     .into_iter()
     .collect();
-    let ex = dag::execute(&plan.nodes, &limits, &run.progress, |n, ctx| {
+    let work = |n: &dag::Node<planner::Step>, ctx: &dag::Ctx| {
         let phase = n.action.phase();
         if phases.lock().is_ok_and(|mut p| p.insert(phase)) {
             run.progress
                 .println(&format!("phase {phase}: {}", PHASES[phase as usize]));
         }
         runner.perform_all(&n.id, &steps::e2e(&n.action, plan, tools), ctx)
-    });
+    };
+    // The tests start once everything they need is deployed; a held job goes on beside them.
+    let (ex, tested) = dag::execute_alongside(
+        &plan.nodes,
+        &limits,
+        &run.progress,
+        &plan.beside_tests,
+        work,
+        |deployed| {
+            if crate::exec::signals::interrupted() {
+                return None;
+            }
+            run.progress.println(&format!(
+                "deployed in {:.1}s; phase 5: tests{}",
+                deployed.as_secs_f64(),
+                beside_note(plan)
+            ));
+            let mut tests = plan.tests.clone();
+            tests.env.extend(runner.forwarded_urls());
+            let cmd = lifecycle::tests_cmd(&tests, &config.root);
+            Some((deployed, run.run_tests(cmd)))
+        },
+    );
     let mut report = run.report(&ex);
     report.add_cache_notes(runner.cache_notes());
     report.add_bytes_sent(runner.bytes_sent());
     let diagnostics = || diagnostics(plan, tools, &run.progress);
+    let tested = tested.flatten();
     let mut outcome: Result<ExitCode> = match ex.error {
-        Some(e) => Err(e.context(format!("diagnostics: {}", diagnostics().display()))),
+        Some(e) => Err(match &tested {
+            Some((_, (Ok(c), _))) if *c == ExitCode::SUCCESS => {
+                e.context("the tests passed; a task beside them failed")
+            }
+            Some(_) => e.context("the tests failed, and a task beside them"),
+            None => e,
+        }
+        .context(format!("diagnostics: {}", diagnostics().display()))),
         None => Ok(ExitCode::SUCCESS),
     };
-    if outcome.is_ok() && !crate::exec::signals::interrupted() {
-        run.progress.println(&format!(
-            "deployed in {:.1}s; phase 5: tests",
-            ex.total.as_secs_f64()
-        ));
-        let mut tests = plan.tests.clone();
-        tests.env.extend(runner.forwarded_urls());
-        outcome = run.run_tests(lifecycle::tests_cmd(&tests, &config.root), &mut report);
-        if matches!(&outcome, Ok(c) if *c != ExitCode::SUCCESS) {
-            run.progress
-                .println(&format!("diagnostics: {}", diagnostics().display()));
+    if let Some((deployed, (tests, ms))) = tested {
+        report
+            .extra
+            .insert("deployed_ms".into(), deployed.as_millis() as u64);
+        report.extra.insert("tests_ms".into(), ms);
+        if outcome.is_ok() {
+            outcome = tests;
+            if matches!(&outcome, Ok(c) if *c != ExitCode::SUCCESS) {
+                run.progress
+                    .println(&format!("diagnostics: {}", diagnostics().display()));
+            }
         }
     }
     if args.keep && !crate::exec::signals::interrupted() {
@@ -187,6 +217,20 @@ fn execute(
         outcome = run.teardown(&mut report, outcome, || cleanup(tools, plan))?;
     }
     run.finish(report, outcome)
+}
+
+/// What goes on beside the tests, for the phase 5 line.
+fn beside_note(plan: &Plan) -> String {
+    match plan.beside_tests.is_empty() {
+        true => String::new(),
+        false => {
+            let ids: Vec<&str> = plan.beside_tests.iter().map(String::as_str).collect();
+            format!(
+                " ({} beside them: a data image holds its work)",
+                ids.join(", ")
+            )
+        }
+    }
 }
 
 /// The plan and every task's actions, nothing run: the text of the same actions the real run
@@ -213,7 +257,11 @@ pub fn dry_run(plan: &Plan, tools: &Tools) -> String {
             } else {
                 format!(" (after {})", n.deps.join(", "))
             };
-            s.push_str(&format!("  [{}]{deps}\n", n.id));
+            let beside = match plan.beside_tests.contains(&n.id) {
+                true => "; beside the tests",
+                false => "",
+            };
+            s.push_str(&format!("  [{}]{deps}{beside}\n", n.id));
             for a in steps::e2e(&n.action, plan, tools) {
                 s.push_str(&format!("    {a}\n"));
             }
@@ -223,7 +271,8 @@ pub fn dry_run(plan: &Plan, tools: &Tools) -> String {
         .kind
         .map(|k| k.delete(&plan.cluster, &plan.kubeconfig).to_string());
     s.push_str(&format!(
-        "phase 5: tests\n    $ {}\nphase 6: cleanup (also on failure and Ctrl-C; skipped with --keep)\n    $ {}\n    # remove every image labelled io.kubernaut.xtask.run={}, and {}\n",
+        "phase 5: tests{}\n    $ {}\nphase 6: cleanup (also on failure and Ctrl-C; skipped with --keep)\n    $ {}\n    # remove every image labelled io.kubernaut.xtask.run={}, and {}\n",
+        beside_note(plan),
         lifecycle::tests_cmd(&plan.tests, tools.root),
         kind.unwrap_or_default(),
         plan.run_id,

@@ -96,7 +96,9 @@ fn execute(
         run.progress
             .println(&format!("stack ready in {:.1}s", ex.total.as_secs_f64()));
         if !args.no_tests {
-            outcome = run.run_tests(lifecycle::tests_cmd(&plan.tests, &config.root), &mut report);
+            let ms;
+            (outcome, ms) = run.run_tests(lifecycle::tests_cmd(&plan.tests, &config.root));
+            report.extra.insert("tests_ms".into(), ms);
         }
     }
     // --no-tests keeps a stack that came up; --keep keeps it whatever happened (to debug it).

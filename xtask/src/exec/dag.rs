@@ -3,7 +3,7 @@
 //! `--jobs`), and the first failure stops the rest. Records when each task started and ended,
 //! for the run report. Knows nothing about containers: the work is a closure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -160,6 +160,16 @@ impl<'a, A> Schedule<'a, A> {
         None
     }
 
+    /// True when every task outside `beside` is done (none failed).
+    fn done_except(&self, beside: &BTreeSet<String>) -> bool {
+        self.error.is_none()
+            && (0..self.nodes.len()).all(|i| {
+                beside.contains(&self.nodes[i].id)
+                    || (self.state[i] == State::Finished
+                        && self.timings[i].outcome == Outcome::Done)
+            })
+    }
+
     /// Books a finished task; the first failure (not caused by stopping) becomes the error.
     fn finished(&mut self, (i, t0, t1, result): Report, line: &Line, abort: &AtomicBool) {
         self.running -= 1;
@@ -212,6 +222,48 @@ pub fn execute<A: Sync>(
     progress: &Progress,
     work: impl Fn(&Node<A>, &Ctx) -> Result<String> + Sync,
 ) -> Execution {
+    run(nodes, limits, progress, work, |_, _| {})
+}
+
+/// Runs `nodes` like [`execute`]; once every task outside `beside` is done, runs `alongside`
+/// on this thread (given the time since the start) while the tasks of `beside` go on. Not
+/// run when a task failed first or the run was stopped.
+pub fn execute_alongside<A: Sync, R>(
+    nodes: &[Node<A>],
+    limits: &BTreeMap<&'static str, usize>,
+    progress: &Progress,
+    beside: &BTreeSet<String>,
+    work: impl Fn(&Node<A>, &Ctx) -> Result<String> + Sync,
+    alongside: impl FnOnce(Duration) -> R,
+) -> (Execution, Option<R>) {
+    let (tx, rx) = mpsc::channel::<Duration>();
+    let work = &work;
+    std::thread::scope(|scope| {
+        // `tx` moves into the graph's thread: when it ends without sending, `recv` returns.
+        let graph = scope.spawn(move || {
+            run(nodes, limits, progress, work, |s, at| {
+                if s.done_except(beside) {
+                    let _ = tx.send(at);
+                }
+            })
+        });
+        let result = rx.recv().ok().map(alongside);
+        let ex = graph
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (ex, result)
+    })
+}
+
+/// [`execute`], showing `watch` the schedule and the time before any task starts and after
+/// each one ends.
+fn run<A: Sync>(
+    nodes: &[Node<A>],
+    limits: &BTreeMap<&'static str, usize>,
+    progress: &Progress,
+    work: impl Fn(&Node<A>, &Ctx) -> Result<String> + Sync,
+    mut watch: impl FnMut(&Schedule<A>, Duration),
+) -> Execution {
     let start = Instant::now();
     if let Err(e) = validate(nodes) {
         return Execution {
@@ -224,6 +276,7 @@ pub fn execute<A: Sync>(
     let abort = AtomicBool::new(false);
     let mut s = Schedule::new(nodes, limits);
     let (tx, rx) = mpsc::channel::<Report>();
+    watch(&s, start.elapsed());
     std::thread::scope(|scope| loop {
         while let Some(i) = s.next_ready() {
             let (tx, line, abort, work, n) = (tx.clone(), &lines[i], &abort, &work, &nodes[i]);
@@ -245,6 +298,7 @@ pub fn execute<A: Sync>(
             Ok(report) => {
                 let i = report.0;
                 s.finished(report, &lines[i], &abort);
+                watch(&s, start.elapsed());
             }
             Err(_) => break,
         }
@@ -345,6 +399,60 @@ mod tests {
             ex.total < Duration::from_secs(5),
             "the poller stopped early"
         );
+    }
+
+    /// The tests' stand-in: runs `alongside` and says whether the job had ended by then.
+    fn beside_job(fail: &str) -> (Execution, Option<(Duration, bool)>) {
+        let job_done = AtomicBool::new(false);
+        let nodes = vec![
+            node("pg", &[]),
+            node("ds", &["pg"]),
+            node("job", &["pg", "ds"]),
+        ];
+        let beside = BTreeSet::from(["job".to_string()]);
+        execute_alongside(
+            &nodes,
+            &BTreeMap::new(),
+            &Progress::plain(),
+            &beside,
+            |n, _| {
+                std::thread::sleep(Duration::from_millis(if n.id == "job" { 300 } else { 20 }));
+                if n.id == fail {
+                    anyhow::bail!("{fail} failed");
+                }
+                job_done.store(n.id == "job", Ordering::SeqCst);
+                Ok(String::new())
+            },
+            |at| {
+                std::thread::sleep(Duration::from_millis(50));
+                (at, job_done.load(Ordering::SeqCst))
+            },
+        )
+    }
+
+    #[test]
+    fn the_tests_run_beside_a_task_they_do_not_wait_for() {
+        let (ex, alongside) = beside_job("");
+        assert!(ex.error.is_none(), "{:?}", ex.error);
+        let (at, job_ended) = alongside.expect("the tests did not run");
+        let t: BTreeMap<_, _> = ex.timings.iter().map(|t| (t.id.as_str(), t)).collect();
+        // They start when ds is done, while the job still runs, and the job still finishes.
+        assert!(
+            at >= t["ds"].end.unwrap() && at < t["job"].end.unwrap(),
+            "{at:?} {t:?}"
+        );
+        assert!(!job_ended);
+        assert_eq!(t["job"].outcome, Outcome::Done);
+    }
+
+    #[test]
+    fn beside_the_tests_a_failure_still_fails_the_run_and_before_them_skips_them() {
+        let (ex, alongside) = beside_job("job");
+        assert!(alongside.is_some());
+        assert!(format!("{:#}", ex.error.unwrap()).contains("job failed"));
+        let (ex, alongside) = beside_job("ds");
+        assert!(alongside.is_none(), "the tests ran after ds failed");
+        assert!(format!("{:#}", ex.error.unwrap()).contains("ds failed"));
     }
 
     #[test]

@@ -101,8 +101,15 @@ impl Run {
         )
     }
 
-    /// Runs the consumer's tests with the terminal (bars hidden); the exit code is theirs.
-    pub fn run_tests(&self, cmd: Cmd, report: &mut Report) -> Result<ExitCode> {
+    /// Runs the consumer's tests with the terminal (bars hidden); the exit code is theirs,
+    /// with how long they took (the report's `tests_ms`).
+    pub fn run_tests(&self, cmd: Cmd) -> (Result<ExitCode>, u64) {
+        let t = Instant::now();
+        let outcome = self.tests(cmd);
+        (outcome, t.elapsed().as_millis() as u64)
+    }
+
+    fn tests(&self, cmd: Cmd) -> Result<ExitCode> {
         let urls: Vec<String> = cmd
             .env_vars()
             .into_iter()
@@ -115,12 +122,7 @@ impl Run {
             self.labels.tier,
             urls.join(" ")
         ));
-        let t = Instant::now();
-        let status = self.progress.suspend(|| cmd.run_inherit());
-        report
-            .extra
-            .insert("tests_ms".into(), t.elapsed().as_millis() as u64);
-        let status = status?;
+        let status = self.progress.hand_over(|| cmd.run_inherit())?;
         if status.success() {
             return Ok(ExitCode::SUCCESS);
         }

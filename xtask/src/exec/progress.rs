@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::flags::ProgressMode;
 
@@ -93,10 +93,18 @@ impl Progress {
         }
     }
 
-    /// Runs `f` with the bars hidden (for output that must reach the terminal directly).
-    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+    /// Runs `f` with the bars hidden (for output that must reach the terminal directly, the
+    /// tests'). Other threads' lines keep changing meanwhile, undrawn (indicatif's `suspend`
+    /// would block them until `f` returns); the bars come back after.
+    pub fn hand_over<R>(&self, f: impl FnOnce() -> R) -> R {
         match &self.inner.bars {
-            Some(mp) => mp.suspend(f),
+            Some(mp) => {
+                let _ = mp.clear();
+                mp.set_draw_target(ProgressDrawTarget::hidden());
+                let r = f();
+                mp.set_draw_target(ProgressDrawTarget::stderr());
+                r
+            }
             None => f(),
         }
     }

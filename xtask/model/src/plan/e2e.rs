@@ -140,8 +140,11 @@ pub struct Plan {
     pub claims: Vec<Claim>,
     pub tests: Tests,
     /// Job -> the member whose cached data image holds its work: what needs the job waits
-    /// for that member's deploy only, and the job runs beside it and finds its work done.
+    /// for that member's deploy only, and the job finds its work done.
     pub held: BTreeMap<String, String>,
+    /// The deploys the tests do not wait for: a held job's, which nothing needs. Each starts
+    /// when everything else is deployed and runs beside the tests; the run fails if it fails.
+    pub beside_tests: BTreeSet<String>,
     /// Registry runs: where, and the port-forwards the tests' URLs come from.
     pub shared: Option<shared::Shared>,
     pub forwards: Vec<shared::Forward>,
@@ -222,6 +225,11 @@ fn skeleton(
 ) -> Result<Plan> {
     let consumer = run.consumer;
     let labels = run.labels(TIER);
+    let held: BTreeMap<String, String> = stack
+        .names()
+        .into_iter()
+        .filter_map(|m| run.holder(stack, &m).map(|h| (m, h.to_string())))
+        .collect();
     let mut plan = Plan {
         run_id: run.id().to_string(),
         consumer: consumer.to_string(),
@@ -236,11 +244,8 @@ fn skeleton(
         nodes: Vec::new(),
         claims: Vec::new(),
         tests: Tests::new(&tier.test, &[]),
-        held: stack
-            .names()
-            .into_iter()
-            .filter_map(|m| run.holder(stack, &m).map(|h| (m, h.to_string())))
-            .collect(),
+        held: held.clone(),
+        beside_tests: held.keys().map(|m| format!("deploy:{m}")).collect(),
         shared: None,
         forwards: Vec::new(),
         labels: labels.clone(),
@@ -388,13 +393,19 @@ pub fn graph(
 
 /// One deploy per member (after the namespace, the tasks that bring its images in, and the
 /// deploys of what it needs; for a job a data image holds, the deploy of that image's member),
-/// then the test compile.
+/// then the test compile. A deploy beside the tests starts after every other deploy.
 pub fn deploy_nodes(
     plan: &Plan,
     stack: &Stack,
     image_task: &BTreeMap<String, String>,
     nodes: &mut Vec<Node<Step>>,
 ) -> Result<()> {
+    let before_tests: Vec<String> = plan
+        .manifests
+        .iter()
+        .map(|m| format!("deploy:{}", m.component))
+        .filter(|id| !plan.beside_tests.contains(id))
+        .collect();
     for m in &plan.manifests {
         let Some(c) = stack.get(&m.component) else {
             bail!("{} has manifests but is not in the stack", m.component);
@@ -405,14 +416,23 @@ pub fn deploy_nodes(
             .collect();
         let mut deps = vec!["namespace".to_string()];
         deps.extend(used.iter().filter_map(|r| image_task.get(r).cloned()));
-        for n in c.needs.iter().filter(|n| stack.get(n).is_some()) {
-            let n = plan.held.get(n).unwrap_or(n);
-            if !deps.contains(&format!("deploy:{n}")) {
-                deps.push(format!("deploy:{n}"));
+        let id = format!("deploy:{}", m.component);
+        let mut needs: Vec<String> = c
+            .needs
+            .iter()
+            .filter(|n| stack.get(n).is_some())
+            .map(|n| format!("deploy:{}", plan.held.get(n).unwrap_or(n)))
+            .collect();
+        if plan.beside_tests.contains(&id) {
+            needs.extend(before_tests.iter().cloned());
+        }
+        for n in needs {
+            if !deps.contains(&n) {
+                deps.push(n);
             }
         }
         nodes.push(Node {
-            id: format!("deploy:{}", m.component),
+            id,
             deps,
             pool: None,
             action: Step::Deploy {

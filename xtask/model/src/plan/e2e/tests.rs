@@ -346,19 +346,24 @@ fn postgres_is_deployed_from_a_cached_data_image_and_its_job_still_runs() {
     assert_ne!(base_of(&cold), data);
     assert_eq!(base_of(&warm), data);
     // Same references, same tasks: postgres starts from the data image, and the migrations
-    // Job still runs, beside DataStorage (the image holds its work) instead of before it.
+    // Job still runs, beside the tests (the image holds its work) instead of before
+    // DataStorage: it starts once everything else is deployed.
     assert_eq!(warm.images, cold.images);
     let ids = |p: &Plan| p.nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&warm), ids(&cold));
-    assert_eq!(
-        deps(&warm, "deploy:migrations"),
-        deps(&cold, "deploy:migrations")
-    );
     assert!(deps(&cold, "deploy:datastorage").contains(&"deploy:migrations".to_string()));
+    assert!(cold.beside_tests.is_empty());
     let ds = deps(&warm, "deploy:datastorage");
     assert!(!ds.contains(&"deploy:migrations".to_string()), "{ds:?}");
     assert_eq!(ds.iter().filter(|d| *d == "deploy:postgres").count(), 1);
     assert_eq!(warm.held["migrations"], "postgres");
+    assert_eq!(
+        warm.beside_tests,
+        BTreeSet::from(["deploy:migrations".to_string()])
+    );
+    let mut job = deps(&cold, "deploy:migrations").to_vec();
+    job.extend(["deploy:redis", "deploy:datastorage", "deploy:notification"].map(String::from));
+    assert_eq!(deps(&warm, "deploy:migrations"), job);
     // Registry runs deploy the same way.
     let shared = plan_from(
         "notification",
@@ -370,4 +375,6 @@ fn postgres_is_deployed_from_a_cached_data_image_and_its_job_still_runs() {
     .unwrap();
     let ds = deps(&shared, "deploy:datastorage");
     assert!(!ds.contains(&"deploy:migrations".to_string()), "{ds:?}");
+    assert_eq!(shared.beside_tests, warm.beside_tests);
+    assert!(deps(&shared, "deploy:migrations").contains(&"deploy:notification".to_string()));
 }
