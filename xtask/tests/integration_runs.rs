@@ -184,6 +184,25 @@ fn three_consumers_started_together_all_pass_and_leave_nothing() {
 /// holder and `--down`; `--down` then removes the stack.
 #[test]
 #[ignore = "needs podman and the stand-in images: run by `cargo xtask test`"]
+fn a_run_on_a_nearly_full_disk_stops_before_creating_anything() {
+    // More than any disk has free: the check must refuse, naming the place and the way out.
+    let out = Xtask::new(&["integration", "notification"])
+        .env("XTASK_MIN_FREE_GB", "1000000")
+        .run();
+    out.assert_failure()
+        .assert_contains("not enough disk space to start a run")
+        .assert_contains("GiB free on the filesystem of")
+        .assert_contains("cargo xtask clean-images --older-than 1h");
+    assert_eq!(out.run_id(), None, "a run started:\n{}", out.all());
+    Xtask::new(&["integration", "notification"])
+        .env("XTASK_MIN_FREE_GB", "lots")
+        .run()
+        .assert_failure()
+        .assert_contains("XTASK_MIN_FREE_GB=\"lots\" is not a whole number of GiB");
+}
+
+#[test]
+#[ignore = "needs podman and the stand-in images: run by `cargo xtask test`"]
 fn a_second_run_while_a_kept_stack_is_up_fails_fast_naming_it() {
     let _slot = slots(&["integration:notification"]);
     let guard = CleanRuns::new();

@@ -68,6 +68,7 @@ pub fn run(config: &Config, args: &flags::E2e, mode: ProgressMode) -> Result<Exi
         return Ok(ExitCode::SUCCESS);
     }
     crate::host::preflight::check_ports(&engine, &plan.claims, &Default::default())?;
+    crate::cmd::setup::disk_check(&engine, &record::runs_dir(&config.root))?;
     execute(config, &plan, &tools, args, mode)
 }
 
@@ -318,7 +319,7 @@ fn data_images(
     for (member, d) in &found {
         crate::exec::progress::Progress::plain().println(&format!(
             "{member}: from the cached data image {} (initialised, its jobs applied; they run \
-             again beside what needs them and find their work done)",
+             again beside the tests and find their work done)",
             d.cache_ref
         ));
     }

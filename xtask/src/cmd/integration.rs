@@ -152,6 +152,7 @@ fn preflight_checks(engine: &Engine, runs_dir: &Path, plan: &Plan) -> Result<()>
         notes.insert(e.run_id.clone(), note);
     }
     preflight::check_ports(engine, &plan.claims, &notes)?;
+    crate::cmd::setup::disk_check(engine, runs_dir)?;
     if let Some(e) = earlier.iter().find(|e| e.state != EarlierState::Stale) {
         let (what, next) = if e.state == EarlierState::Live {
             (

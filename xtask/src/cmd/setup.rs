@@ -199,3 +199,13 @@ fn podman_settings(config: &Config, engine: &Engine, say: &dyn Fn(&str)) -> Resu
     }
     Ok(())
 }
+
+/// Refuses a run on a nearly full disk and says when space is low (both tiers, before
+/// anything is created); `runs_dir` is `target/xtask/runs`.
+pub fn disk_check(engine: &Engine, runs_dir: &std::path::Path) -> Result<()> {
+    let target = runs_dir.parent().unwrap_or(runs_dir);
+    if let Some(line) = crate::host::disk::check(engine, target)? {
+        Progress::plain().println(&line);
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@
 // returned to the command.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod disk;
 pub mod dns;
 pub mod dockerd;
 pub mod engine;

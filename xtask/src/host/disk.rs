@@ -1,0 +1,158 @@
+//! Free disk space where a run writes: `target/xtask` (run folders, image archives, the archive
+//! cache) and the engine's image store (at its default place). A run that fills the disk
+//! fails halfway, on "no space left on device" in a save or a build; this check stops it
+//! before anything is created, and names what frees space.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::host::tools::Engine;
+
+const GIB: u64 = 1 << 30;
+/// Below this a run is refused (`XTASK_MIN_FREE_GB` sets it; 0 turns the check off).
+const REFUSE_BELOW_GIB: u64 = 2;
+/// Below this a run says that space is low.
+const WARN_BELOW_GIB: u64 = 8;
+
+/// A place a run writes to, and the space free on its filesystem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Place {
+    pub what: String,
+    pub path: PathBuf,
+    pub free: u64,
+}
+
+/// Refuses a run when a place has less than the minimum free; `Ok(Some(line))` when one has
+/// less than the warning level.
+pub fn check(engine: &Engine, target: &Path) -> Result<Option<String>> {
+    let refuse = match std::env::var("XTASK_MIN_FREE_GB") {
+        Ok(v) => v.trim().parse::<u64>().map_err(|_| {
+            anyhow::anyhow!("XTASK_MIN_FREE_GB={v:?} is not a whole number of GiB; unset it or give one, e.g. 2 (0 turns the check off)")
+        })?,
+        Err(_) => REFUSE_BELOW_GIB,
+    };
+    if refuse == 0 {
+        return Ok(None);
+    }
+    let mut seen = BTreeSet::new();
+    let places: Vec<Place> = places(engine, target)
+        .into_iter()
+        .filter_map(|(what, path)| {
+            let (fs, free) = available(&path)?;
+            seen.insert(fs).then_some(Place { what, path, free })
+        })
+        .collect();
+    verdict(&places, refuse * GIB, WARN_BELOW_GIB.max(refuse) * GIB)
+}
+
+/// The decision, from the places' free space: pure, for the tests.
+pub fn verdict(places: &[Place], refuse: u64, warn: u64) -> Result<Option<String>> {
+    let show = |p: &Place| {
+        format!(
+            "{:.1} GiB free on the filesystem of {} ({})",
+            p.free as f64 / GIB as f64,
+            p.path.display(),
+            p.what
+        )
+    };
+    let next = "`cargo xtask clean-images --older-than 1h` removes this tool's images and \
+                archives that no live run uses";
+    let short: Vec<String> = places
+        .iter()
+        .filter(|p| p.free < refuse)
+        .map(show)
+        .collect();
+    if !short.is_empty() {
+        bail!(
+            "not enough disk space to start a run: {}; a run needs at least {} GiB to save \
+             and load its images. {next}; or set XTASK_MIN_FREE_GB=0 to run anyway",
+            short.join(", "),
+            refuse / GIB
+        );
+    }
+    let low: Vec<String> = places.iter().filter(|p| p.free < warn).map(show).collect();
+    Ok((!low.is_empty()).then(|| format!("disk space is low: {}; {next}", low.join(", "))))
+}
+
+/// Where a run writes: the target folder, and the engine's default store if it exists.
+fn places(engine: &Engine, target: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = vec![("run folders and archives".to_string(), target.to_path_buf())];
+    let store = match (engine.is_podman(), crate::host::packages::is_root()) {
+        (true, true) => Some(PathBuf::from("/var/lib/containers/storage")),
+        (true, false) => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".local/share/containers/storage")),
+        (false, _) if std::env::var_os("DOCKER_HOST").is_none() => {
+            Some(PathBuf::from("/var/lib/docker"))
+        }
+        (false, _) => None,
+    };
+    if let Some(s) = store.filter(|s| s.is_dir()) {
+        out.push((format!("{}'s image store", engine.name()), s));
+    }
+    out
+}
+
+/// The filesystem holding `path` (its nearest existing ancestor): its id and the bytes an
+/// unprivileged user may still write.
+fn available(path: &Path) -> Option<(u64, u64)> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let c = CString::new(existing.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path; statvfs only writes into `st`, which we
+    // read only when it reports success.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        Some((st.f_fsid as u64, st.f_bavail as u64 * st.f_frsize as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place(what: &str, gib_tenths: u64) -> Place {
+        Place {
+            what: what.into(),
+            path: PathBuf::from(format!("/{what}")),
+            free: gib_tenths * GIB / 10,
+        }
+    }
+
+    #[test]
+    fn refuses_below_the_minimum_and_warns_below_the_low_mark() {
+        let (refuse, warn) = (2 * GIB, 8 * GIB);
+        let plenty = [place("target", 400), place("store", 90)];
+        assert_eq!(verdict(&plenty, refuse, warn).unwrap(), None);
+        let low = [place("target", 400), place("store", 51)];
+        let line = verdict(&low, refuse, warn).unwrap().expect("a warning");
+        assert!(
+            line.contains("5.1 GiB free on the filesystem of /store (store)"),
+            "{line}"
+        );
+        assert!(!line.contains("/target"), "{line}");
+        let short = [place("target", 15), place("store", 51)];
+        let e = verdict(&short, refuse, warn).unwrap_err().to_string();
+        assert!(
+            e.contains("1.5 GiB free on the filesystem of /target (target)"),
+            "{e}"
+        );
+        assert!(e.contains("clean-images --older-than 1h") && e.contains("XTASK_MIN_FREE_GB=0"));
+    }
+
+    #[test]
+    fn the_free_space_of_a_path_not_made_yet_is_its_parents() {
+        let dir = std::env::temp_dir();
+        let (fs, free) = available(&dir).expect("statvfs of the temp folder");
+        assert!(free > 0);
+        assert_eq!(
+            available(&dir.join("not-made-yet/deeper")).map(|a| a.0),
+            Some(fs)
+        );
+    }
+}
