@@ -4,7 +4,7 @@
 use crate::state::{self, Cluster, PortMapping, CLUSTER_LABEL};
 use crate::{create_delay, podman, pods, Args, Fail, Flag, Res};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -50,7 +50,7 @@ pub fn run(argv: &[String]) -> Res<()> {
             node_cluster(name)?;
             let names = archive_names(Path::new(file))
                 .map_err(|e| Fail(format!("ERROR: failed to load image: {e}")))?;
-            load(name, &names, &BTreeMap::new())?;
+            load(name, &names, &BTreeMap::new(), BTreeSet::new())?;
         }
         ["load", "docker-image", refs @ ..] if !refs.is_empty() => load_docker(name, refs)?,
         ["export", "logs", dir] => export(name, Path::new(dir))?,
@@ -267,6 +267,13 @@ fn delete(name: &str, kubeconfig: Option<&str>) -> Res<()> {
         .filter(|n| *n != name)
         .filter_map(|n| state::load(n).ok().flatten())
         .collect();
+    // `load docker-image` put these names into podman storage; a kind node's images go with
+    // the node. `rmi` of a name takes that name off (the image too, if it was its last name).
+    for r in cluster.iter().flat_map(|c| &c.docker_added) {
+        if !others.iter().any(|o| o.docker_ids.contains_key(r)) {
+            let _ = podman::output(&["rmi", r]);
+        }
+    }
     for (image, p) in cluster.iter().flat_map(|c| &c.pulls) {
         if let Some(id) = &p.new_id {
             if !others
@@ -323,7 +330,12 @@ fn node_cluster(name: &str) -> Res<Cluster> {
 
 /// Records image names as loaded on the node (with their docker ids, for `docker-image`); pods
 /// waiting for them start now (podman is not asked when no pod waits for them).
-fn load(name: &str, names: &[String], ids: &BTreeMap<String, String>) -> Res<()> {
+fn load(
+    name: &str,
+    names: &[String],
+    ids: &BTreeMap<String, String>,
+    added: BTreeSet<String>,
+) -> Res<()> {
     let _lock = state::lock(name)?;
     let mut c = node_cluster(name)?;
     let now = crate::now_ms();
@@ -334,6 +346,7 @@ fn load(name: &str, names: &[String], ids: &BTreeMap<String, String>) -> Res<()>
         }
     }
     c.docker_ids.extend(ids.clone());
+    c.docker_added.extend(added);
     state::save(&c)?;
     match pods::shape(&c, now) != before {
         true => pods::sync(&mut c).map(drop),
@@ -365,6 +378,11 @@ fn load_docker(name: &str, refs: &[&str]) -> Res<()> {
             send.push(*r);
         }
     }
+    let added: BTreeSet<String> = send
+        .iter()
+        .filter(|r| !podman::output(&["image", "exists", r]).is_ok_and(|o| o.ok))
+        .map(|r| r.to_string())
+        .collect();
     if !send.is_empty() {
         let tar = state::root()?.join(format!("images-{}.tar", std::process::id()));
         let tar_s = tar.to_string_lossy().to_string();
@@ -374,7 +392,7 @@ fn load_docker(name: &str, refs: &[&str]) -> Res<()> {
         moved.map_err(|f| Fail(format!("ERROR: failed to load image: {}", f.0)))?;
     }
     let names: Vec<String> = refs.iter().map(|r| r.to_string()).collect();
-    load(name, &names, &ids)
+    load(name, &names, &ids, added)
 }
 
 /// `DIR/<namespace>/<pod>.log` per pod container, and `DIR/fake-kube-state.json`.

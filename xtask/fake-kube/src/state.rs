@@ -6,7 +6,7 @@
 use crate::{Fail, Res};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -60,6 +60,8 @@ pub struct Cluster {
     pub images: Vec<String>,
     /// Docker image ids of the names loaded with `kind load docker-image`.
     pub docker_ids: BTreeMap<String, String>,
+    /// The names of those that were not in podman storage before: `kind delete` takes them off.
+    pub docker_added: BTreeSet<String>,
     /// Pulls by image as the pods name it.
     pub pulls: BTreeMap<String, Pull>,
     pub kubeconfig: PathBuf,

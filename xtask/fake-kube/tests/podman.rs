@@ -978,9 +978,11 @@ fn loads_images_from_a_docker_engine() {
     let name = format!("fk-{id}");
     let ns = format!("ns-{id}");
     let image = format!("localhost/fk-docker-{id}:t1");
+    // A name podman had before the load: `kind delete` must leave it.
+    let both = format!("localhost/fk-docker-{id}:both");
     let _cleanup = Cleanup {
         cluster: name.clone(),
-        images: vec![image.clone()],
+        images: vec![image.clone(), both.clone()],
     };
     let (_dockerd, host) = dockerd();
     let f = Fake::new("docker").with_env("DOCKER_HOST", &host);
@@ -1000,7 +1002,14 @@ fn loads_images_from_a_docker_engine() {
         .output()
         .unwrap();
     assert!(loaded.status.success(), "docker load: {loaded:?}");
-    // Only the docker engine has the image now.
+    let tagged = Command::new("docker")
+        .args(["tag", &image, &both])
+        .env("DOCKER_HOST", &host)
+        .output()
+        .unwrap();
+    assert!(tagged.status.success(), "docker tag: {tagged:?}");
+    assert!(podman(&["tag", &image, &both]).0);
+    // Only the docker engine has the image by its first name now.
     assert!(podman(&["rmi", &image]).0);
 
     let host_port = free_port();
@@ -1069,7 +1078,22 @@ fn loads_images_from_a_docker_engine() {
         http_get(host_port, "/")
     });
     assert!(body.contains("web-fake-0"), "{body}");
+    f.ok(
+        "kind",
+        &["load", "docker-image", &both, "--name", &name],
+        None,
+    );
     f.ok("kind", &["delete", "cluster", "--name", &name], None);
+    // The node's images go with it: the name the load put into podman is gone, the one
+    // podman had before stays.
+    assert!(
+        !podman(&["image", "exists", &image]).0,
+        "kind delete left {image} in podman"
+    );
+    assert!(
+        podman(&["image", "exists", &both]).0,
+        "kind delete removed {both}, which podman had before"
+    );
 }
 
 #[test]
