@@ -375,16 +375,7 @@ fn a_held_job_runs_beside_the_tests_and_its_failure_still_fails_the_run() {
     let fakes = FakeKube::new();
     let guard = CleanRuns::with_fakes(&fakes);
     // Warm: after an integration run, PostgreSQL's data image (migrations applied) is cached.
-    let warm = Xtask::new(&[
-        "integration",
-        "notification",
-        "--",
-        "no_test_is_called_this",
-    ])
-    .timeout(Duration::from_secs(900))
-    .run();
-    guard.add(&warm.run_id().expect("a run id"));
-    warm.assert_success();
+    warm_integration_run("notification", &guard);
     let x = e2e("notification", &fakes).args([
         "--set",
         "migrations.env.DATABASE_URL=postgres://nobody:none@127.0.0.1:1/none",

@@ -191,14 +191,14 @@ fn a_run_on_a_nearly_full_disk_stops_before_creating_anything() {
         .run();
     out.assert_failure()
         .assert_contains("not enough disk space to start a run")
-        .assert_contains("GiB free on the filesystem of")
+        .assert_contains("GB free on the filesystem of")
         .assert_contains("cargo xtask clean-images --older-than 1h");
     assert_eq!(out.run_id(), None, "a run started:\n{}", out.all());
     Xtask::new(&["integration", "notification"])
         .env("XTASK_MIN_FREE_GB", "lots")
         .run()
         .assert_failure()
-        .assert_contains("XTASK_MIN_FREE_GB=\"lots\" is not a whole number of GiB");
+        .assert_contains("XTASK_MIN_FREE_GB=\"lots\" is not a whole number of GB");
 }
 
 #[test]

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 
 /// A file added to `mocks/` (the mock LLM's build context) for the test, removed when dropped.
@@ -31,33 +29,17 @@ fn image_notes(run_id: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn run(guard: &CleanRuns) -> String {
-    // A test filter that matches nothing: the stack starts, tests pass at once, teardown.
-    let out = Xtask::new(&[
-        "integration",
-        "holmesgpt-api",
-        "--",
-        "no_test_is_called_this",
-    ])
-    .timeout(Duration::from_secs(900))
-    .run();
-    let id = out.run_id().expect("a run id");
-    guard.add(&id);
-    out.assert_success();
-    id
-}
-
 #[test]
 #[ignore = "needs podman, the stand-in images and the Debian mirror: run by `cargo xtask test`"]
 fn a_changed_context_file_rebuilds_exactly_that_image_and_says_why() {
     let _slot = slots(&["integration:holmesgpt-api"]);
     let guard = CleanRuns::new();
     // Warm: whatever the cache held, after this run it holds every image of the stack.
-    run(&guard);
+    warm_integration_run("holmesgpt-api", &guard);
     let name = format!("xtask-test-{}.txt", hex8());
     let _touch = Touch(root().join("mocks").join(&name));
     std::fs::write(&_touch.0, "a new input of the mock LLM's image\n").unwrap();
-    let id = run(&guard);
+    let id = warm_integration_run("holmesgpt-api", &guard);
     let notes = image_notes(&id);
     assert!(
         notes.len() >= 2 && notes.iter().any(|n| n.0 == "image:mock-llm"),

@@ -162,7 +162,7 @@ fn execute(
         &plan.nodes,
         &limits,
         &run.progress,
-        &plan.beside_tests,
+        &plan.beside_tests(),
         work,
         |deployed| {
             if crate::exec::signals::interrupted() {
@@ -222,10 +222,11 @@ fn execute(
 
 /// What goes on beside the tests, for the phase 5 line.
 fn beside_note(plan: &Plan) -> String {
-    match plan.beside_tests.is_empty() {
+    let beside = plan.beside_tests();
+    match beside.is_empty() {
         true => String::new(),
         false => {
-            let ids: Vec<&str> = plan.beside_tests.iter().map(String::as_str).collect();
+            let ids: Vec<&str> = beside.iter().map(String::as_str).collect();
             format!(
                 " ({} beside them: a data image holds its work)",
                 ids.join(", ")
@@ -258,7 +259,7 @@ pub fn dry_run(plan: &Plan, tools: &Tools) -> String {
             } else {
                 format!(" (after {})", n.deps.join(", "))
             };
-            let beside = match plan.beside_tests.contains(&n.id) {
+            let beside = match plan.beside_tests().contains(&n.id) {
                 true => "; beside the tests",
                 false => "",
             };

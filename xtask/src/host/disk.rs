@@ -12,11 +12,11 @@ use anyhow::{bail, Result};
 
 use crate::host::tools::Engine;
 
-const GIB: u64 = 1 << 30;
+const GB: u64 = 1_000_000_000;
 /// Below this a run is refused (`XTASK_MIN_FREE_GB` sets it; 0 turns the check off).
-const REFUSE_BELOW_GIB: u64 = 2;
+const REFUSE_BELOW_GB: u64 = 2;
 /// Below this a run says that space is low.
-const WARN_BELOW_GIB: u64 = 8;
+const WARN_BELOW_GB: u64 = 8;
 
 /// A place a run writes to, and the space free on its filesystem.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,9 +31,9 @@ pub struct Place {
 pub fn check(engine: &Engine, target: &Path) -> Result<Option<String>> {
     let refuse = match std::env::var("XTASK_MIN_FREE_GB") {
         Ok(v) => v.trim().parse::<u64>().map_err(|_| {
-            anyhow::anyhow!("XTASK_MIN_FREE_GB={v:?} is not a whole number of GiB; unset it or give one, e.g. 2 (0 turns the check off)")
+            anyhow::anyhow!("XTASK_MIN_FREE_GB={v:?} is not a whole number of GB; unset it or give one, e.g. 2 (0 turns the check off)")
         })?,
-        Err(_) => REFUSE_BELOW_GIB,
+        Err(_) => REFUSE_BELOW_GB,
     };
     if refuse == 0 {
         return Ok(None);
@@ -46,15 +46,15 @@ pub fn check(engine: &Engine, target: &Path) -> Result<Option<String>> {
             seen.insert(fs).then_some(Place { what, path, free })
         })
         .collect();
-    verdict(&places, refuse * GIB, WARN_BELOW_GIB.max(refuse) * GIB)
+    verdict(&places, refuse * GB, WARN_BELOW_GB.max(refuse) * GB)
 }
 
 /// The decision, from the places' free space: pure, for the tests.
 pub fn verdict(places: &[Place], refuse: u64, warn: u64) -> Result<Option<String>> {
     let show = |p: &Place| {
         format!(
-            "{:.1} GiB free on the filesystem of {} ({})",
-            p.free as f64 / GIB as f64,
+            "{} free on the filesystem of {} ({})",
+            crate::cmd::clean_images::human_bytes(p.free),
             p.path.display(),
             p.what
         )
@@ -68,10 +68,10 @@ pub fn verdict(places: &[Place], refuse: u64, warn: u64) -> Result<Option<String
         .collect();
     if !short.is_empty() {
         bail!(
-            "not enough disk space to start a run: {}; a run needs at least {} GiB to save \
+            "not enough disk space to start a run: {}; a run needs at least {} GB to save \
              and load its images. {next}; or set XTASK_MIN_FREE_GB=0 to run anyway",
             short.join(", "),
-            refuse / GIB
+            refuse / GB
         );
     }
     let low: Vec<String> = places.iter().filter(|p| p.free < warn).map(show).collect();
@@ -116,30 +116,30 @@ fn available(path: &Path) -> Option<(u64, u64)> {
 mod tests {
     use super::*;
 
-    fn place(what: &str, gib_tenths: u64) -> Place {
+    fn place(what: &str, gb_tenths: u64) -> Place {
         Place {
             what: what.into(),
             path: PathBuf::from(format!("/{what}")),
-            free: gib_tenths * GIB / 10,
+            free: gb_tenths * GB / 10,
         }
     }
 
     #[test]
     fn refuses_below_the_minimum_and_warns_below_the_low_mark() {
-        let (refuse, warn) = (2 * GIB, 8 * GIB);
+        let (refuse, warn) = (2 * GB, 8 * GB);
         let plenty = [place("target", 400), place("store", 90)];
         assert_eq!(verdict(&plenty, refuse, warn).unwrap(), None);
         let low = [place("target", 400), place("store", 51)];
         let line = verdict(&low, refuse, warn).unwrap().expect("a warning");
         assert!(
-            line.contains("5.1 GiB free on the filesystem of /store (store)"),
+            line.contains("5.10 GB free on the filesystem of /store (store)"),
             "{line}"
         );
         assert!(!line.contains("/target"), "{line}");
         let short = [place("target", 15), place("store", 51)];
         let e = verdict(&short, refuse, warn).unwrap_err().to_string();
         assert!(
-            e.contains("1.5 GiB free on the filesystem of /target (target)"),
+            e.contains("1.50 GB free on the filesystem of /target (target)"),
             "{e}"
         );
         assert!(e.contains("clean-images --older-than 1h") && e.contains("XTASK_MIN_FREE_GB=0"));

@@ -1016,6 +1016,18 @@ pub fn assert_nothing_left(run_id: &str) {
 /// Runs `xtask clean --run <id>` for every registered run on drop (with the fakes' PATH and
 /// state, when given), so a failing test leaves nothing. Only ids this test's own runs printed
 /// or recorded are ever registered.
+/// An integration run of `consumer` whose tests all pass at once (a filter that matches
+/// none): its stack starts, which leaves the caches warm, and is torn down. Its run id.
+pub fn warm_integration_run(consumer: &str, guard: &CleanRuns) -> String {
+    let out = Xtask::new(&["integration", consumer, "--", "no_test_is_called_this"])
+        .timeout(std::time::Duration::from_secs(900))
+        .run();
+    let id = out.run_id().expect("a run id");
+    guard.add(&id);
+    out.assert_success();
+    id
+}
+
 pub struct CleanRuns {
     ids: Mutex<Vec<String>>,
     env: Vec<(String, OsString)>,

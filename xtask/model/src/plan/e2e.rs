@@ -140,11 +140,8 @@ pub struct Plan {
     pub claims: Vec<Claim>,
     pub tests: Tests,
     /// Job -> the member whose cached data image holds its work: what needs the job waits
-    /// for that member's deploy only, and the job finds its work done.
+    /// for that member's deploy only, and the job runs beside the tests (`beside_tests`).
     pub held: BTreeMap<String, String>,
-    /// The deploys the tests do not wait for: a held job's, which nothing needs. Each starts
-    /// when everything else is deployed and runs beside the tests; the run fails if it fails.
-    pub beside_tests: BTreeSet<String>,
     /// Registry runs: where, and the port-forwards the tests' URLs come from.
     pub shared: Option<shared::Shared>,
     pub forwards: Vec<shared::Forward>,
@@ -157,6 +154,12 @@ impl Plan {
 
     pub fn kind_config_path(&self) -> PathBuf {
         self.run_dir.join("kind-config.yaml")
+    }
+
+    /// The deploys the tests do not wait for: a held job's, which nothing needs. Each starts
+    /// when everything else is deployed and runs beside the tests; the run fails if it fails.
+    pub fn beside_tests(&self) -> BTreeSet<String> {
+        self.held.keys().map(|m| format!("deploy:{m}")).collect()
     }
 }
 
@@ -225,11 +228,6 @@ fn skeleton(
 ) -> Result<Plan> {
     let consumer = run.consumer;
     let labels = run.labels(TIER);
-    let held: BTreeMap<String, String> = stack
-        .names()
-        .into_iter()
-        .filter_map(|m| run.holder(stack, &m).map(|h| (m, h.to_string())))
-        .collect();
     let mut plan = Plan {
         run_id: run.id().to_string(),
         consumer: consumer.to_string(),
@@ -244,8 +242,11 @@ fn skeleton(
         nodes: Vec::new(),
         claims: Vec::new(),
         tests: Tests::new(&tier.test, &[]),
-        held: held.clone(),
-        beside_tests: held.keys().map(|m| format!("deploy:{m}")).collect(),
+        held: stack
+            .names()
+            .into_iter()
+            .filter_map(|m| run.holder(stack, &m).map(|h| (m, h.to_string())))
+            .collect(),
         shared: None,
         forwards: Vec::new(),
         labels: labels.clone(),
@@ -400,11 +401,12 @@ pub fn deploy_nodes(
     image_task: &BTreeMap<String, String>,
     nodes: &mut Vec<Node<Step>>,
 ) -> Result<()> {
+    let beside = plan.beside_tests();
     let before_tests: Vec<String> = plan
         .manifests
         .iter()
         .map(|m| format!("deploy:{}", m.component))
-        .filter(|id| !plan.beside_tests.contains(id))
+        .filter(|id| !beside.contains(id))
         .collect();
     for m in &plan.manifests {
         let Some(c) = stack.get(&m.component) else {
@@ -423,7 +425,7 @@ pub fn deploy_nodes(
             .filter(|n| stack.get(n).is_some())
             .map(|n| format!("deploy:{}", plan.held.get(n).unwrap_or(n)))
             .collect();
-        if plan.beside_tests.contains(&id) {
+        if beside.contains(&id) {
             needs.extend(before_tests.iter().cloned());
         }
         for n in needs {

@@ -352,13 +352,13 @@ fn postgres_is_deployed_from_a_cached_data_image_and_its_job_still_runs() {
     let ids = |p: &Plan| p.nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&warm), ids(&cold));
     assert!(deps(&cold, "deploy:datastorage").contains(&"deploy:migrations".to_string()));
-    assert!(cold.beside_tests.is_empty());
+    assert!(cold.beside_tests().is_empty());
     let ds = deps(&warm, "deploy:datastorage");
     assert!(!ds.contains(&"deploy:migrations".to_string()), "{ds:?}");
     assert_eq!(ds.iter().filter(|d| *d == "deploy:postgres").count(), 1);
     assert_eq!(warm.held["migrations"], "postgres");
     assert_eq!(
-        warm.beside_tests,
+        warm.beside_tests(),
         BTreeSet::from(["deploy:migrations".to_string()])
     );
     let mut job = deps(&cold, "deploy:migrations").to_vec();
@@ -375,6 +375,6 @@ fn postgres_is_deployed_from_a_cached_data_image_and_its_job_still_runs() {
     .unwrap();
     let ds = deps(&shared, "deploy:datastorage");
     assert!(!ds.contains(&"deploy:migrations".to_string()), "{ds:?}");
-    assert_eq!(shared.beside_tests, warm.beside_tests);
+    assert_eq!(shared.beside_tests(), warm.beside_tests());
     assert!(deps(&shared, "deploy:migrations").contains(&"deploy:notification".to_string()));
 }
