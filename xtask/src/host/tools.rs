@@ -360,13 +360,18 @@ pub fn pick(
         Presence::Silent(why) => format!("podman does not answer ({why})"),
         _ => "podman is not installed".to_string(),
     };
-    Ok(match (p, docker()) {
-        (_, Presence::Answers) => (Tool::Docker, format!("docker answers{at}; {podman_state}")),
-        (Presence::Missing, Presence::Silent(why)) => (
-            Tool::Docker,
-            format!("podman is not installed; docker is, but does not answer{at} ({why})"),
+    // A docker client without a daemon (common: the client comes alone with many images and
+    // CI machines) is no engine: podman is installed then, or named with its install command.
+    Ok(match docker() {
+        Presence::Answers => (Tool::Docker, format!("docker answers{at}; {podman_state}")),
+        Presence::Silent(why) => (
+            Tool::Podman,
+            format!(
+                "no engine answers; podman is preferred ({podman_state}; docker is installed \
+                 but does not answer{at}: {why})"
+            ),
         ),
-        _ => (
+        Presence::Missing => (
             Tool::Podman,
             format!("no engine answers; podman is preferred ({podman_state})"),
         ),
@@ -466,9 +471,11 @@ mod tests {
             Tool::Podman,
             "then installed, or named with its install command"
         );
+        // A docker client alone (no daemon) must not win over installing podman: on a new
+        // machine with only the client, the main job failed with "docker does not answer".
         let (t, why) = pick(None, &|| Missing, &|| Silent("refused".into())).unwrap();
         assert!(
-            t == Tool::Docker && why.contains("does not answer"),
+            t == Tool::Podman && why.contains("docker is installed but does not answer"),
             "{why}"
         );
         assert!(pick(Some("lxc"), &never, &never).is_err());
