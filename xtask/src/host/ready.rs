@@ -55,6 +55,11 @@ pub fn once(probe: &Probe, engine: &Engine) -> Result<()> {
             }
             Ok(())
         }
+        Probe::Postgres {
+            port,
+            user,
+            database,
+        } => postgres_accepts(*port, user, database, short),
         Probe::Redis { port } => {
             let mut s = connect(*port, short)?;
             s.write_all(b"PING\r\n")?;
@@ -128,8 +133,82 @@ pub fn wait(
                 crate::exec::process::indent(&engine.logs_tail(container, 30))
             );
         }
-        ctx.pause(Duration::from_millis(100))?;
+        // A socket costs microseconds; a process in the container ~0.15 s.
+        ctx.pause(Duration::from_millis(if probe.from_host() {
+            25
+        } else {
+            100
+        }))?;
     }
+}
+
+/// What `pg_isready` asks, over the wire protocol from the host: a startup message answered
+/// with an authentication request means the server accepts connections; an error (`the
+/// database system is starting up`) or a closed connection means not yet. No password is
+/// sent: the connection ends at the request. Only the final server listens on TCP (initdb's
+/// temporary one listens on its unix socket), so this never passes during initialisation.
+fn postgres_accepts(port: u16, user: &str, database: &str, t: Duration) -> Result<()> {
+    let mut s = connect(port, t)?;
+    s.write_all(&startup_message(user, database))?;
+    let (tag, body) = read_message(&mut s)?;
+    match tag {
+        b'R' => {
+            // Terminate: the server logs no "unexpected EOF" for a polite goodbye.
+            let _ = s.write_all(&[b'X', 0, 0, 0, 4]);
+            Ok(())
+        }
+        b'E' => bail!("{}", error_text(&body)),
+        other => bail!(
+            "PostgreSQL answered an unexpected message `{}`",
+            other as char
+        ),
+    }
+}
+
+/// A protocol 3.0 StartupMessage for `user` and `database`.
+fn startup_message(user: &str, database: &str) -> Vec<u8> {
+    let mut body = 196_608_u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", user), ("database", database)] {
+        for part in [k, v] {
+            body.extend_from_slice(part.as_bytes());
+            body.push(0);
+        }
+    }
+    body.push(0);
+    let len = u32::try_from(body.len() + 4).unwrap_or(u32::MAX);
+    let mut msg = len.to_be_bytes().to_vec();
+    msg.extend(body);
+    msg
+}
+
+/// One backend message: its type byte and body (at most 64 KiB).
+fn read_message(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head)
+        .context("the connection closed without an answer")?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if !(4..=65_536).contains(&len) {
+        bail!("not a PostgreSQL answer (message length {len})");
+    }
+    let mut body = vec![0u8; len - 4];
+    s.read_exact(&mut body)
+        .context("the answer was cut short")?;
+    Ok((head[0], body))
+}
+
+/// `message (SQLSTATE)` of an ErrorResponse body.
+fn error_text(body: &[u8]) -> String {
+    let mut message = String::new();
+    let mut code = String::new();
+    for field in body.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+        let text = String::from_utf8_lossy(&field[1..]).into_owned();
+        match field[0] {
+            b'M' => message = text,
+            b'C' => code = text,
+            _ => {}
+        }
+    }
+    format!("{message} ({code})")
 }
 
 fn connect(port: u16, t: Duration) -> Result<TcpStream> {
@@ -280,6 +359,64 @@ mod tests {
         t.join().unwrap();
     }
 
+    /// A server that answers each of `answers` to one startup message, in turn, and hands
+    /// back the startup messages it got.
+    fn fake_postgres(answers: Vec<Vec<u8>>) -> (u16, std::thread::JoinHandle<Vec<Vec<u8>>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            for answer in answers {
+                let (mut s, _) = l.accept().unwrap();
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).unwrap();
+                let mut msg = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+                s.read_exact(&mut msg).unwrap();
+                got.push(msg);
+                s.write_all(&answer).unwrap();
+            }
+            got
+        });
+        (port, t)
+    }
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn postgres_probe_passes_on_an_authentication_request_only() {
+        let starting = message(
+            b'E',
+            b"SFATAL\0C57P03\0Mthe database system is starting up\0\0",
+        );
+        // AuthenticationSASL, as a scram-sha-256 server asks.
+        let sasl = message(b'R', b"\0\0\0\x0aSCRAM-SHA-256\0\0");
+        let (port, server) = fake_postgres(vec![starting, b"HTTP/1.1 400".to_vec(), sasl]);
+        let probe = Probe::Postgres {
+            port,
+            user: "slm_user".into(),
+            database: "action_history".into(),
+        };
+        let engine = Engine {
+            tool: crate::host::tools::Tool::Podman,
+            program: "podman".into(),
+        };
+        let err = once(&probe, &engine).unwrap_err().to_string();
+        assert_eq!(err, "the database system is starting up (57P03)");
+        let err = once(&probe, &engine).unwrap_err().to_string();
+        assert!(err.contains("not a PostgreSQL answer"), "{err}");
+        once(&probe, &engine).unwrap();
+        let got = server.join().unwrap();
+        assert_eq!(
+            got[0], b"\0\x03\0\0user\0slm_user\0database\0action_history\0\0",
+            "protocol 3.0, user and database"
+        );
+    }
+
     #[test]
     fn closed_port_is_not_ready() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -291,5 +428,11 @@ mod tests {
         };
         assert!(once(&Probe::Tcp { port }, &engine).is_err());
         assert!(once(&Probe::Redis { port }, &engine).is_err());
+        let pg = Probe::Postgres {
+            port,
+            user: "u".into(),
+            database: "d".into(),
+        };
+        assert!(once(&pg, &engine).is_err());
     }
 }

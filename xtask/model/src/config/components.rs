@@ -374,7 +374,7 @@ impl Validator<'_> {
         if e.table == Table::Jobs {
             return Ready::Exit;
         }
-        let why = "how to tell it is ready: sql, redis, http, tcp or exec";
+        let why = "how to tell it is ready: postgres, sql, redis, http, tcp or exec";
         let Some(r) = self.required(e, &e.raw.ready, "ready", why) else {
             return Ready::Exit;
         };
@@ -383,6 +383,7 @@ impl Validator<'_> {
             raw::Ready::Sql { query } => Ready::Sql {
                 query: query.clone(),
             },
+            raw::Ready::Postgres {} => Ready::Postgres,
             raw::Ready::Redis {} => Ready::Redis,
             raw::Ready::Http { path, port } => {
                 if !path.starts_with('/') {

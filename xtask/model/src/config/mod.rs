@@ -114,6 +114,9 @@ pub struct RustSpec {
 pub enum Ready {
     /// A real query through `psql` inside the container.
     Sql { query: String },
+    /// PostgreSQL on the published port answers a startup message with an authentication
+    /// request: it accepts connections (what `pg_isready` asks), checked from the host.
+    Postgres,
     /// `PING` answered with `PONG` on the published port.
     Redis,
     /// `GET path` answered with a 2xx status on the published port.

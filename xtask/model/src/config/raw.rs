@@ -159,6 +159,7 @@ pub fn items(s: &Option<Names>) -> impl Iterator<Item = &Name> {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Ready {
     Sql { query: String },
+    Postgres {},
     Redis {},
     Http { path: String, port: Option<String> },
     Tcp { port: Option<String> },

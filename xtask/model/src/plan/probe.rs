@@ -14,6 +14,11 @@ pub enum Probe {
         query: String,
         host_port: Option<u16>,
     },
+    Postgres {
+        port: u16,
+        user: String,
+        database: String,
+    },
     Redis {
         port: u16,
     },
@@ -53,6 +58,11 @@ impl Probe {
                 query: query.clone(),
                 host_port: host_port(None),
             },
+            Ready::Postgres => Probe::Postgres {
+                port: need(None)?,
+                user: pg.user.clone(),
+                database: pg.database.clone(),
+            },
             Ready::Redis => Probe::Redis { port: need(None)? },
             Ready::Http { path, port } => Probe::Http {
                 port: need(port.as_deref())?,
@@ -69,9 +79,18 @@ impl Probe {
         }))
     }
 
+    /// Whether the check runs in this process (a socket), not as a process in the container:
+    /// cheap enough to poll often.
+    pub fn from_host(&self) -> bool {
+        !matches!(self, Probe::Sql { .. } | Probe::Exec { .. })
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Probe::Sql { query, .. } => format!("SQL `{query}`"),
+            Probe::Postgres { port, .. } => {
+                format!("PostgreSQL accepting connections on localhost:{port}")
+            }
             Probe::Redis { port } => format!("Redis PING on localhost:{port}"),
             Probe::Http { port, path } => format!("GET http://localhost:{port}{path}"),
             Probe::Tcp { port } => format!("TCP localhost:{port}"),

@@ -15,6 +15,14 @@ fn jobs_run_the_image_of_their_service_even_outside_the_stack() {
 }
 
 fn plan_args(consumer: &str, args: &[String]) -> Plan {
+    plan_with(consumer, args, &crate::plan::NO_SNAPSHOTS)
+}
+
+fn plan_with(
+    consumer: &str,
+    args: &[String],
+    snapshots: &std::collections::BTreeMap<String, crate::plan::Snapshot>,
+) -> Plan {
     let env = |k: &str| {
         (k == "XTASK_IMAGE_POSTGRES")
             .then(|| "localhost/xtask-standin/postgres:15-bookworm".to_string())
@@ -27,9 +35,43 @@ fn plan_args(consumer: &str, args: &[String]) -> Plan {
         runs_dir: std::path::Path::new("/repo/target/xtask/runs"),
         pid: 42,
         env: &env,
-        snapshots: &crate::plan::NO_SNAPSHOTS,
+        snapshots,
     };
     plan(&run, args).unwrap()
+}
+
+#[test]
+fn a_warm_stack_starts_postgres_from_the_cached_data_image_while_the_run_names_it() {
+    let data = "localhost/xtask-cache/postgres-data:0123456789abcdef";
+    let hit = crate::plan::Snapshot {
+        key: "0123456789abcdef".into(),
+        cache_ref: data.into(),
+        hit: true,
+        why: String::new(),
+    };
+    let snapshots = std::collections::BTreeMap::from([("postgres".to_string(), hit)]);
+    let p = plan_with("notification", &[], &snapshots);
+    // Not behind the tag: the container holds the image from its start.
+    assert_eq!(container(&p, "postgres").image, data);
+    assert_eq!(node(&p, "postgres").deps, ["network"]);
+    let Step::NameData { source, reference } = &node(&p, "data:postgres").action else {
+        panic!("data:postgres does not name the data image");
+    };
+    assert_eq!(source, data);
+    assert!(
+        reference.contains("postgres-data:notification-"),
+        "{reference}"
+    );
+    assert!(node(&p, "data:postgres").deps.is_empty());
+    // The migrations are verified by the key, and DataStorage waits for that.
+    assert!(matches!(
+        node(&p, "migrations").action,
+        Step::Verified { .. }
+    ));
+    assert!(node(&p, "datastorage")
+        .deps
+        .contains(&"migrations".to_string()));
+    assert!(p.nodes.iter().all(|n| !n.id.starts_with("snapshot:")));
 }
 
 fn plan_for(consumer: &str) -> Plan {
@@ -146,13 +188,14 @@ fn readiness_checks_by_kind() {
         Step::Container { probe, .. } => probe.clone(),
         _ => unreachable!(),
     };
-    assert!(matches!(
+    assert_eq!(
         probe("postgres"),
-        Some(Probe::Sql {
-            host_port: Some(15440),
-            ..
+        Some(Probe::Postgres {
+            port: 15440,
+            user: "slm_user".into(),
+            database: "action_history".into(),
         })
-    ));
+    );
     assert_eq!(probe("redis"), Some(Probe::Redis { port: 16385 }));
     assert_eq!(
         probe("datastorage"),
