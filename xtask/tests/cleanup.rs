@@ -392,3 +392,55 @@ fn ctrl_c_during_an_image_build_leaves_nothing() {
         "the run's image build to be running",
     );
 }
+
+#[test]
+#[ignore = "needs podman and the stand-in images: run by `cargo xtask test`"]
+fn clean_images_removes_a_cached_image_its_key_replaced_whatever_its_age() {
+    let mut d = Decoys::new();
+    let key = format!("test{}", hex8());
+    let now = unix_now().to_string();
+    let labels = [
+        ("io.kubernaut.xtask.cache", "1"),
+        ("io.kubernaut.xtask.cache-key", key.as_str()),
+        (OWNER, &me()),
+        (CREATED, &now),
+        (SERVICE, "xtask-test-decoy"),
+    ];
+    let name = format!("localhost/xtask-cache/xtask-test-decoy:{key}");
+    let e = engine();
+    // The key's first image, named as the cache names it (its decoy name taken off) ...
+    let old = d.image("replaced", &labels);
+    let old_id = e.ok(&["image", "inspect", "--format", "{{.Id}}", &old]);
+    let old_id = old_id.trim().trim_start_matches("sha256:");
+    e.ok(&["tag", &old, &name]);
+    e.ok(&["rmi", &old]);
+    // ... until a newer image of the key takes the name (a --rebuild, two runs at once).
+    let new = d.image("current", &labels);
+    e.ok(&["tag", &new, &name]);
+    let short = &old_id[..12];
+    assert!(image_exists(old_id), "the replaced image is gone too early");
+
+    let dry = Xtask::new(&["clean-images", "--dry-run"]).run();
+    dry.assert_success();
+    dry.assert_contains(&format!(
+        "would remove cached {short} (a newer image of its key"
+    ));
+    assert!(image_exists(old_id), "--dry-run removed {short}");
+
+    let real = Xtask::new(&["clean-images"]).run();
+    real.assert_success();
+    real.assert_contains(&format!("removed cached {short} (a newer image of its key"));
+    assert!(
+        !image_exists(old_id),
+        "clean-images left the replaced image {short}"
+    );
+    // The key's image now is new (used moments ago): it stays, and so does every decoy.
+    assert!(image_exists(&name) && image_exists(&new), "{}", real.stdout);
+    e.ok(&["rmi", &name]);
+    let gone: Vec<String> = d
+        .missing()
+        .into_iter()
+        .filter(|m| !m.ends_with(&old))
+        .collect();
+    assert!(gone.is_empty(), "clean-images removed: {gone:?}");
+}

@@ -1,7 +1,10 @@
 //! Warm runs do only what changed: a change to one image's inputs rebuilds exactly that image,
-//! and the run report says which input changed; every other image is a cache hit.
+//! and the run report says which input changed; every other image is a cache hit. A
+//! `--rebuild` leaves one image per key: the ones it replaced go.
 
 mod common;
+
+use std::collections::BTreeSet;
 
 use common::*;
 
@@ -53,4 +56,84 @@ fn a_changed_context_file_rebuilds_exactly_that_image_and_says_why() {
             assert_eq!(cache, "hit", "{task} was not reused: {why} ({notes:?})");
         }
     }
+}
+
+/// The cache keys of a run's report: (task, key) of every task with a cache note.
+fn cache_keys(run_id: &str) -> Vec<(String, String)> {
+    read_report(run_id)["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t["id"].as_str()?.to_string(),
+                t["key"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs podman, the stand-in images and the Debian mirror: run by `cargo xtask test`"]
+fn a_rebuild_replaces_the_cached_images_of_its_keys_and_leaves_no_copy() {
+    // Alone: another consumer's run could name the image being replaced (then it stays).
+    let _all = exclusive(&["integration:datastorage"]);
+    let guard = CleanRuns::new();
+    let warm = warm_integration_run("datastorage", &guard);
+    let keys = cache_keys(&warm);
+    let with_key = |key: &str| images(&format!("{}={key}", "io.kubernaut.xtask.cache-key"));
+    // The id of each key's image now (its name moves to the new one).
+    let before: Vec<BTreeSet<String>> = keys
+        .iter()
+        .map(|(_, k)| with_key(k).iter().map(|i| image_id(i)).collect())
+        .collect();
+    assert!(
+        keys.iter().any(|(t, _)| t == "image:datastorage")
+            && keys
+                .iter()
+                .any(|(t, _)| t == "data:postgres" || t == "snapshot:postgres"),
+        "{keys:?}"
+    );
+    let out = Xtask::new(&[
+        "integration",
+        "datastorage",
+        "--rebuild",
+        "--",
+        "no_test_is_called_this",
+    ])
+    .timeout(std::time::Duration::from_secs(900))
+    .run();
+    let id = out.run_id().expect("a run id");
+    guard.add(&id);
+    out.assert_success();
+    let rebuilt = cache_keys(&id);
+    for ((task, key), old) in keys.iter().zip(&before) {
+        if task == "migrations" {
+            continue;
+        }
+        // Same inputs, same key: the new image took the key's name, and the one it replaced
+        // is gone (a second image of one key is never looked up again).
+        let (_, new_key) = rebuilt
+            .iter()
+            .find(|(t, _)| t == task || t.strip_prefix("snapshot:") == task.strip_prefix("data:"))
+            .unwrap_or_else(|| panic!("{task} missing after --rebuild: {rebuilt:?}"));
+        assert_eq!(new_key, key, "{task}");
+        let now = with_key(key);
+        assert_eq!(
+            now.len(),
+            1,
+            "{task}: images of key {key}: {now:?} (before: {old:?})"
+        );
+        let new_id = image_id(now.iter().next().unwrap());
+        assert!(
+            !old.contains(&new_id),
+            "{task}: --rebuild made no new image"
+        );
+    }
+}
+
+fn image_id(name_or_id: &str) -> String {
+    engine_ok(&["image", "inspect", "--format", "{{.Id}}", name_or_id])
+        .trim()
+        .to_string()
 }

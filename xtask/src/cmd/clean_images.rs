@@ -13,6 +13,7 @@ use crate::flags;
 use crate::host::engine::{ImageInfo, Ours};
 use crate::host::facts::{login_name, unix_now};
 use crate::host::preflight::human_age;
+use crate::host::removal;
 use crate::host::tools::{self, Need};
 use crate::plan::facts::sanitize_user;
 use crate::plan::labels::{self, Filter};
@@ -29,7 +30,7 @@ pub fn select(
         .filter(|i| i.created > 0 && now.saturating_sub(i.created) >= older_than)
         .collect();
     old.into_iter()
-        .partition(|i| !in_use.iter().any(|u| used_by(i, u)))
+        .partition(|i| !in_use.iter().any(|u| removal::used_by(i, u)))
 }
 
 pub fn run(config: &Config, args: &flags::CleanImages) -> Result<()> {
@@ -138,23 +139,12 @@ pub fn run(config: &Config, args: &flags::CleanImages) -> Result<()> {
 
 mod cache;
 
-/// Whether `used` (an id, a short id, or a reference as `ps` shows it) names this image.
-fn used_by(i: &ImageInfo, used: &str) -> bool {
-    let id_match = used.len() >= 12
-        && used.chars().all(|c| c.is_ascii_hexdigit())
-        && (i.id.starts_with(used) || used.starts_with(&i.id));
-    id_match
-        || i.tags
-            .iter()
-            .any(|t| t == used || t.strip_prefix("localhost/") == Some(used))
-}
-
 fn describe(i: &ImageInfo, now: u64) -> String {
     let name = i
         .tags
         .first()
         .cloned()
-        .unwrap_or_else(|| format!("{} (dangling)", &i.id[..i.id.len().min(12)]));
+        .unwrap_or_else(|| format!("{} (dangling)", i.short_id()));
     format!(
         "{name} [{}, owner {}, {} old, {}]",
         i.labels.get(labels::SERVICE).map_or("?", String::as_str),
@@ -169,26 +159,5 @@ pub fn human_bytes(b: u64) -> String {
         0..=999_999 => format!("{} kB", b / 1000),
         1_000_000..=999_999_999 => format!("{:.1} MB", b as f64 / 1e6),
         _ => format!("{:.2} GB", b as f64 / 1e9),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn in_use_by_id_or_reference() {
-        let i = ImageInfo {
-            id: "0123456789abcdef0123".into(),
-            tags: vec!["localhost/datastorage:gateway-1884d074".into()],
-            labels: Default::default(),
-            size: 1,
-            created: 1,
-        };
-        assert!(used_by(&i, "0123456789abcdef0123"));
-        assert!(used_by(&i, "0123456789ab"));
-        assert!(used_by(&i, "localhost/datastorage:gateway-1884d074"));
-        assert!(!used_by(&i, "01234"), "too short to be an id");
-        assert!(!used_by(&i, "localhost/datastorage:gateway-ffffffff"));
     }
 }

@@ -18,7 +18,7 @@ pub use crate::plan::Snapshot as Decision;
 
 /// `localhost/xtask-cache/<component>-data:<key>`.
 pub fn cache_ref(component: &str, key: &str) -> String {
-    format!("localhost/xtask-cache/{component}-data:{key}")
+    format!("{}{component}-data:{key}", crate::plan::labels::CACHE_NAMES)
 }
 
 /// The decision for every member of `stack` with a `snapshot` (`rebuild`: always a miss, a

@@ -141,6 +141,13 @@ fn data_image(step: &integration::Step, t: &Tools) -> Vec<Action> {
                 output: Use::Show,
                 what: format!("committing {container} as {reference}"),
             });
+            a.push(Action::Supersede {
+                key: key.clone(),
+                owner: labels
+                    .get(crate::plan::labels::OWNER)
+                    .cloned()
+                    .unwrap_or_default(),
+            });
             a.push(Action::Note {
                 cache: "miss",
                 key: key.clone(),

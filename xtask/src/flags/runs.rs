@@ -355,8 +355,10 @@ impl Bench {
         about(
             cmd,
             "Measure: stack start-up against its critical path, planning speed, cold builds.\n\n\
-             Runs `integration <consumer> --no-tests` then `--down` cycles (warm caches) and \
-             prints the median stack time, critical path and their ratio; times planning a run \
+             Each round runs the seeds' sequential way (DD-TEST-002's script, on the same \
+             images), a warm `integration <consumer> --no-tests` and a cold one (`--rebuild`), \
+             each then `--down`, and prints the medians, the stack's critical path and the \
+             ratios to the seeds' way; times planning a run \
              in-process; with `--e2e`, also full E2E runs (needs kind, or the fakes first on \
              PATH); with `--cold-build`, cold builds of the xtask and of the workspace in a \
              scratch target folder.",

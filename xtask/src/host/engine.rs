@@ -44,6 +44,13 @@ impl<T> std::ops::Deref for Ours<T> {
     }
 }
 
+/// Pure selections (`removal::superseded`) take plain values in their tests and `Ours` here.
+impl<T> std::borrow::Borrow<T> for Ours<T> {
+    fn borrow(&self) -> &T {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {
     pub id: String,
@@ -70,6 +77,16 @@ pub struct ImageInfo {
     pub size: u64,
     /// Unix seconds, from our `created` label (else 0).
     pub created: u64,
+    /// The image it was built on, where the engine records one (a layered build's
+    /// intermediate image, a commit's image); bare hex, or empty.
+    pub parent: String,
+}
+
+impl ImageInfo {
+    /// The id's first twelve hex digits, as the engines print it.
+    pub fn short_id(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
 }
 
 impl Engine {

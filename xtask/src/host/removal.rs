@@ -2,6 +2,7 @@
 //! `engine::Ours`), never by name alone. Used by every teardown, `--down`, stale-run removal,
 //! `clean --run` and `clean --orphans`.
 
+use std::borrow::Borrow;
 use std::fmt;
 
 use anyhow::Result;
@@ -9,6 +10,7 @@ use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use crate::host::engine::{ImageInfo, Ours};
 use crate::host::tools::Engine;
 use crate::plan::labels::{self, Filter};
 
@@ -43,6 +45,63 @@ impl fmt::Display for Removed {
             list(&self.images)
         )
     }
+}
+
+/// Whether `used` (an id, a short id, or a reference as `ps` shows it) names this image.
+pub fn used_by(i: &ImageInfo, used: &str) -> bool {
+    let id_match = used.len() >= 12
+        && used.chars().all(|c| c.is_ascii_hexdigit())
+        && (i.id.starts_with(used) || used.starts_with(&i.id));
+    id_match
+        || i.tags
+            .iter()
+            .any(|t| t == used || t.strip_prefix("localhost/") == Some(used))
+}
+
+/// Cached images that a newer image of their key replaced: a `--rebuild`, or two runs
+/// building one key at once, moves the key's cache name to the new image and leaves the old
+/// one without any name. Such an image is never looked up again (lookups go by the cache name
+/// while an image carries it), so it goes at once, unless a container uses it. One with a
+/// run's name, whose key no image names, or that another listed image was built on (a
+/// layered build's intermediate image), is not selected.
+pub fn superseded<'a, I: Borrow<ImageInfo>>(
+    images: &'a [I],
+    in_use: &BTreeSet<String>,
+) -> Vec<&'a I> {
+    let key = |i: &ImageInfo| i.labels.get(labels::CACHE_KEY).cloned().unwrap_or_default();
+    let named: BTreeSet<String> = images
+        .iter()
+        .map(Borrow::borrow)
+        .filter(|i| i.tags.iter().any(|t| t.starts_with(labels::CACHE_NAMES)))
+        .map(key)
+        .collect();
+    let parents: BTreeSet<&str> = images.iter().map(|i| i.borrow().parent.as_str()).collect();
+    images
+        .iter()
+        .filter(|i| {
+            let i: &ImageInfo = (*i).borrow();
+            i.tags.is_empty()
+                && !parents.contains(i.id.as_str())
+                && !key(i).is_empty()
+                && named.contains(&key(i))
+                && !in_use.iter().any(|u| used_by(i, u))
+        })
+        .collect()
+}
+
+/// Removes the superseded cached images among those `filter` selects (see [`superseded`]);
+/// their short ids.
+pub fn remove_superseded(engine: &Engine, filter: &Filter) -> Result<Vec<String>> {
+    let images = engine.images(filter)?;
+    if images.iter().all(|i| !i.tags.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let in_use: BTreeSet<String> = engine.images_in_use()?.into_iter().collect();
+    let gone: Vec<Ours<ImageInfo>> = superseded(&images, &in_use).into_iter().cloned().collect();
+    if !gone.is_empty() {
+        engine.remove_images(&gone)?;
+    }
+    Ok(gone.iter().map(|i| i.short_id().to_string()).collect())
 }
 
 /// Everything selected by `filter`: containers first, then networks, then images. Each kind
@@ -190,4 +249,75 @@ pub fn recorded_images(record: &Path) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(id: &str, key: &str, tags: &[&str]) -> ImageInfo {
+        ImageInfo {
+            id: id.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            labels: [
+                (labels::CACHE.to_string(), "1".to_string()),
+                (labels::CACHE_KEY.to_string(), key.to_string()),
+            ]
+            .into(),
+            size: 1,
+            created: 0,
+            parent: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_an_image_a_newer_one_of_its_key_replaced_is_superseded() {
+        let name = "localhost/xtask-cache/postgres-data:k1";
+        let images = vec![
+            // The key's image now, and the one a --rebuild left without a name.
+            cached("1111111111111111", "k1", &[name]),
+            cached("2222222222222222", "k1", &[]),
+            // Still named by a live run: stays.
+            cached(
+                "3333333333333333",
+                "k1",
+                &["localhost/postgres-data:notification-1884d074"],
+            ),
+            // A key no image names (its name was taken off): lookups find it by label.
+            cached("4444444444444444", "k2", &[]),
+            // Replaced, but a container runs from it.
+            cached("5555555555555555", "k1", &[]),
+            // A layered build's intermediate image, under the key's image now.
+            cached("6666666666666666", "k1", &[]),
+        ];
+        let mut images = images;
+        images[0].parent = "6666666666666666".into();
+        let in_use: BTreeSet<String> = ["555555555555".to_string()].into();
+        let ids: Vec<&str> = superseded(&images, &in_use)
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect();
+        assert_eq!(ids, ["2222222222222222"]);
+        assert!(
+            superseded(&images[1..], &in_use).is_empty(),
+            "no image names k1"
+        );
+    }
+
+    #[test]
+    fn in_use_by_id_or_reference() {
+        let i = ImageInfo {
+            id: "0123456789abcdef0123".into(),
+            tags: vec!["localhost/datastorage:gateway-1884d074".into()],
+            labels: Default::default(),
+            size: 1,
+            created: 1,
+            parent: String::new(),
+        };
+        assert!(used_by(&i, "0123456789abcdef0123"));
+        assert!(used_by(&i, "0123456789ab"));
+        assert!(used_by(&i, "localhost/datastorage:gateway-1884d074"));
+        assert!(!used_by(&i, "01234"), "too short to be an id");
+        assert!(!used_by(&i, "localhost/datastorage:gateway-ffffffff"));
+    }
 }

@@ -40,6 +40,10 @@ pub const CLUSTER: &str = "io.kubernaut.xtask.cluster";
 /// The input key of a cached image.
 pub const CACHE_KEY: &str = "io.kubernaut.xtask.cache-key";
 
+/// Where cached images are named: `localhost/xtask-cache/<component>:<key>`; one image per key
+/// carries that name at a time (a later build or commit of the key takes it over).
+pub const CACHE_NAMES: &str = "localhost/xtask-cache/";
+
 /// Labels an image must not inherit from what it is built on or committed from (a stand-in's
 /// mark, a run's identity), blanked: an empty value is no value to our filters.
 pub const NOT_INHERITED: [&str; 5] = [STANDIN, RUN, PID, CONSUMER, TIER];

@@ -68,7 +68,7 @@ pub fn run(config: &Config, args: &flags::Bench) -> Result<()> {
     plan_speed(config, &args.consumers)?;
     for c in args.consumers.iter().filter(|_| args.runs > 0) {
         config.consumer(c)?;
-        stack_cycles(config, &xtask, c, args.runs)?;
+        stack_cycles(config, c, args.runs)?;
         if args.e2e {
             e2e_runs(config, &xtask, c, args.runs)?;
         }
@@ -114,39 +114,42 @@ fn plan_speed(config: &Config, consumers: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Warm `cargo xtask integration <c> --no-tests` (then `--down`, not timed) alternating with
-/// the seeds' sequential way on the same images; medians and their ratio.
-fn stack_cycles(config: &Config, xtask: &Path, consumer: &str, runs: usize) -> Result<()> {
+/// Each round: the seeds' sequential way, a warm `cargo xtask integration <c> --no-tests`
+/// and a cold one (`--rebuild`: every image built, the data image made again by initdb and
+/// the migrations), each then `--down` (not timed), on the same images; medians and ratios.
+fn stack_cycles(config: &Config, consumer: &str, runs: usize) -> Result<()> {
     // One run first, so that the images and the data image are cached (what "warm" means).
-    cycle(config, consumer)?;
+    cycle(config, consumer, false)?;
     let engine = crate::host::tools::Engine::detect()?;
     let ds = cached_image(&engine, "datastorage")?;
-    let (mut ours, mut seeds, mut figs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut warm, mut cold, mut seeds, mut figs) = (vec![], vec![], vec![], vec![]);
     for i in 1..=runs {
         let s = seeds::run(config, &engine, consumer, &ds)?.as_secs_f64();
-        let (wall, f) = cycle(config, consumer)?;
+        let (w, f) = cycle(config, consumer, false)?;
+        let (c, _) = cycle(config, consumer, true)?;
         println!(
-            "integration {consumer:<14} run {i}: seeds' way {s:>5.1}s  cargo xtask --no-tests {wall:>5.1}s  (stack {:.1}s, critical path {:.1}s, ratio {:.2})",
+            "integration {consumer:<14} run {i}: seeds' way {s:>5.1}s  cargo xtask --no-tests {w:>5.1}s  (stack {:.1}s, critical path {:.1}s, ratio {:.2})  cold (--rebuild) {c:>5.1}s",
             f.total_s, f.critical_s, f.ratio
         );
         seeds.push(s);
-        ours.push(wall);
+        warm.push(w);
+        cold.push(c);
         figs.push(f);
     }
-    let (s, o) = (median(seeds), median(ours));
+    let (s, w, c) = (median(seeds), median(warm), median(cold));
     println!(
-        "integration {consumer:<14} median of {runs}: seeds' way {s:.1}s, cargo xtask {o:.1}s: {:.2}x as fast; stack {:.1}s, critical path {:.1}s",
-        s / o.max(0.001),
+        "integration {consumer:<14} median of {runs}: seeds' way {s:.1}s, cargo xtask {w:.1}s: {:.2}x as fast; stack {:.1}s, critical path {:.1}s; cold (--rebuild) {c:.1}s: {:.2}x",
+        s / w.max(0.001),
         median(figs.iter().map(|f| f.total_s).collect()),
         median(figs.iter().map(|f| f.critical_s).collect()),
+        s / c.max(0.001),
     );
-    let _ = xtask;
     Ok(())
 }
 
-/// One timed `cargo xtask integration <c> --no-tests` as a user types it (cargo included),
-/// then `--down`.
-fn cycle(config: &Config, consumer: &str) -> Result<(f64, Figures)> {
+/// One timed `cargo xtask integration <c> --no-tests [--rebuild]` as a user types it (cargo
+/// included), then `--down`.
+fn cycle(config: &Config, consumer: &str, rebuild: bool) -> Result<(f64, Figures)> {
     let t = Instant::now();
     let out = cargo()
         .current_dir(&config.root)
@@ -158,6 +161,7 @@ fn cycle(config: &Config, consumer: &str) -> Result<(f64, Figures)> {
             consumer,
             "--no-tests",
         ])
+        .args(rebuild.then_some("--rebuild"))
         .output()?;
     let wall = t.elapsed().as_secs_f64();
     let down = cargo()

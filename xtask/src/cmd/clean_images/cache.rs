@@ -10,6 +10,7 @@ use anyhow::Result;
 
 use crate::exec::cache::Cache;
 use crate::host::engine::{ImageInfo, Ours};
+use crate::host::removal;
 use crate::host::tools::Engine;
 use crate::plan::labels::{self, Filter};
 
@@ -27,16 +28,12 @@ pub fn keep(
             crate::host::preflight::human_age(now.saturating_sub(last_use))
         ));
     }
-    if let Some(name) = i
-        .tags
-        .iter()
-        .find(|t| !t.starts_with("localhost/xtask-cache/"))
-    {
+    if let Some(name) = i.tags.iter().find(|t| !t.starts_with(labels::CACHE_NAMES)) {
         return Some(format!(
             "a run names it {name} (`cargo xtask clean --orphans` removes names of dead runs)"
         ));
     }
-    if in_use.iter().any(|u| super::used_by(i, u)) {
+    if in_use.iter().any(|u| removal::used_by(i, u)) {
         return Some("used by a container".into());
     }
     None
@@ -58,7 +55,9 @@ pub fn age_out(
     let in_use: BTreeSet<String> = engine.images_in_use()?.into_iter().collect();
     let now = crate::host::facts::unix_now();
     let mut remove: Vec<Ours<ImageInfo>> = Vec::new();
-    for i in engine.images(&filter)? {
+    let images = engine.images(&filter)?;
+    let replaced = replaced(engine, &images, &in_use, dry_run);
+    for i in images.into_iter().filter(|i| !replaced.contains(&i.id)) {
         let key = i.labels.get(labels::CACHE_KEY).cloned().unwrap_or_default();
         let last = cache.last_use(&key).unwrap_or(0).max(i.created);
         let name = i.tags.first().cloned().unwrap_or_else(|| i.id.clone());
@@ -68,7 +67,7 @@ pub fn age_out(
         }
     }
     for i in &remove {
-        let name = i.tags.first().unwrap_or(&i.id);
+        let name = i.tags.first().map_or(i.short_id(), String::as_str);
         println!(
             "{} cached {name}",
             if dry_run { "would remove" } else { "removed" }
@@ -77,7 +76,35 @@ pub fn age_out(
     if !dry_run {
         engine.remove_images(&remove)?;
     }
-    Ok(remove.len() + archives(&cache, now, older, dry_run)?)
+    Ok(remove.len() + replaced.len() + archives(&cache, now, older, dry_run)?)
+}
+
+/// Removes (or lists) the cached images a newer image of their key replaced, whatever their
+/// age (see `removal::superseded`); their ids. One that cannot go (an image built on it by
+/// docker's legacy builder) is named and kept: the rest of the clean goes on.
+fn replaced(
+    engine: &Engine,
+    images: &[Ours<ImageInfo>],
+    in_use: &BTreeSet<String>,
+    dry_run: bool,
+) -> BTreeSet<String> {
+    let gone: Vec<Ours<ImageInfo>> = removal::superseded(images, in_use)
+        .into_iter()
+        .cloned()
+        .collect();
+    for i in &gone {
+        println!(
+            "{} cached {} (a newer image of its key took its name)",
+            if dry_run { "would remove" } else { "removed" },
+            i.short_id()
+        );
+    }
+    if !dry_run && !gone.is_empty() {
+        if let Err(e) = engine.remove_images(&gone) {
+            println!("kept some of them: {e:#}");
+        }
+    }
+    gone.iter().map(|i| i.id.clone()).collect()
 }
 
 /// Cached archives whose last copy is older than `older` (and partial saves and save locks of
@@ -133,6 +160,7 @@ mod tests {
             labels: Default::default(),
             size: 1,
             created: 0,
+            parent: String::new(),
         }
     }
 

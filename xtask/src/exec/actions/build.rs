@@ -41,7 +41,7 @@ pub struct Note {
 
 /// `localhost/xtask-cache/<component>:<key>`.
 pub fn cache_ref(component: &str, key: &str) -> String {
-    format!("localhost/xtask-cache/{component}:{key}")
+    format!("{}{component}:{key}", crate::plan::labels::CACHE_NAMES)
 }
 
 /// The build under the cache's name and labels, also named with the run's reference.
@@ -89,7 +89,7 @@ impl Runner<'_> {
             let tag = self.engine.tag_cmd(&image.id, &c.spec.reference);
             self.log(&tag);
             // `ImageInfo::id` is the bare hex id.
-            let short = &image.id[..12.min(image.id.len())];
+            let short = image.short_id();
             ctx.line
                 .state("reusing", &format!("image {short}, cached with key {key}"));
             self.engine
@@ -124,6 +124,13 @@ impl Runner<'_> {
             .run_streaming(move |l| show(l.trim()))
             .with_context(|| format!("building {}", c.spec.reference))?;
         self.cache.remember(&key, &inputs, &c.component)?;
+        let owner = c
+            .spec
+            .labels
+            .get(labels::OWNER)
+            .cloned()
+            .unwrap_or_default();
+        self.supersede(&key, &owner, ctx);
         self.note(task, note("miss", why.clone()));
         Ok(format!("built: {why}"))
     }

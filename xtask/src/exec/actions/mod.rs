@@ -103,6 +103,9 @@ pub enum Action {
         /// The save as it runs when no archive of the image is cached (the dry run's text).
         save: Command,
     },
+    /// The cached images of `key` (made by `owner`) that the image just made replaced go,
+    /// unless a container uses them (see `removal::superseded`).
+    Supersede { key: String, owner: String },
     /// What the cache did (for the report) and the task's summary.
     Note {
         cache: &'static str,
@@ -182,6 +185,11 @@ impl fmt::Display for Action {
             Action::Run { cmd, .. } => write!(f, "$ {cmd}"),
             Action::CachedBuild(c) => c.fmt(f),
             Action::Note { summary, .. } => write!(f, "# {summary}"),
+            Action::Supersede { key, .. } => write!(
+                f,
+                "# remove the cached images of key {key} that this one replaced (no name left, \
+                 no container using them)"
+            ),
             Action::Push(p) => write!(
                 f,
                 "# FROM {} with the run's labels, as {}\n    # push it, pin the digest it returns",
@@ -290,6 +298,26 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Removes what a new image of `key` replaced. Not this run's failure when it fails: the
+    /// task line says so, and `clean-images` removes them later.
+    fn supersede(&self, key: &str, owner: &str, ctx: &Ctx) {
+        let filter =
+            crate::plan::labels::Filter::cache_key(key).and(crate::plan::labels::OWNER, owner);
+        match crate::host::removal::remove_superseded(self.engine, &filter) {
+            Ok(gone) if !gone.is_empty() => ctx.line.state(
+                "removed",
+                &format!("the image(s) it replaced: {}", gone.join(", ")),
+            ),
+            Ok(_) => {}
+            Err(e) => ctx.line.state(
+                "kept",
+                &format!(
+                    "the image(s) it replaced ({e:#}); `cargo xtask clean-images` removes them"
+                ),
+            ),
+        }
+    }
+
     /// The id of `reference`, asked of the engine once per run.
     fn image_id(&self, reference: &str) -> Option<String> {
         let ids = || {
@@ -372,6 +400,10 @@ impl<'a> Runner<'a> {
     fn perform(&self, a: &Action, ctx: &Ctx) -> Result<Option<String>> {
         match a {
             Action::Record(e) => self.record.add(e).map(|_| None),
+            Action::Supersede { key, owner } => {
+                self.supersede(key, owner, ctx);
+                Ok(None)
+            }
             Action::Write { path, text } => {
                 if let Some(d) = path.parent() {
                     std::fs::create_dir_all(d)

@@ -113,6 +113,9 @@ pub fn parse_image(v: &Value) -> ImageInfo {
         labels,
         size: v.get("Size").and_then(Value::as_u64).unwrap_or(0),
         created,
+        parent: str_field(v, &["Parent"])
+            .trim_start_matches("sha256:")
+            .to_string(),
     }
 }
 
