@@ -121,9 +121,10 @@ fn stack_cycles(config: &Config, consumer: &str, runs: usize) -> Result<()> {
     // One run first, so that the images and the data image are cached (what "warm" means).
     cycle(config, consumer, false)?;
     let engine = crate::host::tools::Engine::detect()?;
-    let ds = cached_image(&engine, "datastorage")?;
     let (mut warm, mut cold, mut seeds, mut figs) = (vec![], vec![], vec![], vec![]);
     for i in 1..=runs {
+        // Each round: the cold run before replaced the cached image (one per key).
+        let ds = cached_image(&engine, "datastorage")?;
         let s = seeds::run(config, &engine, consumer, &ds)?.as_secs_f64();
         let (w, f) = cycle(config, consumer, false)?;
         let (c, _) = cycle(config, consumer, true)?;
