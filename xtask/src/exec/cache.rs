@@ -233,6 +233,37 @@ impl Cache {
     pub fn archives(&self) -> PathBuf {
         self.dir.join("archives")
     }
+
+    /// What names an image's cached archive (`archives/<key>.tar`, its use stamp
+    /// `archive-<key>`): the image id's first 16 hex digits.
+    pub fn archive_key(image_id: &str) -> String {
+        image_id
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(16)
+            .collect()
+    }
+
+    /// Removes the cached archive of an image that is gone (a newer image of its key replaced
+    /// it): no run can copy it again.
+    pub fn forget_archive(&self, image_id: &str) -> Result<()> {
+        let key = Cache::archive_key(image_id);
+        for path in [
+            self.archives().join(format!("{key}.tar")),
+            self.archives().join(format!("{key}.lock")),
+            self.dir.join("used").join(format!("archive-{key}")),
+        ] {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("removing {}", path.display()))
+                    )
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -298,6 +329,27 @@ mod tests {
         std::fs::write(dir.join("sub/b"), "TWO, longer").unwrap();
         let t2 = c.tree(&dir.join("sub")).unwrap();
         assert_ne!(t1, t2, "a changed file changes its hash");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_gone_images_archive_and_its_stamp_are_forgotten() {
+        let dir = std::env::temp_dir().join(format!("xtask-archive-{}", std::process::id()));
+        let c = Cache::open(&dir);
+        let id = "sha256:0123456789abcdef0123456789abcdef";
+        assert_eq!(Cache::archive_key(id), "0123456789abcdef");
+        std::fs::create_dir_all(c.archives()).unwrap();
+        let tar = c.archives().join("0123456789abcdef.tar");
+        let other = c.archives().join("fedcba9876543210.tar");
+        std::fs::write(&tar, "x").unwrap();
+        std::fs::write(c.archives().join("0123456789abcdef.lock"), "").unwrap();
+        std::fs::write(&other, "y").unwrap();
+        c.used("archive-0123456789abcdef").unwrap();
+        c.forget_archive(id).unwrap();
+        assert!(!tar.exists() && other.exists());
+        assert!(!c.archives().join("0123456789abcdef.lock").exists());
+        assert_eq!(c.last_use("archive-0123456789abcdef"), None);
+        c.forget_archive(id).expect("forgetting twice is no error");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

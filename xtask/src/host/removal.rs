@@ -90,8 +90,8 @@ pub fn superseded<'a, I: Borrow<ImageInfo>>(
 }
 
 /// Removes the superseded cached images among those `filter` selects (see [`superseded`]);
-/// their short ids.
-pub fn remove_superseded(engine: &Engine, filter: &Filter) -> Result<Vec<String>> {
+/// the images removed.
+pub fn remove_superseded(engine: &Engine, filter: &Filter) -> Result<Vec<Ours<ImageInfo>>> {
     let images = engine.images(filter)?;
     if images.iter().all(|i| !i.tags.is_empty()) {
         return Ok(Vec::new());
@@ -101,7 +101,7 @@ pub fn remove_superseded(engine: &Engine, filter: &Filter) -> Result<Vec<String>
     if !gone.is_empty() {
         engine.remove_images(&gone)?;
     }
-    Ok(gone.iter().map(|i| i.short_id().to_string()).collect())
+    Ok(gone)
 }
 
 /// Everything selected by `filter`: containers first, then networks, then images. Each kind

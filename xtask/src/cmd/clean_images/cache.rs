@@ -56,7 +56,7 @@ pub fn age_out(
     let now = crate::host::facts::unix_now();
     let mut remove: Vec<Ours<ImageInfo>> = Vec::new();
     let images = engine.images(&filter)?;
-    let replaced = replaced(engine, &images, &in_use, dry_run);
+    let replaced = replaced(engine, &cache, &images, &in_use, dry_run);
     for i in images.into_iter().filter(|i| !replaced.contains(&i.id)) {
         let key = i.labels.get(labels::CACHE_KEY).cloned().unwrap_or_default();
         let last = cache.last_use(&key).unwrap_or(0).max(i.created);
@@ -84,6 +84,7 @@ pub fn age_out(
 /// docker's legacy builder) is named and kept: the rest of the clean goes on.
 fn replaced(
     engine: &Engine,
+    cache: &Cache,
     images: &[Ours<ImageInfo>],
     in_use: &BTreeSet<String>,
     dry_run: bool,
@@ -100,7 +101,11 @@ fn replaced(
         );
     }
     if !dry_run && !gone.is_empty() {
-        if let Err(e) = engine.remove_images(&gone) {
+        // Their archives too, once the images are gone: no run copies them again.
+        let forgotten = engine
+            .remove_images(&gone)
+            .and_then(|_| gone.iter().try_for_each(|i| cache.forget_archive(&i.id)));
+        if let Err(e) = forgotten {
             println!("kept some of them: {e:#}");
         }
     }

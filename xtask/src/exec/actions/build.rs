@@ -173,7 +173,7 @@ impl Runner<'_> {
         let id = self
             .image_id(reference)
             .with_context(|| format!("{reference} is not in local storage"))?;
-        let key: String = id.trim_start_matches("sha256:").chars().take(16).collect();
+        let key = crate::exec::cache::Cache::archive_key(&id);
         let dir = self.cache.archives();
         std::fs::create_dir_all(&dir)?;
         let cached = dir.join(format!("{key}.tar"));

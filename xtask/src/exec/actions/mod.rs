@@ -304,10 +304,18 @@ impl<'a> Runner<'a> {
         let filter =
             crate::plan::labels::Filter::cache_key(key).and(crate::plan::labels::OWNER, owner);
         match crate::host::removal::remove_superseded(self.engine, &filter) {
-            Ok(gone) if !gone.is_empty() => ctx.line.state(
-                "removed",
-                &format!("the image(s) it replaced: {}", gone.join(", ")),
-            ),
+            Ok(gone) if !gone.is_empty() => {
+                let short: Vec<&str> = gone.iter().map(|i| i.short_id()).collect();
+                ctx.line.state(
+                    "removed",
+                    &format!("the image(s) it replaced: {}", short.join(", ")),
+                );
+                for i in &gone {
+                    if let Err(e) = self.cache.forget_archive(&i.id) {
+                        ctx.line.state("kept", &format!("{e:#}"));
+                    }
+                }
+            }
             Ok(_) => {}
             Err(e) => ctx.line.state(
                 "kept",
