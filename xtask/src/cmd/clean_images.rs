@@ -13,6 +13,7 @@ use crate::flags;
 use crate::host::engine::{ImageInfo, Ours};
 use crate::host::facts::{login_name, unix_now};
 use crate::host::preflight::human_age;
+use crate::host::disk::human_bytes;
 use crate::host::removal;
 use crate::host::tools::{self, Need};
 use crate::plan::facts::sanitize_user;
@@ -152,12 +153,4 @@ fn describe(i: &ImageInfo, now: u64) -> String {
         human_age(now.saturating_sub(i.created)),
         human_bytes(i.size)
     )
-}
-
-pub fn human_bytes(b: u64) -> String {
-    match b {
-        0..=999_999 => format!("{} kB", b / 1000),
-        1_000_000..=999_999_999 => format!("{:.1} MB", b as f64 / 1e6),
-        _ => format!("{:.2} GB", b as f64 / 1e9),
-    }
 }

@@ -54,7 +54,7 @@ pub fn verdict(places: &[Place], refuse: u64, warn: u64) -> Result<Option<String
     let show = |p: &Place| {
         format!(
             "{} free on the filesystem of {} ({})",
-            crate::cmd::clean_images::human_bytes(p.free),
+            human_bytes(p.free),
             p.path.display(),
             p.what
         )
@@ -164,6 +164,15 @@ fn docker_store(engine: &Engine) -> Option<PathBuf> {
         .ok()?;
     let dir = out.stdout.trim();
     (out.success() && dir.starts_with('/')).then(|| PathBuf::from(dir))
+}
+
+/// Bytes as this tool writes them (decimal units, as the engines print image sizes).
+pub fn human_bytes(b: u64) -> String {
+    match b {
+        0..=999_999 => format!("{} kB", b / 1000),
+        1_000_000..=999_999_999 => format!("{:.1} MB", b as f64 / 1e6),
+        _ => format!("{:.2} GB", b as f64 / 1e9),
+    }
 }
 
 /// The filesystem holding `path` (its nearest existing ancestor): its id and the bytes an

@@ -171,7 +171,7 @@ pub fn image_size(engine: &Engine, reference: &str) -> String {
         .read()
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
-        .map(crate::cmd::clean_images::human_bytes)
+        .map(crate::host::disk::human_bytes)
         .unwrap_or_else(|| "size unknown".to_string())
 }
 

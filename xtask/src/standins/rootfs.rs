@@ -324,7 +324,7 @@ mod tests {
         assert!(s.contains("suite=bookworm") && s.contains("mirror=http://m/debian"));
         assert_ne!(s, base_stamp("http://other/debian"));
         assert_eq!(
-            crate::cmd::clean_images::human_bytes(231_456_789),
+            crate::host::disk::human_bytes(231_456_789),
             "231.5 MB"
         );
     }

@@ -91,7 +91,7 @@ impl Runner<'_> {
         self.set_bytes(task, sent);
         Ok(format!(
             "{pinned} ({} sent)",
-            crate::cmd::clean_images::human_bytes(sent)
+            crate::host::disk::human_bytes(sent)
         ))
     }
 
