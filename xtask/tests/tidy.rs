@@ -195,6 +195,27 @@ fn the_pure_layers_are_a_crate_without_effects() {
 /// not binaries (they wait for full builds), so the xtask's code is a library and its binary
 /// one call (ARCHITECTURE.md, "Cold build").
 #[test]
+fn the_layers_below_the_commands_never_call_a_command() {
+    // Commands use execution and host tools; a helper a lower layer needs lives there.
+    let mut up = Vec::new();
+    for (p, text) in xtask_src() {
+        let r = rel(&p);
+        if !["xtask/src/host/", "xtask/src/exec/", "xtask/src/standins/"]
+            .iter()
+            .any(|d| r.starts_with(d))
+        {
+            continue;
+        }
+        for (n, l) in code_lines(&text) {
+            if l.contains("crate::cmd::") {
+                up.push(format!("{r}:{n}: {}", l.trim()));
+            }
+        }
+    }
+    assert!(up.is_empty(), "a lower layer calls into cmd:\n{}", up.join("\n"));
+}
+
+#[test]
 fn the_binary_only_calls_the_library() {
     let main = std::fs::read_to_string(root().join("xtask/src/main.rs")).unwrap();
     let code: Vec<&str> = code_lines(&main)
