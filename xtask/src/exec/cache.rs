@@ -209,7 +209,7 @@ impl Cache {
         Ok(())
     }
 
-    /// The inputs of the last image built for `component` here, if any.
+    /// The inputs of the last image built or reused for `component` here, if any.
     pub fn latest(&self, component: &str) -> Option<Inputs> {
         let key =
             std::fs::read_to_string(self.dir.join("inputs").join(format!("latest-{component}")))

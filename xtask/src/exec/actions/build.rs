@@ -99,7 +99,9 @@ impl Runner<'_> {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(c.spec.reference.clone(), image.id.clone());
-            self.cache.used(&key)?;
+            // The baseline of the next miss's explanation, also when another checkout built
+            // the image (as data images are remembered on a hit).
+            self.cache.remember(&key, &inputs, &c.component)?;
             self.note(task, note("hit", String::new()));
             return Ok(format!("cached ({key})"));
         }
