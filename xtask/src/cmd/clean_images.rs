@@ -10,10 +10,10 @@ use anyhow::{Context, Result};
 
 use crate::config::{parse_duration, Config};
 use crate::flags;
+use crate::host::disk::human_bytes;
 use crate::host::engine::{ImageInfo, Ours};
 use crate::host::facts::{login_name, unix_now};
 use crate::host::preflight::human_age;
-use crate::host::disk::human_bytes;
 use crate::host::removal;
 use crate::host::tools::{self, Need};
 use crate::plan::facts::sanitize_user;

@@ -251,6 +251,7 @@ pub fn dry_run(plan: &Plan, tools: &Tools) -> String {
         plan.namespace,
         plan.kubeconfig.display()
     ));
+    let beside_tests = plan.beside_tests();
     for phase in 1..=4u8 {
         s.push_str(&format!("phase {phase}: {}\n", PHASES[phase as usize]));
         for n in plan.nodes.iter().filter(|n| n.action.phase() == phase) {
@@ -259,7 +260,7 @@ pub fn dry_run(plan: &Plan, tools: &Tools) -> String {
             } else {
                 format!(" (after {})", n.deps.join(", "))
             };
-            let beside = match plan.beside_tests().contains(&n.id) {
+            let beside = match beside_tests.contains(&n.id) {
                 true => "; beside the tests",
                 false => "",
             };

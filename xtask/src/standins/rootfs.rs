@@ -323,10 +323,7 @@ mod tests {
         let s = base_stamp("http://m/debian");
         assert!(s.contains("suite=bookworm") && s.contains("mirror=http://m/debian"));
         assert_ne!(s, base_stamp("http://other/debian"));
-        assert_eq!(
-            crate::host::disk::human_bytes(231_456_789),
-            "231.5 MB"
-        );
+        assert_eq!(crate::host::disk::human_bytes(231_456_789), "231.5 MB");
     }
 
     #[test]
