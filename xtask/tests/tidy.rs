@@ -212,7 +212,11 @@ fn the_layers_below_the_commands_never_call_a_command() {
             }
         }
     }
-    assert!(up.is_empty(), "a lower layer calls into cmd:\n{}", up.join("\n"));
+    assert!(
+        up.is_empty(),
+        "a lower layer calls into cmd:\n{}",
+        up.join("\n")
+    );
 }
 
 #[test]

@@ -33,6 +33,9 @@ pub const PID: &str = "io.kubernaut.xtask.pid";
 pub const CREATED: &str = "io.kubernaut.xtask.created";
 pub const SERVICE: &str = "io.kubernaut.xtask.service";
 pub const CONSUMER: &str = "io.kubernaut.xtask.consumer";
+/// On cached images: `1`, and their input key.
+pub const CACHE: &str = "io.kubernaut.xtask.cache";
+pub const CACHE_KEY: &str = "io.kubernaut.xtask.cache-key";
 /// Marks everything the tests create themselves (decoys), besides its unique name.
 pub const DECOY: &str = "io.kubernaut.xtask-test.decoy";
 
@@ -914,6 +917,13 @@ pub fn all_images(label: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The full id (`sha256:...` as the engine prints it) of an image named or given by id.
+pub fn image_id(name_or_id: &str) -> String {
+    engine_ok(&["image", "inspect", "--format", "{{.Id}}", name_or_id])
+        .trim()
+        .to_string()
+}
+
 pub fn image_exists(reference: &str) -> bool {
     let format = ["--format", "{{.Id}}"];
     let o = engine().run(&[&["image", "inspect"], &format[..], &[reference]].concat());
@@ -1013,9 +1023,6 @@ pub fn assert_nothing_left(run_id: &str) {
 // ---------------------------------------------------------------------------------------------
 // Guards
 
-/// Runs `xtask clean --run <id>` for every registered run on drop (with the fakes' PATH and
-/// state, when given), so a failing test leaves nothing. Only ids this test's own runs printed
-/// or recorded are ever registered.
 /// An integration run of `consumer` whose tests all pass at once (a filter that matches
 /// none): its stack starts, which leaves the caches warm, and is torn down. Its run id.
 pub fn warm_integration_run(consumer: &str, guard: &CleanRuns) -> String {
@@ -1028,6 +1035,9 @@ pub fn warm_integration_run(consumer: &str, guard: &CleanRuns) -> String {
     id
 }
 
+/// Runs `xtask clean --run <id>` for every registered run on drop (with the fakes' PATH and
+/// state, when given), so a failing test leaves nothing. Only ids this test's own runs printed
+/// or recorded are ever registered.
 pub struct CleanRuns {
     ids: Mutex<Vec<String>>,
     env: Vec<(String, OsString)>,
@@ -1218,7 +1228,17 @@ impl Decoys {
     }
 
     pub fn assert_all_present(&self, after: &str) {
-        let gone = self.missing();
+        self.assert_present_but(&[], after);
+    }
+
+    /// Every decoy is still there, but those named in `expected_gone` (the test removed them,
+    /// or they are ours to remove).
+    pub fn assert_present_but(&self, expected_gone: &[&str], after: &str) {
+        let gone: Vec<String> = self
+            .missing()
+            .into_iter()
+            .filter(|m| !expected_gone.iter().any(|e| m.ends_with(e)))
+            .collect();
         assert!(
             gone.is_empty(),
             "{after} removed decoys it must leave alone: {}",

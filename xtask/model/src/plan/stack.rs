@@ -212,6 +212,21 @@ pub mod tests {
         crate::config::parse(&file, Path::new("/repo"), &text, &repo_path_kind).unwrap()
     }
 
+    /// PostgreSQL's data image, cached: its reference, and the snapshots a warm plan is given.
+    pub fn postgres_data_hit() -> (
+        &'static str,
+        std::collections::BTreeMap<String, crate::plan::Snapshot>,
+    ) {
+        let data = "localhost/xtask-cache/postgres-data:0123456789abcdef";
+        let hit = crate::plan::Snapshot {
+            key: "0123456789abcdef".into(),
+            cache_ref: data.into(),
+            hit: true,
+            why: String::new(),
+        };
+        (data, [("postgres".to_string(), hit)].into())
+    }
+
     /// The resolved stack of a consumer's tier in the repository's file.
     pub fn repo_stack(c: &Config, consumer: &str, tier: TierName) -> Stack {
         c.stack(consumer, tier).unwrap()

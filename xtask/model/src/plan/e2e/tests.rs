@@ -333,14 +333,7 @@ fn postgres_is_deployed_from_a_cached_data_image_and_its_job_still_runs() {
             .expect("no image:postgres")
     };
     let cold = plan_for("notification", Loading::Archive);
-    let data = "localhost/xtask-cache/postgres-data:0123456789abcdef";
-    let hit = crate::plan::Snapshot {
-        key: "0123456789abcdef".into(),
-        cache_ref: data.into(),
-        hit: true,
-        why: String::new(),
-    };
-    let snapshots = BTreeMap::from([("postgres".to_string(), hit)]);
+    let (data, snapshots) = crate::plan::stack::tests::postgres_data_hit();
     let target = Target::Fresh(Loading::Archive);
     let warm = plan_from("notification", &target, &facts(), &RepoFiles, &snapshots).unwrap();
     assert_ne!(base_of(&cold), data);

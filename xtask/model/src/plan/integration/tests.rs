@@ -42,14 +42,7 @@ fn plan_with(
 
 #[test]
 fn a_warm_stack_starts_postgres_from_the_cached_data_image_while_the_run_names_it() {
-    let data = "localhost/xtask-cache/postgres-data:0123456789abcdef";
-    let hit = crate::plan::Snapshot {
-        key: "0123456789abcdef".into(),
-        cache_ref: data.into(),
-        hit: true,
-        why: String::new(),
-    };
-    let snapshots = std::collections::BTreeMap::from([("postgres".to_string(), hit)]);
+    let (data, snapshots) = crate::plan::stack::tests::postgres_data_hit();
     let p = plan_with("notification", &[], &snapshots);
     // Not behind the tag: the container holds the image from its start.
     assert_eq!(container(&p, "postgres").image, data);
