@@ -154,7 +154,7 @@ fn images(config: &Config, engine: &Engine, say: &dyn Fn(&str)) -> Result<()> {
                     .join(", ")
             );
         }
-        packages::ensure(&[packages::DEBOOTSTRAP], false, say)?;
+        packages::ensure(&[packages::DEBOOTSTRAP, packages::MOUNT], false, say)?;
         let recipes: Vec<_> = needed.iter().map(|(r, _)| *r).collect();
         crate::standins::build(config, engine, &recipes, false, &Progress::plain())
     };

@@ -68,6 +68,14 @@ pub const DEBOOTSTRAP: Package = Package {
     probe: "debootstrap",
     why: "stand-in images from Debian packages where no registry answers",
 };
+/// Priority "required" on Debian but not Essential: a trimmed image can lack it.
+pub const MOUNT: Package = Package {
+    apt: "mount",
+    dnf: "util-linux",
+    brew: None,
+    probe: "mount",
+    why: "mounts /proc in the stand-ins' build root (and unmounts it)",
+};
 pub const GIT: Package = Package {
     apt: "git",
     dnf: "git",
@@ -110,6 +118,7 @@ pub const TEST: &[Package] = &[
     IPTABLES,
     GIT,
     DEBOOTSTRAP,
+    MOUNT,
     DOCKER,
     SKOPEO,
     DOCKER_REGISTRY,

@@ -85,7 +85,7 @@ impl Tool {
             Tool::Podman => Some(&[p::PODMAN, p::RUNC, p::NETAVARK, p::AARDVARK, p::IPTABLES]),
             Tool::Docker => Some(&[p::DOCKER]),
             Tool::Git => Some(&[p::GIT]),
-            Tool::Debootstrap => Some(&[p::DEBOOTSTRAP]),
+            Tool::Debootstrap => Some(&[p::DEBOOTSTRAP, p::MOUNT]),
             Tool::Kind | Tool::Kubectl => None,
         }
     }
